@@ -1,0 +1,402 @@
+"""Every Delta table of the product: name, schema, partitioning, comments, and I/O helpers.
+
+Names resolve to ``<warehouse>/<name>`` (path mode, the local default) or to
+``<catalog>.<schema>.<name>`` (catalog mode, Databricks / Unity Catalog). All writes of weekly
+outputs go through :func:`replace_partition`, one atomic Delta commit with ``replaceWhere`` on the
+partition column: a rerun replaces exactly that week and a crash leaves the previous version.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import types as T
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+
+def _f(name, dtype, nullable=True, comment=""):
+    return T.StructField(name, dtype, nullable, metadata={"comment": comment} if comment else {})
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    schema: T.StructType
+    key: Sequence[str]
+    partition_by: Sequence[str] = ()
+    comment: str = ""
+
+
+EMB = T.ArrayType(T.FloatType(), containsNull=False)
+
+TRACKS = TableSpec(
+    "tracks",
+    T.StructType([
+        _f("track_id", T.StringType(), False, "track id (platform song id)"),
+        _f("creator_id", T.StringType(), False, "user id of the track's creator"),
+        _f("title", T.StringType(), comment="track title"),
+        _f("prompt", T.StringType(), comment="the generation prompt / style description"),
+        _f("tags", T.ArrayType(T.StringType()), comment="style tags, lower case"),
+        _f("genre", T.StringType(), comment="primary genre when known"),
+        _f("duration_s", T.DoubleType(), comment="duration in seconds"),
+        _f("created_at", T.TimestampType(), comment="creation time (UTC)"),
+        _f("audio_uri", T.StringType(), comment="location of the audio file, when available"),
+        _f("play_count", T.LongType(), comment="platform play count"),
+        _f("upvote_count", T.LongType(), comment="platform upvote count"),
+        _f("comment_count", T.LongType(), comment="platform comment count"),
+        _f("ingested_at", T.TimestampType(), comment="when this version of the row was ingested"),
+    ]),
+    key=("track_id",),
+    comment="Track catalog: one row per track.",
+)
+
+INTERACTIONS = TableSpec(
+    "interactions",
+    T.StructType([
+        _f("user_id", T.StringType(), False, "listener"),
+        _f("track_id", T.StringType(), False, "track"),
+        _f("event_ts", T.TimestampType(), False, "event time (UTC)"),
+        _f("event_type", T.StringType(), False, "play | complete | upvote | comment | share | download | remix | skip"),
+        _f("weight", T.DoubleType(), False, "interaction weight >= 0 (play count or event default)"),
+        _f("event_date", T.DateType(), False, "partition: date of event_ts"),
+        _f("ingested_at", T.TimestampType(), comment="ingestion time"),
+    ]),
+    key=("user_id", "track_id", "event_ts", "event_type"),
+    partition_by=("event_date",),
+    comment="User-track interactions, de-duplicated on (user_id, track_id, event_ts, event_type).",
+)
+
+USER_PROMPTS = TableSpec(
+    "user_prompts",
+    T.StructType([
+        _f("prompt_id", T.StringType(), False, "prompt id"),
+        _f("user_id", T.StringType(), False, "author"),
+        _f("prompt_text", T.StringType(), False, "the text the user wrote to generate music"),
+        _f("created_at", T.TimestampType(), comment="when the prompt was written (UTC)"),
+        _f("ingested_at", T.TimestampType(), comment="ingestion time"),
+    ]),
+    key=("prompt_id",),
+    comment="Generation prompts written by users (their stated intent).",
+)
+
+QUARANTINE = TableSpec(
+    "quarantine",
+    T.StructType([
+        _f("source", T.StringType(), False, "entity and file the record came from"),
+        _f("entity", T.StringType(), False, "tracks | interactions | user_prompts | audio"),
+        _f("raw_record", T.StringType(), comment="the record as read (JSON of the raw fields or the raw line)"),
+        _f("reason", T.StringType(), False, "why the record was rejected"),
+        _f("record_hash", T.StringType(), False, "sha2 of entity+raw record+reason (idempotent re-ingest)"),
+        _f("run_id", T.StringType(), comment="run that quarantined it"),
+        _f("ingested_at", T.TimestampType(), comment="when"),
+        _f("ingest_date", T.DateType(), False, "partition: date of ingestion"),
+    ]),
+    key=("record_hash",),
+    partition_by=("ingest_date",),
+    comment="Rejected input: nothing is silently dropped.",
+)
+
+TRACK_EMBEDDINGS = TableSpec(
+    "track_embeddings",
+    T.StructType([
+        _f("track_id", T.StringType(), False, "track"),
+        _f("model_version", T.StringType(), False, "CLAP model version (checkpoint name or 'untrained-<seed>')"),
+        _f("embedding", EMB, False, "L2-normalised CLAP audio embedding (512-d)"),
+        _f("n_windows", T.IntegerType(), comment="number of audio windows averaged"),
+        _f("created_at", T.TimestampType(), comment="when computed"),
+    ]),
+    key=("track_id", "model_version"),
+    comment="CLAP audio embeddings of tracks.",
+)
+
+PROMPT_EMBEDDINGS = TableSpec(
+    "prompt_embeddings",
+    T.StructType([
+        _f("id", T.StringType(), False, "prompt_id for user prompts, track_id for track prompts"),
+        _f("kind", T.StringType(), False, "user_prompt | track_prompt"),
+        _f("user_id", T.StringType(), comment="author (user prompts)"),
+        _f("model_version", T.StringType(), False, "CLAP model version"),
+        _f("embedding", EMB, False, "L2-normalised CLAP text embedding (512-d)"),
+        _f("created_at", T.TimestampType(), comment="when computed"),
+    ]),
+    key=("id", "kind", "model_version"),
+    comment="CLAP text embeddings of user prompts and of tracks' own prompt text.",
+)
+
+ITEM_NEIGHBORS = TableSpec(
+    "item_neighbors",
+    T.StructType([
+        _f("week_start", T.DateType(), False, "partition: week the model was trained for"),
+        _f("track_id", T.StringType(), False, "track"),
+        _f("neighbor_id", T.StringType(), False, "similar track"),
+        _f("score", T.DoubleType(), False, "similarity"),
+        _f("rank", T.IntegerType(), False, "1 = most similar"),
+    ]),
+    key=("week_start", "track_id", "neighbor_id"),
+    partition_by=("week_start",),
+    comment="Item-item CF neighbours, top-K per track, per week.",
+)
+
+CANDIDATES = TableSpec(
+    "candidates",
+    T.StructType([
+        _f("week_start", T.DateType(), False, "partition"),
+        _f("user_id", T.StringType(), False, "user"),
+        _f("track_id", T.StringType(), False, "candidate track"),
+        _f("channels", T.ArrayType(T.StringType()), comment="recall channels that proposed it"),
+        _f("recall_score", T.DoubleType(), comment="fused recall score"),
+        _f("din_score", T.DoubleType(), comment="DIN click probability (null when DIN skipped)"),
+        _f("quality", T.DoubleType(), comment="engagement quality in [0, 1]"),
+        _f("final_score", T.DoubleType(), comment="score used by re-ranking"),
+        _f("seed_track_id", T.StringType(), comment="seed that contributed most (explanation)"),
+    ]),
+    key=("week_start", "user_id", "track_id"),
+    partition_by=("week_start",),
+    comment="Scored candidates per user and week (funnel analysis, explanations).",
+)
+
+DISCOVER_WEEKLY = TableSpec(
+    "discover_weekly",
+    T.StructType([
+        _f("week_start", T.DateType(), False, "partition: the Monday of the playlist's week"),
+        _f("user_id", T.StringType(), False, "user"),
+        _f("position", T.IntegerType(), False, "1..30"),
+        _f("track_id", T.StringType(), False, "recommended track (never heard, never own)"),
+        _f("score", T.DoubleType(), False, "final score"),
+        _f("sources", T.ArrayType(T.StringType()), False, "channels that proposed the track"),
+        _f("reason", T.StringType(), comment="human-readable explanation"),
+        _f("model_version", T.StringType(), False, "pipeline model version"),
+        _f("run_id", T.StringType(), comment="run that wrote the row"),
+        _f("generated_at", T.TimestampType(), False, "when the playlist was generated"),
+    ]),
+    key=("week_start", "user_id", "position"),
+    partition_by=("week_start",),
+    comment="Discover Weekly: 30 new tracks per user and week.",
+)
+
+RUNS = TableSpec(
+    "runs",
+    T.StructType([
+        _f("run_id", T.StringType(), False, "run id"),
+        _f("week_start", T.DateType(), comment="week of the run"),
+        _f("job", T.StringType(), comment="weekly | ingest | generate | evaluate | maintenance"),
+        _f("stage", T.StringType(), False, "stage name ('run' for the whole run)"),
+        _f("status", T.StringType(), False, "running | succeeded | failed | skipped"),
+        _f("started_at", T.TimestampType(), comment="stage start"),
+        _f("finished_at", T.TimestampType(), comment="stage end"),
+        _f("seconds", T.DoubleType(), comment="wall time"),
+        _f("rows_in", T.LongType(), comment="rows read"),
+        _f("rows_out", T.LongType(), comment="rows produced"),
+        _f("counts", T.MapType(T.StringType(), T.DoubleType()), comment="further counts and metrics"),
+        _f("skipped", T.StringType(), comment="what was skipped and why"),
+        _f("message", T.StringType(), comment="error or note"),
+        _f("config_hash", T.StringType(), comment="fingerprint of the effective config"),
+    ]),
+    key=("run_id", "stage"),
+    comment="One row per stage of each run: what it did, how many rows, how long, what it skipped.",
+)
+
+ALL_TABLES: Dict[str, TableSpec] = {
+    t.name: t
+    for t in (TRACKS, INTERACTIONS, USER_PROMPTS, QUARANTINE, TRACK_EMBEDDINGS, PROMPT_EMBEDDINGS,
+              ITEM_NEIGHBORS, CANDIDATES, DISCOVER_WEEKLY, RUNS)
+}
+
+
+def register(spec: TableSpec) -> TableSpec:
+    """Add a table defined by another module (e.g. ``evaluation_runs``) to the registry."""
+    ALL_TABLES[spec.name] = spec
+    return spec
+
+
+class Tables:
+    """Resolves table names and reads/writes Delta tables for one storage configuration.
+
+    Parameters
+    ----------
+    spark : SparkSession
+    warehouse : str
+        Root folder of path-mode tables (``warehouse/`` under the repo by default).
+    mode : {"path", "catalog"}
+    catalog, schema : str
+        Catalog-mode namespace: ``<catalog>.<schema>.<name>``.
+    """
+
+    def __init__(self, spark: SparkSession, warehouse: str = "warehouse", mode: str = "path",
+                 catalog: str = "", schema: str = "recsys"):
+        if mode not in ("path", "catalog"):
+            raise ValueError(f"storage mode must be 'path' or 'catalog', got {mode!r}")
+        self.spark = spark
+        self.mode = mode
+        self.warehouse = os.path.abspath(warehouse)
+        for part, label in ((catalog, "catalog"), (schema, "schema")):
+            if part and not _IDENT.match(part):
+                raise ValueError(f"invalid {label} identifier {part!r}")
+        self.catalog = catalog
+        self.schema = schema
+
+    @classmethod
+    def from_config(cls, spark: SparkSession, storage) -> "Tables":
+        from .config import REPO_ROOT
+
+        wh = storage.warehouse
+        if storage.mode == "path" and not os.path.isabs(wh) and "://" not in wh:
+            wh = str(REPO_ROOT / wh)
+        return cls(spark, warehouse=wh, mode=storage.mode, catalog=storage.catalog, schema=storage.schema)
+
+    # -- names ---------------------------------------------------------------------------------
+    def spec(self, name: str) -> TableSpec:
+        if name not in ALL_TABLES:
+            raise KeyError(f"unknown table {name!r}; known: {', '.join(sorted(ALL_TABLES))}")
+        return ALL_TABLES[name]
+
+    def path(self, name: str) -> str:
+        self.spec(name)
+        return os.path.join(self.warehouse, name)
+
+    def qualified(self, name: str) -> str:
+        """SQL reference: ``delta.`/path``` in path mode, ``catalog.schema.name`` in catalog mode."""
+        self.spec(name)
+        if self.mode == "path":
+            return f"delta.`{self.path(name)}`"
+        prefix = f"`{self.catalog}`.`{self.schema}`" if self.catalog else f"`{self.schema}`"
+        return f"{prefix}.`{name}`"
+
+    # -- create / read -------------------------------------------------------------------------
+    def create(self, name: str) -> None:
+        """Create the table with its schema, partitioning and comments if it does not exist."""
+        from delta.tables import DeltaTable
+
+        spec = self.spec(name)
+        b = DeltaTable.createIfNotExists(self.spark)
+        if self.mode == "path":
+            b = b.location(self.path(name))
+        else:
+            if self.catalog:
+                self.spark.sql(f"CREATE SCHEMA IF NOT EXISTS `{self.catalog}`.`{self.schema}`")
+            else:
+                self.spark.sql(f"CREATE SCHEMA IF NOT EXISTS `{self.schema}`")
+            b = b.tableName(self.qualified(name).replace("`", ""))
+        for fld in spec.schema.fields:
+            b = b.addColumn(fld.name, fld.dataType, nullable=fld.nullable,
+                            comment=fld.metadata.get("comment") or None)
+        if spec.partition_by:
+            b = b.partitionedBy(*spec.partition_by)
+        if spec.comment:
+            b = b.comment(spec.comment)
+        b = b.property("delta.appendOnly", "false")
+        b.execute()
+
+    def create_all(self, names: Optional[Sequence[str]] = None) -> None:
+        for name in names or list(ALL_TABLES):
+            self.create(name)
+
+    def exists(self, name: str) -> bool:
+        from delta.tables import DeltaTable
+
+        if self.mode == "path":
+            return DeltaTable.isDeltaTable(self.spark, self.path(name))
+        return self.spark.catalog.tableExists(self.qualified(name).replace("`", ""))
+
+    def delta(self, name: str):
+        from delta.tables import DeltaTable
+
+        if self.mode == "path":
+            return DeltaTable.forPath(self.spark, self.path(name))
+        return DeltaTable.forName(self.spark, self.qualified(name).replace("`", ""))
+
+    def read(self, name: str, version: Optional[int] = None) -> DataFrame:
+        """Read a table (optionally as of a Delta version); an absent table reads as empty."""
+        if not self.exists(name):
+            return self.spark.createDataFrame([], self.spec(name).schema)
+        reader = self.spark.read.format("delta")
+        if version is not None:
+            reader = reader.option("versionAsOf", int(version))
+        if self.mode == "path":
+            return reader.load(self.path(name))
+        if version is not None:
+            return self.spark.sql(f"SELECT * FROM {self.qualified(name)} VERSION AS OF {int(version)}")
+        return self.spark.table(self.qualified(name).replace("`", ""))
+
+    # -- write ---------------------------------------------------------------------------------
+    def _conform(self, name: str, df: DataFrame) -> DataFrame:
+        spec = self.spec(name)
+        missing = [f.name for f in spec.schema.fields if f.name not in df.columns]
+        if missing:
+            raise ValueError(f"cannot write {name}: missing columns {missing}")
+        return df.select(*[df[f.name].cast(f.dataType).alias(f.name) for f in spec.schema.fields])
+
+    def _writer(self, name: str, df: DataFrame, mode: str):
+        return self._conform(name, df).write.format("delta").mode(mode)
+
+    def _save(self, name: str, writer) -> None:
+        if self.mode == "path":
+            writer.save(self.path(name))
+        else:
+            writer.saveAsTable(self.qualified(name).replace("`", ""))
+
+    def append(self, name: str, df: DataFrame) -> None:
+        self.create(name)
+        self._save(name, self._writer(name, df, "append"))
+
+    def overwrite(self, name: str, df: DataFrame) -> None:
+        self.create(name)
+        self._save(name, self._writer(name, df, "overwrite"))
+
+    def replace_partition(self, name: str, df: DataFrame, column: str, value) -> None:
+        """Atomically replace the rows where ``column = value`` by ``df`` (one Delta commit).
+
+        Every row of ``df`` must satisfy the predicate (Delta checks it and fails otherwise), so a
+        bug cannot spill into another week's partition.
+        """
+        spec = self.spec(name)
+        if column not in [f.name for f in spec.schema.fields]:
+            raise ValueError(f"{name} has no column {column!r}")
+        self.create(name)
+        predicate = f"{column} = '{_literal(value)}'"
+        writer = self._writer(name, df, "overwrite").option("replaceWhere", predicate)
+        self._save(name, writer)
+
+    def merge_insert_new(self, name: str, df: DataFrame, key: Sequence[str]) -> None:
+        """Insert rows whose key is not in the table yet (idempotent ingestion).
+
+        ``df`` must already be de-duplicated on ``key``.
+        """
+        self.create(name)
+        cond = " AND ".join(f"t.`{k}` = s.`{k}`" for k in key)
+        (self.delta(name).alias("t")
+         .merge(self._conform(name, df).alias("s"), cond)
+         .whenNotMatchedInsertAll()
+         .execute())
+
+    def upsert(self, name: str, df: DataFrame, key: Sequence[str], changed: Sequence[str]) -> None:
+        """Insert new keys; update existing rows only when one of ``changed`` differs."""
+        self.create(name)
+        cond = " AND ".join(f"t.`{k}` = s.`{k}`" for k in key)
+        diff = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in changed)
+        (self.delta(name).alias("t")
+         .merge(self._conform(name, df).alias("s"), cond)
+         .whenMatchedUpdateAll(condition=diff)
+         .whenNotMatchedInsertAll()
+         .execute())
+
+    def version(self, name: str) -> Optional[int]:
+        if not self.exists(name):
+            return None
+        return int(self.delta(name).history(1).select("version").first()[0])
+
+
+def _literal(value) -> str:
+    """A safe SQL literal for a partition value (dates, ints, simple strings only)."""
+    if isinstance(value, (dt.date, dt.datetime)):
+        return value.isoformat()[:10]
+    text = str(value)
+    if not re.match(r"^[A-Za-z0-9_\-:. ]{1,64}$", text):
+        raise ValueError(f"unsafe partition value {value!r}")
+    return text
