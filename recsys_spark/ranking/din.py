@@ -1,0 +1,434 @@
+"""Deep Interest Network (Zhou et al., KDD 2018) in pure torch. Imports no Spark.
+
+The model scores a (user history, candidate track) pair with a click logit:
+
+1. **Item representation**: a learned ID embedding (index ``0`` = padding, ``1`` = out of
+   vocabulary) concatenated, when content is configured, with a learned linear projection of the
+   track's CLAP audio embedding. Content lives in a frozen buffer indexed by the same vocabulary
+   index, so tracks that were never *interacted with* in training but do have audio (new tracks)
+   still get a content representation; their ID part maps to the OOV row (see
+   :meth:`DIN.id_index`).
+2. **Activation unit**: for each history item ``h`` and the candidate ``c`` an MLP over
+   ``[h, c, h - c, h * c]`` gives an attention weight (a scalar, *not* softmax-normalised unless
+   ``softmax_attention``: DIN keeps the intensity of the interest).
+3. **Interest**: ``sum_j w_j * h_j`` over the non-padding history positions (padding is masked
+   and never changes the result).
+4. **Output MLP** over ``[interest, c, interest * c, user_features]`` to one logit.
+
+Helpers: :func:`fit` (mini-batch Adam with early stopping on a validation set),
+:func:`predict`, :func:`roc_auc`, :func:`log_loss`, and :func:`save` / :func:`load` that write the
+``state_dict`` with ``torch.save`` and the hyper-parameters / vocabulary as JSON (no pickles;
+loading uses ``torch.load(..., weights_only=True)``).
+
+Examples
+--------
+>>> cfg = DINConfig(n_items=10, n_id_items=10, embedding_dim=8)
+>>> model = DIN(cfg)
+>>> hist = torch.tensor([[2, 3, 0], [4, 0, 0]])
+>>> cand = torch.tensor([5, 6])
+>>> model(hist, cand).shape
+torch.Size([2])
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+PAD = 0
+OOV = 1
+N_SPECIAL = 2
+
+STATE_FILE = "din_state.pt"
+CONFIG_FILE = "din_config.json"
+VOCAB_FILE = "vocab.json"
+METRICS_FILE = "metrics.json"
+
+
+@dataclass
+class DINConfig:
+    """Hyper-parameters of a :class:`DIN` (saved as JSON next to the weights).
+
+    Attributes
+    ----------
+    n_items : int
+        Vocabulary size excluding the two special rows (padding, OOV). Vocabulary index
+        ``i`` (``2 <= i < n_items + 2``) is a known track.
+    n_id_items : int
+        The first ``n_id_items`` vocabulary entries have a learned ID embedding (the tracks seen in
+        training); later entries (content-only tracks) use the OOV ID row.
+    embedding_dim : int
+        Size of the ID embedding and of the content projection.
+    content_dim : int
+        Dimension of the content (CLAP) vectors; 0 = no content.
+    attention_hidden, mlp_hidden : list of int
+        Hidden sizes of the activation unit and of the output MLP.
+    softmax_attention : bool
+        Normalise attention weights with a masked softmax (off in DIN).
+    n_user_features : int
+        Optional dense user-level features concatenated before the output MLP.
+    max_history : int
+        History length the model was trained with (longer histories are cut by the caller).
+    """
+
+    n_items: int
+    n_id_items: int
+    embedding_dim: int = 32
+    content_dim: int = 0
+    attention_hidden: List[int] = field(default_factory=lambda: [64, 32])
+    mlp_hidden: List[int] = field(default_factory=lambda: [128, 64])
+    softmax_attention: bool = False
+    n_user_features: int = 0
+    max_history: int = 50
+    dropout: float = 0.0
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "DINConfig":
+        data = json.loads(text)
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown DIN hyper-parameters in config: {sorted(unknown)}")
+        return cls(**data)
+
+    @property
+    def item_dim(self) -> int:
+        return self.embedding_dim * (2 if self.content_dim > 0 else 1)
+
+
+def _mlp(sizes: Sequence[int], dropout: float = 0.0) -> nn.Sequential:
+    layers: List[nn.Module] = []
+    for i in range(len(sizes) - 1):
+        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2:
+            layers.append(nn.PReLU())
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)
+
+
+class ActivationUnit(nn.Module):
+    """DIN local activation unit: MLP over ``[h, c, h - c, h * c]`` -> one weight per position."""
+
+    def __init__(self, item_dim: int, hidden: Sequence[int]):
+        super().__init__()
+        self.mlp = _mlp([4 * item_dim, *hidden, 1])
+
+    def forward(self, hist: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
+        """``hist`` [B, L, D], ``cand`` [B, D] -> raw weights [B, L]."""
+        c = cand.unsqueeze(1).expand_as(hist)
+        x = torch.cat([hist, c, hist - c, hist * c], dim=-1)
+        return self.mlp(x).squeeze(-1)
+
+
+class DIN(nn.Module):
+    """Deep Interest Network click model (see the module docstring)."""
+
+    def __init__(self, config: DINConfig, content: Optional[torch.Tensor] = None):
+        super().__init__()
+        self.config = config
+        d = config.embedding_dim
+        self.id_embedding = nn.Embedding(config.n_id_items + N_SPECIAL, d, padding_idx=PAD)
+        nn.init.normal_(self.id_embedding.weight, std=0.05)
+        with torch.no_grad():
+            self.id_embedding.weight[PAD].zero_()
+        n_rows = config.n_items + N_SPECIAL
+        if config.content_dim > 0:
+            if content is None:
+                content = torch.zeros(n_rows, config.content_dim)
+            if tuple(content.shape) != (n_rows, config.content_dim):
+                raise ValueError(f"content table must be [{n_rows}, {config.content_dim}], "
+                                 f"got {list(content.shape)}")
+            self.register_buffer("content", content.float().contiguous())
+            has = (content.abs().sum(dim=1) > 0).float()
+            self.register_buffer("has_content", has)
+            self.content_proj = nn.Linear(config.content_dim, d)
+        self.attention = ActivationUnit(config.item_dim, config.attention_hidden)
+        out_in = 3 * config.item_dim + config.n_user_features
+        self.out = _mlp([out_in, *config.mlp_hidden, 1], config.dropout)
+
+    # -- representation ------------------------------------------------------------------------
+    def id_index(self, idx: torch.Tensor) -> torch.Tensor:
+        """Vocabulary index -> ID-embedding row (content-only tracks use the OOV row)."""
+        n = self.config.n_id_items + N_SPECIAL
+        return torch.where(idx >= n, torch.full_like(idx, OOV), idx)
+
+    def item(self, idx: torch.Tensor) -> torch.Tensor:
+        """Vocabulary indices (any shape) -> item vectors (same shape + [item_dim])."""
+        e = self.id_embedding(self.id_index(idx))
+        if self.config.content_dim > 0:
+            p = self.content_proj(self.content[idx]) * self.has_content[idx].unsqueeze(-1)
+            e = torch.cat([e, p], dim=-1)
+        return e
+
+    # -- forward -------------------------------------------------------------------------------
+    def forward(self, hist_idx: torch.Tensor, cand_idx: torch.Tensor,
+                user_features: Optional[torch.Tensor] = None,
+                return_attention: bool = False):
+        """Click logits.
+
+        Parameters
+        ----------
+        hist_idx : LongTensor [B, L]
+            History vocabulary indices, ``0`` = padding.
+        cand_idx : LongTensor [B]
+            Candidate vocabulary indices.
+        user_features : FloatTensor [B, F], optional
+            Required when ``n_user_features > 0``.
+        return_attention : bool
+            Also return the (masked) attention weights [B, L].
+
+        Returns
+        -------
+        Tensor [B] of logits (and the attention weights when asked).
+        """
+        mask = (hist_idx != PAD)
+        h = self.item(hist_idx)                       # B, L, D
+        c = self.item(cand_idx)                       # B, D
+        raw = self.attention(h, c)                    # B, L
+        if self.config.softmax_attention:
+            raw = raw.masked_fill(~mask, float("-inf"))
+            w = torch.softmax(raw, dim=1)
+            w = torch.nan_to_num(w, nan=0.0)          # all-padding rows
+        else:
+            w = raw * mask.float()
+        interest = torch.bmm(w.unsqueeze(1), h * mask.unsqueeze(-1).float()).squeeze(1)  # B, D
+        parts = [interest, c, interest * c]
+        if self.config.n_user_features > 0:
+            if user_features is None:
+                raise ValueError("this DIN was configured with user features; pass user_features")
+            parts.append(user_features.float())
+        logit = self.out(torch.cat(parts, dim=-1)).squeeze(-1)
+        return (logit, w) if return_attention else logit
+
+
+# --------------------------------------------------------------------------------------------
+# Encoding helpers (pure python / numpy; shared by training and the Spark scoring UDF)
+# --------------------------------------------------------------------------------------------
+
+
+def encode_ids(ids, vocab: Dict[str, int]) -> np.ndarray:
+    """Track ids -> vocabulary indices (unknown ids -> OOV)."""
+    return np.fromiter((vocab.get(t, OOV) for t in ids), dtype=np.int64, count=len(ids))
+
+
+def encode_histories(histories, vocab: Dict[str, int], max_history: int) -> np.ndarray:
+    """A sequence of id lists (most recent first) -> padded index matrix [N, max_history]."""
+    out = np.zeros((len(histories), max_history), dtype=np.int64)
+    for i, hist in enumerate(histories):
+        if hist is None:
+            continue
+        row = [vocab.get(t, OOV) for t in list(hist)[:max_history]]
+        if row:
+            out[i, : len(row)] = row
+    return out
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` -> CUDA when available, else CPU (the only place the device is chosen)."""
+    if device in ("", "auto", None):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+# --------------------------------------------------------------------------------------------
+# Metrics
+# --------------------------------------------------------------------------------------------
+
+
+def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney with tie-averaged ranks); NaN for one class."""
+    labels = np.asarray(labels).astype(bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(scores, kind="mergesort")
+    s = scores[order]
+    ranks = np.empty(len(s), dtype=np.float64)
+    i = 0
+    while i < len(s):
+        j = i
+        while j + 1 < len(s) and s[j + 1] == s[i]:
+            j += 1
+        ranks[i: j + 1] = (i + j) / 2.0 + 1.0
+        i = j + 1
+    r = np.empty_like(ranks)
+    r[order] = ranks
+    return float((r[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def log_loss(labels: np.ndarray, probs: np.ndarray, eps: float = 1e-7) -> float:
+    """Mean binary cross-entropy of probabilities."""
+    y = np.asarray(labels, dtype=np.float64)
+    p = np.clip(np.asarray(probs, dtype=np.float64), eps, 1 - eps)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+# --------------------------------------------------------------------------------------------
+# Training / prediction
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Batchable:
+    """Encoded examples: history indices [N, L], candidate indices [N], labels [N] (optional)."""
+
+    hist: np.ndarray
+    cand: np.ndarray
+    label: Optional[np.ndarray] = None
+    user_features: Optional[np.ndarray] = None
+
+    def __len__(self) -> int:
+        return len(self.cand)
+
+    def tensors(self, idx, device) -> Tuple[torch.Tensor, ...]:
+        h = torch.as_tensor(self.hist[idx], device=device)
+        c = torch.as_tensor(self.cand[idx], device=device)
+        u = None if self.user_features is None else torch.as_tensor(self.user_features[idx], device=device)
+        return h, c, u
+
+
+@torch.no_grad()
+def predict(model: DIN, data: Batchable, batch_size: int = 4096,
+            device: Optional[torch.device] = None) -> np.ndarray:
+    """Click probabilities for every example (model in eval mode, no grad)."""
+    device = device or next(model.parameters()).device
+    model.eval()
+    out = np.empty(len(data), dtype=np.float64)
+    for start in range(0, len(data), batch_size):
+        sl = slice(start, start + batch_size)
+        h, c, u = data.tensors(sl, device)
+        out[sl] = torch.sigmoid(model(h, c, u)).double().cpu().numpy()
+    return out
+
+
+def fit(model: DIN, train: Batchable, valid: Optional[Batchable] = None, epochs: int = 8,
+        batch_size: int = 1024, lr: float = 3e-3, weight_decay: float = 0.0, patience: int = 2,
+        seed: int = 0, device: Optional[torch.device] = None,
+        ddp_model: Optional[nn.Module] = None, shard: Tuple[int, int] = (0, 1)) -> Dict[str, object]:
+    """Train ``model`` in place with Adam on binary cross-entropy, early stopping on valid AUC.
+
+    Parameters
+    ----------
+    model : DIN
+    train, valid : Batchable
+        Encoded examples with labels. Without ``valid`` every epoch runs and the last is kept.
+    epochs, batch_size, lr, weight_decay : training settings.
+    patience : int
+        Stop after this many epochs without a better validation AUC; the best weights are
+        restored at the end.
+    seed : int
+        Seeds the shuffling (and must have seeded the model init for full determinism).
+    ddp_model : nn.Module, optional
+        A ``DistributedDataParallel`` wrapper of ``model`` (TorchDistributor); ``shard`` =
+        (rank, world_size) then selects this process's share of every epoch.
+
+    Returns
+    -------
+    dict
+        ``history`` (per-epoch train loss, valid auc/logloss), ``best_epoch``, ``auc``,
+        ``logloss`` (validation, best epoch), ``epochs_run``, ``seconds``.
+    """
+    device = device or next(model.parameters()).device
+    net = ddp_model if ddp_model is not None else model
+    opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
+    loss_fn = nn.BCEWithLogitsLoss()
+    rng = np.random.default_rng(seed)
+    labels = torch.as_tensor(train.label, dtype=torch.float32)
+    best = (-math.inf, None, -1, float("nan"))
+    history = []
+    t0 = time.time()
+    rank, world = shard
+    bad = 0
+    for epoch in range(epochs):
+        net.train()
+        perm = rng.permutation(len(train))
+        if world > 1:
+            n_per = len(perm) // world
+            perm = perm[rank * n_per:(rank + 1) * n_per]
+        total, n_seen = 0.0, 0
+        for start in range(0, len(perm), batch_size):
+            idx = perm[start:start + batch_size]
+            h, c, u = train.tensors(idx, device)
+            y = labels[idx].to(device)
+            opt.zero_grad()
+            loss = loss_fn(net(h, c, u), y)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+            n_seen += len(idx)
+        rec = {"epoch": epoch + 1, "train_loss": total / max(n_seen, 1)}
+        if valid is not None and len(valid) > 0:
+            p = predict(model, valid, device=device)
+            rec["valid_auc"] = roc_auc(valid.label, p)
+            rec["valid_logloss"] = log_loss(valid.label, p)
+            score = rec["valid_auc"] if not math.isnan(rec["valid_auc"]) else -rec["valid_logloss"]
+            if score > best[0]:
+                best = (score, copy.deepcopy(model.state_dict()), epoch + 1, rec["valid_logloss"])
+                bad = 0
+            else:
+                bad += 1
+        history.append(rec)
+        log.info("DIN epoch %d: %s", epoch + 1, {k: round(v, 4) for k, v in rec.items() if k != "epoch"})
+        if valid is not None and bad >= patience:
+            log.info("DIN early stop after epoch %d (best epoch %d)", epoch + 1, best[2])
+            break
+    if best[1] is not None:
+        model.load_state_dict(best[1])
+    result = {"history": history, "epochs_run": len(history), "seconds": time.time() - t0}
+    if valid is not None and len(valid) > 0 and best[1] is not None:
+        result.update(best_epoch=best[2], auc=history[best[2] - 1]["valid_auc"], logloss=best[3])
+    else:
+        result.update(best_epoch=len(history))
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# Persistence: state_dict via torch.save, everything else as JSON
+# --------------------------------------------------------------------------------------------
+
+
+def save(path: str, model: DIN, vocab: Sequence[str], metrics: Optional[dict] = None) -> None:
+    """Write ``din_state.pt`` (state_dict), ``din_config.json``, ``vocab.json`` (ordered ids:
+    position ``i`` has vocabulary index ``i + 2``) and ``metrics.json`` into folder ``path``."""
+    os.makedirs(path, exist_ok=True)
+    if len(vocab) != model.config.n_items:
+        raise ValueError(f"vocab has {len(vocab)} ids but the model has {model.config.n_items} items")
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, os.path.join(path, STATE_FILE))
+    with open(os.path.join(path, CONFIG_FILE), "w") as fh:
+        fh.write(model.config.to_json())
+    with open(os.path.join(path, VOCAB_FILE), "w") as fh:
+        json.dump(list(vocab), fh)
+    if metrics is not None:
+        with open(os.path.join(path, METRICS_FILE), "w") as fh:
+            json.dump(metrics, fh, indent=1, sort_keys=True, default=float)
+
+
+def load(path: str, device: Optional[torch.device] = None) -> Tuple[DIN, Dict[str, int]]:
+    """Load a saved DIN (weights with ``weights_only=True``) and its ``{track_id: index}`` map."""
+    with open(os.path.join(path, CONFIG_FILE)) as fh:
+        config = DINConfig.from_json(fh.read())
+    state = torch.load(os.path.join(path, STATE_FILE), map_location="cpu", weights_only=True)
+    model = DIN(config, content=state.get("content"))
+    model.load_state_dict(state)
+    with open(os.path.join(path, VOCAB_FILE)) as fh:
+        ids = json.load(fh)
+    vocab = {t: i + N_SPECIAL for i, t in enumerate(ids)}
+    model.to(device or torch.device("cpu")).eval()
+    return model, vocab
