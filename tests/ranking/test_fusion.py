@@ -1,0 +1,56 @@
+"""Fusion (rank and min-max) and the final score, against hand-computed values."""
+
+import pytest
+from chispa import assert_df_equality
+
+from recsys_spark.ranking.fusion import final_score, fuse
+
+SCHEMA = "user_id string, track_id string, channel string, score double, rank int, seed_track_id string"
+ROWS = [
+    ("u1", "x", "item_cf", 0.9, 1, "s1"),
+    ("u1", "y", "item_cf", 0.5, 2, "s2"),
+    ("u1", "x", "als", 3.0, 2, None),
+    ("u1", "y", "als", 4.0, 1, None),
+    ("u1", "z", "content", 0.7, 1, "s3"),
+    ("u1", "z", "mystery", 1.0, 1, "s9"),   # not in the weights -> weight 0, still listed
+]
+WEIGHTS = {"item_cf": 1.0, "als": 2.0, "content": 0.5}
+OUT = "user_id string, track_id string, channels array<string>, recall_score double, seed_track_id string"
+
+
+def test_fuse_rank(spark):
+    out = fuse(spark.createDataFrame(ROWS, SCHEMA), WEIGHTS, method="rank", rrf_k=10)
+    expected = spark.createDataFrame([
+        ("u1", "x", ["als", "item_cf"], 2 / 12 + 1 / 11, "s1"),   # als has no seed -> item_cf's
+        ("u1", "y", ["als", "item_cf"], 2 / 11 + 1 / 12, "s2"),
+        ("u1", "z", ["content", "mystery"], 0.5 / 11, "s3"),     # content outweighs mystery
+    ], OUT)
+    assert_df_equality(out, expected, ignore_row_order=True, ignore_nullable=True,
+                       allow_nan_equality=True)
+
+
+def test_fuse_minmax(spark):
+    out = fuse(spark.createDataFrame(ROWS, SCHEMA), WEIGHTS, method="minmax")
+    got = {r.track_id: (r.recall_score, r.channels) for r in out.collect()}
+    # item_cf: x 1, y 0; als: x 0, y 1 (x2); content: single -> 1 (x0.5)
+    assert got == {"x": (1.0, ["item_cf", "als"]), "y": (2.0, ["als", "item_cf"]),
+                   "z": (0.5, ["content", "mystery"])}
+
+
+def test_fuse_rejects_unknown_method(spark):
+    with pytest.raises(ValueError):
+        fuse(spark.createDataFrame(ROWS, SCHEMA), WEIGHTS, method="sum")
+
+
+def test_final_score(spark):
+    df = spark.createDataFrame(
+        [("u1", "a", 0.2, 0.9), ("u1", "b", 0.1, 0.1), ("u1", "c", 0.3, None), ("u2", "d", 5.0, 0.5)],
+        "user_id string, track_id string, recall_score double, din_score double")
+    got = {r.track_id: r.final_score for r in final_score(df, din_weight=1.0).collect()}
+    # u1 recall scaled a .5 b 0 c 1; din scaled a 1 b 0 c null -> a .75, b 0, c 1 (recall only)
+    assert got == pytest.approx({"a": 0.75, "b": 0.0, "c": 1.0, "d": 1.0})
+    got3 = {r.track_id: r.final_score for r in final_score(df, din_weight=3.0).collect()}
+    assert got3["a"] == pytest.approx(0.875)
+    # without a din column: recall only
+    got0 = {r.track_id: r.final_score for r in final_score(df.drop("din_score"), din_weight=1.0).collect()}
+    assert got0 == pytest.approx({"a": 0.5, "b": 0.0, "c": 1.0, "d": 1.0})
