@@ -1,0 +1,430 @@
+"""Item-item collaborative filtering: top-K neighbours per track, and the ``item_cf`` recall channel.
+
+:class:`ItemCF` (Estimator) fits an :class:`ItemCFModel` whose :attr:`ItemCFModel.neighbors`
+DataFrame (``track_id, neighbor_id, score, rank``) is the ``item_neighbors`` table of week W minus
+``week_start``. :meth:`ItemCFModel.recommend` turns each user's seeds into candidates.
+
+Similarity
+----------
+Interactions are summed per (user, track) and mapped to a preference ``r`` (``log1p`` / raw /
+binary of the summed weight). Each track is the sparse vector of its users' (re-weighted) ``r``:
+
+* ``cosine``: ``v_ui = r_ui``; ``sim(i, j) = v_i . v_j / (|v_i| |v_j|)``.
+* ``tfidf``: ``v_ui = sqrt(r_ui) * idf_u``, cosine of those vectors.
+* ``bm25``: ``v_ui = r_ui (k1 + 1) / (k1 L_i + r_ui) * idf_u`` with ``L_i = 1 - b + b |r_i|_1 / mean|r|_1``;
+  ``sim = v_i . v_j`` (no normalisation), as in ``implicit``'s ``BM25Recommender``.
+
+``idf_u = log(n_items) - log(1 + n_items_of_u)`` down-weights heavy users (their co-occurrences
+say less about two tracks); entries with ``v <= 0`` (a user who touched nearly every track) are
+dropped. A pair needs ``support`` (users who have both) ``>= min_support``; with ``shrinkage > 0``
+the similarity is shrunk towards 0 as ``sim * support / (support + shrinkage)`` so that pairs seen
+by a handful of users do not crowd out well-supported ones. The self pair is never a neighbour.
+
+How it scales (no dense matrices, nothing collected to the driver)
+-----------------------------------------------------------------
+1. **Bound on the pair explosion.** Each user keeps at most ``max_items_per_user`` (M, default
+   200) tracks, the most recent first (ties: larger weight, then ``track_id``). Without the cap a
+   user with ``n`` tracks contributes ``n^2/2`` pairs; with it the total work is bounded by
+   ``sum_u min(n_u, M)^2 / 2 <= U * M^2 / 2`` multiply-adds and no single user can dominate a task.
+   **Cost in accuracy:** co-occurrences between a heavy user's older tracks are not counted, so
+   similarities of tracks mostly heard by heavy users in the past are estimated from fewer
+   (lighter, more recent) users. Recent taste is what Discover Weekly serves, so the recency order
+   is the cheap, defensible choice; ``benchmarks/recall.md`` measures the effect of M on quality.
+2. **Item-partitioned sparse products.** Tracks are hashed into ``num_blocks`` blocks. Each user's
+   (capped) row is sent to every block that holds one of the user's tracks (at most
+   ``min(n_u, M, num_blocks)`` copies), so block ``b`` holds every user vector needed for the
+   rows ``b`` of ``X^T X``. A grouped pandas UDF computes those rows with scipy sparse products
+   (in chunks of ``chunk_items`` tracks, bounding memory by ``chunk_items x tracks_in_block_users``),
+   applies support / shrinkage and keeps the top K per track: only ``n_tracks * K`` rows leave the
+   UDF, instead of one row per co-occurring pair as in a self join. Shuffle volume is at most
+   ``sum_u min(n_u, M) * min(n_u, M, num_blocks)`` rows.
+3. **Skew from popular tracks.** A popular track is a single row of one block; its cost is its
+   users' row lengths (bounded by M), not a hot shuffle key, and nothing is keyed by pair. Blocks
+   are many more than cores (``num_blocks`` defaults to ``max(shuffle partitions, nnz / 250k)``),
+   so one block that happens to get several hits is a short straggler, not the whole job.
+
+Examples
+--------
+>>> model = ItemCF(k=50, similarity="cosine").fit(interactions)  # doctest: +SKIP
+>>> model.neighbors.show()  # doctest: +SKIP
+>>> cands = model.recommend(seeds, heard, n=200, per_seed=5)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Iterable, Optional
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from .. import schema as C
+from .base import (
+    WEIGHTINGS,
+    RecallModel,
+    Timer,
+    finalize_candidates,
+    read_metadata,
+    transform_weight,
+    user_item_matrix,
+    write_metadata,
+)
+
+log = logging.getLogger(__name__)
+
+SIMILARITIES = ("cosine", "bm25", "tfidf")
+
+NEIGHBORS_SCHEMA = T.StructType([
+    T.StructField(C.TRACK, T.StringType(), False),
+    T.StructField("neighbor_id", T.StringType(), False),
+    T.StructField(C.SCORE, T.DoubleType(), False),
+    T.StructField(C.RANK, T.IntegerType(), False),
+])
+
+
+# --------------------------------------------------------------------------------------------
+# The numeric kernel (pure numpy / scipy; also the single-node baseline of the benchmark)
+# --------------------------------------------------------------------------------------------
+
+
+def topk_rows(
+    user_idx: np.ndarray,
+    item_idx: np.ndarray,
+    values: np.ndarray,
+    norms: np.ndarray,
+    rows: np.ndarray,
+    n_users: int,
+    n_items: int,
+    k: int,
+    min_support: int = 1,
+    shrinkage: float = 0.0,
+    normalize: bool = True,
+    chunk_items: int = 512,
+) -> tuple:
+    """Top-``k`` neighbours of the item indices ``rows`` from a sparse user x item matrix.
+
+    Parameters
+    ----------
+    user_idx, item_idx, values : ndarray
+        COO entries of the (already weighted) user x item matrix, one per (user, item).
+    norms : ndarray, shape (n_items,)
+        L2 norm of every item column (used when ``normalize``).
+    rows : ndarray of int
+        Items whose neighbours are wanted.
+    k, min_support, shrinkage, normalize
+        See :class:`ItemCF`.
+    chunk_items : int
+        Rows of ``X^T X`` computed at once (bounds memory).
+
+    Returns
+    -------
+    (item, neighbor, score, rank) : tuple of ndarray
+        ``rank`` is 1-based; per item sorted by score descending, ties by neighbour index
+        ascending (indices follow sorted ids, so ties break by id).
+    """
+    import scipy.sparse as sp
+
+    X = sp.csr_matrix((values.astype(np.float64), (user_idx, item_idx)), shape=(n_users, n_items))
+    B = X.copy()
+    B.data = np.ones_like(B.data)
+    XT = X.T.tocsr()
+    BT = B.T.tocsr()
+    outs = []
+    rows = np.asarray(rows, dtype=np.int64)
+    for start in range(0, len(rows), chunk_items):
+        chunk = rows[start:start + chunk_items]
+        D = (XT[chunk] @ X).tocsr()
+        S = (BT[chunk] @ B).tocsr()
+        D.sort_indices()
+        S.sort_indices()
+        if not (np.array_equal(D.indptr, S.indptr) and np.array_equal(D.indices, S.indices)):
+            raise AssertionError("dot and support products differ in structure")
+        r_local = np.repeat(np.arange(len(chunk)), np.diff(D.indptr))
+        r = chunk[r_local]
+        c = D.indices
+        support = S.data
+        score = D.data
+        if normalize:
+            denom = norms[r] * norms[c]
+            score = np.divide(score, denom, out=np.zeros_like(score), where=denom > 0)
+        if shrinkage > 0:
+            score = score * support / (support + shrinkage)
+        keep = (c != r) & (support >= min_support) & (score > 0)
+        r, c, score = r[keep], c[keep], score[keep]
+        if len(r) == 0:
+            continue
+        order = np.lexsort((c, -score, r))
+        r, c, score = r[order], c[order], score[order]
+        first = np.r_[0, np.flatnonzero(np.diff(r)) + 1]
+        counts = np.diff(np.r_[first, len(r)])
+        rank = np.arange(len(r)) - np.repeat(first, counts) + 1
+        top = rank <= k
+        outs.append((r[top], c[top], score[top], rank[top]))
+    if not outs:
+        e = np.array([], dtype=np.int64)
+        return e, e, np.array([], dtype=np.float64), e
+    return tuple(np.concatenate([o[i] for o in outs]) for i in range(4))
+
+
+# --------------------------------------------------------------------------------------------
+# Estimator
+# --------------------------------------------------------------------------------------------
+
+
+class ItemCF:
+    """Estimator of item-item neighbours (see the module docstring for the maths and the bounds).
+
+    Parameters
+    ----------
+    k : int
+        Neighbours kept per track (``item_neighbors`` rows per track).
+    similarity : {"cosine", "bm25", "tfidf"}
+    min_support : int
+        Minimum number of users who interacted with both tracks.
+    max_items_per_user : int
+        Cap M on each user's tracks (most recent first); bounds the pair explosion.
+    weighting : {"log", "raw", "binary"}
+        Map from summed interaction weight to preference.
+    shrinkage : float
+        ``sim * support / (support + shrinkage)``; 0 disables.
+    bm25_k1, bm25_b : float
+        BM25 saturation and length normalisation.
+    num_blocks : int
+        Item blocks of the distributed product; 0 = ``max(spark.sql.shuffle.partitions, nnz/250k)``.
+    chunk_items : int
+        Tracks whose rows of ``X^T X`` are computed at once inside a block.
+    seed : int
+        Seed of the track-to-block hash (results do not depend on it; only the work layout does).
+    """
+
+    def __init__(
+        self,
+        k: int = 100,
+        similarity: str = "cosine",
+        min_support: int = 2,
+        max_items_per_user: int = 200,
+        weighting: str = "log",
+        shrinkage: float = 0.0,
+        bm25_k1: float = 1.2,
+        bm25_b: float = 0.75,
+        num_blocks: int = 0,
+        chunk_items: int = 512,
+        seed: int = 0,
+    ):
+        if similarity not in SIMILARITIES:
+            raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+        if k < 1 or min_support < 1 or max_items_per_user < 2:
+            raise ValueError("k and min_support must be >= 1 and max_items_per_user >= 2")
+        self.k = int(k)
+        self.similarity = similarity
+        self.min_support = int(min_support)
+        self.max_items_per_user = int(max_items_per_user)
+        self.weighting = weighting
+        self.shrinkage = float(shrinkage)
+        self.bm25_k1 = float(bm25_k1)
+        self.bm25_b = float(bm25_b)
+        self.num_blocks = int(num_blocks)
+        self.chunk_items = int(chunk_items)
+        self.seed = int(seed)
+
+    @classmethod
+    def from_conf(cls, conf, seed: int = 0) -> "ItemCF":
+        """Build from a :class:`recsys_spark.config.ItemCFConf` (jobs call this, not the library)."""
+        return cls(k=conf.k, similarity=conf.similarity, min_support=conf.min_support,
+                   max_items_per_user=conf.max_items_per_user, weighting=conf.weighting,
+                   shrinkage=conf.shrinkage, bm25_k1=conf.bm25_k1, bm25_b=conf.bm25_b,
+                   num_blocks=getattr(conf, "num_blocks", 0), seed=seed)
+
+    def params(self) -> dict:
+        return {
+            "k": self.k, "similarity": self.similarity, "min_support": self.min_support,
+            "max_items_per_user": self.max_items_per_user, "weighting": self.weighting,
+            "shrinkage": self.shrinkage, "bm25_k1": self.bm25_k1, "bm25_b": self.bm25_b,
+            "num_blocks": self.num_blocks, "chunk_items": self.chunk_items, "seed": self.seed,
+        }
+
+    # -- steps ---------------------------------------------------------------------------------
+    def capped_matrix(self, interactions: DataFrame) -> DataFrame:
+        """Per (user, track) preferences, each user capped to the ``max_items_per_user`` most recent.
+
+        Returns ``user_id, track_id, value`` (value > 0).
+        """
+        ui = user_item_matrix(interactions, self.weighting)
+        w = Window.partitionBy(C.USER).orderBy(F.col("last_ts").desc(), F.col("value").desc(), F.col(C.TRACK))
+        return (ui.withColumn("_pos", F.row_number().over(w))
+                .where(F.col("_pos") <= self.max_items_per_user)
+                .select(C.USER, C.TRACK, "value"))
+
+    def weighted_matrix(self, capped: DataFrame) -> DataFrame:
+        """Apply the similarity's re-weighting; returns ``user_id, track_id, v, norm`` (v > 0).
+
+        ``norm`` is the L2 norm of the track's vector (1.0 for bm25, which is not normalised).
+        Only scalars (track count, mean track length) are computed as aggregates; everything per
+        user or track stays in DataFrames.
+        """
+        df = capped
+        if self.similarity in ("tfidf", "bm25"):
+            n_items = capped.select(C.TRACK).distinct().count()
+            per_user = capped.groupBy(C.USER).agg(F.count(F.lit(1)).alias("_nu"))
+            idf = (F.log(F.lit(float(max(n_items, 1)))) - F.log1p(F.col("_nu").cast("double")))
+            df = df.join(per_user, C.USER).withColumn("_idf", idf)
+            if self.similarity == "tfidf":
+                df = df.withColumn("v", F.sqrt("value") * F.col("_idf"))
+            else:
+                lens = capped.groupBy(C.TRACK).agg(F.sum("value").alias("_len"))
+                avg_len = lens.agg(F.avg("_len")).first()[0] or 1.0
+                k1, b = self.bm25_k1, self.bm25_b
+                df = (df.join(lens, C.TRACK)
+                      .withColumn("_ln", F.lit(1.0 - b) + F.lit(b) * F.col("_len") / F.lit(float(avg_len)))
+                      .withColumn("v", F.col("value") * F.lit(k1 + 1.0) / (F.lit(k1) * F.col("_ln") + F.col("value"))
+                                  * F.col("_idf")))
+        else:
+            df = df.withColumn("v", F.col("value"))
+        df = df.where(F.col("v") > 0).select(C.USER, C.TRACK, "v")
+        if self.similarity == "bm25":
+            return df.withColumn("norm", F.lit(1.0))
+        norms = df.groupBy(C.TRACK).agg(F.sqrt(F.sum(F.col("v") * F.col("v"))).alias("norm"))
+        return df.join(norms, C.TRACK)
+
+    def fit(self, interactions: DataFrame) -> "ItemCFModel":
+        """Compute the top-K neighbours of every track.
+
+        Parameters
+        ----------
+        interactions : DataFrame
+            The interactions contract (``user_id, track_id, event_ts, weight``, ...).
+
+        Returns
+        -------
+        ItemCFModel
+            Holding ``neighbors`` (persisted): ``track_id string, neighbor_id string,
+            score double, rank int`` (rank 1..K per track; ``track_id != neighbor_id``).
+        """
+        spark = interactions.sparkSession
+        with Timer("item_cf: prepare weighted matrix", log) as t_prep:
+            wm = self.weighted_matrix(self.capped_matrix(interactions)).persist()
+            nnz = wm.count()
+        n_blocks = self.num_blocks or max(
+            int(spark.conf.get("spark.sql.shuffle.partitions", "8")), math.ceil(nnz / 250_000))
+        log.info("item_cf: %d user-track entries after cap M=%d (%.2fs); %d item blocks",
+                 nnz, self.max_items_per_user, t_prep.seconds, n_blocks)
+
+        wm_b = wm.withColumn("_item_block", F.pmod(F.xxhash64(C.TRACK, F.lit(self.seed)), F.lit(n_blocks)).cast("int"))
+        user_blocks = wm_b.select(C.USER, F.col("_item_block").alias("_block")).distinct()
+        replicated = (user_blocks.join(wm_b, C.USER)
+                      .select("_block", C.USER, C.TRACK, "v", "norm",
+                              (F.col("_item_block") == F.col("_block")).alias("_in_block")))
+
+        k, min_support, shrinkage = self.k, self.min_support, self.shrinkage
+        normalize = self.similarity != "bm25"
+        chunk_items = self.chunk_items
+
+        def block_topk(pdf: pd.DataFrame) -> pd.DataFrame:
+            users, uidx = np.unique(pdf[C.USER].to_numpy(dtype=object).astype(str), return_inverse=True)
+            items, iidx = np.unique(pdf[C.TRACK].to_numpy(dtype=object).astype(str), return_inverse=True)
+            norms = np.zeros(len(items))
+            norms[iidx] = pdf["norm"].to_numpy()
+            rows = np.unique(iidx[pdf["_in_block"].to_numpy()])
+            i, j, s, r = topk_rows(uidx, iidx, pdf["v"].to_numpy(), norms, rows, len(users), len(items),
+                                   k, min_support, shrinkage, normalize, chunk_items)
+            return pd.DataFrame({C.TRACK: items[i], "neighbor_id": items[j], C.SCORE: s.astype(np.float64),
+                                 C.RANK: r.astype(np.int32)})
+
+        with Timer("item_cf: block products + top-K", log) as t_fit:
+            neighbors = (replicated.groupBy("_block").applyInPandas(block_topk, schema=NEIGHBORS_SCHEMA)
+                         .persist())
+            n_rows = neighbors.count()
+        wm.unpersist()
+        log.info("item_cf: %d neighbour rows (K=%d, %s, min_support=%d) in %.2fs",
+                 n_rows, self.k, self.similarity, self.min_support, t_fit.seconds)
+        return ItemCFModel(neighbors, self.params())
+
+
+# --------------------------------------------------------------------------------------------
+# Model
+# --------------------------------------------------------------------------------------------
+
+
+class ItemCFModel(RecallModel):
+    """Fitted item-item neighbours; the ``item_cf`` recall channel.
+
+    Attributes
+    ----------
+    neighbors : DataFrame
+        ``track_id string, neighbor_id string, score double, rank int`` (``tables.ITEM_NEIGHBORS``
+        without ``week_start``).
+    params : dict
+        The estimator's parameters (``weighting`` is reused to weight seeds).
+    """
+
+    channel = "item_cf"
+
+    def __init__(self, neighbors: DataFrame, params: dict):
+        self.neighbors = neighbors
+        self.params = dict(params)
+
+    def recommend(self, seeds: DataFrame, heard: Optional[DataFrame], n: int = 200,
+                  per_seed: int = 5) -> DataFrame:
+        """Candidates from the top ``per_seed`` neighbours of each seed.
+
+        ``score(u, t) = sum over seeds s of sim(s, t) * w(s) * recency(s)`` where ``w`` is the
+        seed's summed weight through the model's weighting (log1p / raw / binary) and
+        ``recency`` comes from the seeds (1.0 when the column is absent). ``seed_track_id`` is
+        the seed with the largest single contribution (ties: the larger id). Tracks in ``heard``
+        and the seeds themselves are excluded.
+
+        Parameters
+        ----------
+        seeds : DataFrame
+            ``user_id, track_id`` and optionally ``weight``, ``recency`` (history contract).
+        heard : DataFrame or None
+            ``user_id, track_id`` to exclude.
+        n : int
+            Candidates per user (at most).
+        per_seed : int
+            Neighbours used per seed.
+
+        Returns
+        -------
+        DataFrame
+            :data:`recsys_spark.recall.base.CANDIDATE_SCHEMA` with ``channel = "item_cf"``.
+        """
+        w = (transform_weight(F.col(C.WEIGHT), self.params.get("weighting", "log"))
+             if C.WEIGHT in seeds.columns else F.lit(1.0))
+        rec = F.col("recency").cast("double") if "recency" in seeds.columns else F.lit(1.0)
+        s = seeds.select(C.USER, F.col(C.TRACK).alias("_seed"), (w * rec).alias("_sw")).where(F.col("_sw") > 0)
+        nb = self.neighbors.where(F.col(C.RANK) <= per_seed).select(
+            F.col(C.TRACK).alias("_seed"), F.col("neighbor_id").alias(C.TRACK), F.col(C.SCORE).alias("_sim"))
+        contrib = s.join(nb, "_seed").select(C.USER, C.TRACK, "_seed", (F.col("_sim") * F.col("_sw")).alias("_c"))
+        scored = contrib.groupBy(C.USER, C.TRACK).agg(
+            F.sum("_c").alias(C.SCORE),
+            F.max(F.struct(F.col("_c"), F.col("_seed"))).getField("_seed").alias(C.SEED),
+        )
+        exclude = seeds.select(C.USER, C.TRACK)
+        if heard is not None:
+            exclude = exclude.unionByName(heard.select(C.USER, C.TRACK))
+        return finalize_candidates(scored, exclude, n, self.channel)
+
+    def save(self, path: str) -> None:
+        """Write ``neighbors`` (parquet) and the parameters under ``path`` (overwrites)."""
+        spark = self.neighbors.sparkSession
+        self.neighbors.write.mode("overwrite").parquet(f"{path.rstrip('/')}/neighbors")
+        write_metadata(spark, f"{path.rstrip('/')}/metadata", {"class": "ItemCFModel", "params": self.params})
+
+    @classmethod
+    def load(cls, spark: SparkSession, path: str) -> "ItemCFModel":
+        """Read a model written by :meth:`save`."""
+        meta = read_metadata(spark, f"{path.rstrip('/')}/metadata")
+        if meta.get("class") != "ItemCFModel":
+            raise ValueError(f"{path} does not hold an ItemCFModel (found {meta.get('class')})")
+        nb = spark.read.schema(NEIGHBORS_SCHEMA).parquet(f"{path.rstrip('/')}/neighbors")
+        return cls(nb, meta["params"])
+
+    def unpersist(self) -> None:
+        self.neighbors.unpersist()
