@@ -1,0 +1,286 @@
+"""Matrix factorisation recall: Spark MLlib ALS with implicit preferences (the ``als`` channel).
+
+:class:`ALSRecall` (Estimator) fits an :class:`ALSRecallModel`:
+
+1. Interactions are summed per (user, track) and mapped to a preference ``r`` (``log1p`` / raw /
+   binary of the summed weight); MLlib's implicit ALS turns it into confidence ``1 + alpha * r``.
+2. String ids become contiguous ints without collecting ids to the driver: the distinct ids are
+   range-sorted, each row gets ``monotonically_increasing_id`` inside its partition, and a table
+   of per-partition offsets (one row per *partition*, not per user) turns that into the global
+   sorted position (the DataFrame equivalent of ``zipWithIndex``). The index is deterministic and
+   fails loudly beyond 2^31 - 1 ids (MLlib's limit).
+3. ``pyspark.ml.recommendation.ALS`` with ``rank``, ``maxIter``, ``regParam``, ``alpha``,
+   ``numUserBlocks = numItemBlocks = num_blocks`` and ``seed``.
+
+Recommendation never builds a users x items cross join: MLlib's ``recommendForUserSubset`` does
+a blocked top-K (GEMM on ``blockSize`` blocks of factors, a bounded priority queue per user). The
+heard tracks must be removed *after* the top-K, so a user needs ``n + |heard|`` raw results; users
+are bucketed by that need rounded up to a power of two and each bucket asks for its own ``k``, so
+a handful of heavy users does not make every user pay for a huge ``k``. Users or tracks absent
+from training get no factors and therefore no candidates (other channels cover them).
+
+Examples
+--------
+>>> model = ALSRecall(rank=64, max_iter=10, alpha=20.0, seed=0).fit(interactions)  # doctest: +SKIP
+>>> cands = model.recommend(seeds, heard, n=200)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Optional
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from .. import schema as C
+from .base import (
+    WEIGHTINGS,
+    RecallModel,
+    Timer,
+    empty_candidates,
+    finalize_candidates,
+    read_metadata,
+    user_item_matrix,
+    write_metadata,
+)
+
+log = logging.getLogger(__name__)
+
+USER_IDX = "user_idx"
+ITEM_IDX = "item_idx"
+MAX_INT = 2**31 - 1
+
+
+def index_ids(df: DataFrame, col: str, idx_col: str) -> DataFrame:
+    """Map the distinct values of ``col`` to contiguous ints 0..n-1 in sorted order.
+
+    Parameters
+    ----------
+    df : DataFrame
+        Any DataFrame holding ``col``.
+    col, idx_col : str
+        Id column and the name of the int column to add.
+
+    Returns
+    -------
+    DataFrame
+        ``col, idx_col int`` (persisted), one row per distinct value; ``idx_col`` = rank of the
+        value in ascending order, starting at 0. Only per-partition counts reach the driver.
+    """
+    spark = df.sparkSession
+    ids = (df.select(col).where(F.col(col).isNotNull()).distinct().orderBy(col)
+           .select(col, F.spark_partition_id().alias("_pid"), F.monotonically_increasing_id().alias("_mid"))
+           .persist())
+    parts = ids.groupBy("_pid").agg(F.count(F.lit(1)).alias("_n"), F.min("_mid").alias("_m0")).collect()
+    offsets, total = [], 0
+    for row in sorted(parts, key=lambda r: r["_pid"]):
+        offsets.append((row["_pid"], total, row["_m0"]))
+        total += row["_n"]
+    if total > MAX_INT:
+        raise ValueError(f"{total} distinct {col} values exceed MLlib ALS's int id range")
+    off = spark.createDataFrame(offsets or [(0, 0, 0)], "_pid int, _off long, _m0 long")
+    out = (ids.join(F.broadcast(off), "_pid")
+           .select(col, (F.col("_off") + F.col("_mid") - F.col("_m0")).cast("int").alias(idx_col))
+           .persist())
+    out.count()
+    ids.unpersist()
+    return out
+
+
+class ALSRecall:
+    """Estimator: implicit-feedback ALS on the weighted user x track matrix.
+
+    Parameters
+    ----------
+    rank : int
+        Latent factors.
+    max_iter : int
+        ALS iterations (each solves users then items).
+    reg_param : float
+        L2 regularisation (MLlib scales it by the number of ratings of each user / item).
+    alpha : float
+        Confidence slope: ``c = 1 + alpha * r``.
+    weighting : {"log", "raw", "binary"}
+        Map from summed interaction weight to preference ``r``.
+    block_size : int
+        MLlib ``blockSize``: rows per factor block in the blocked top-K GEMM.
+    num_blocks : int
+        ``numUserBlocks`` and ``numItemBlocks``; 0 = ``spark.sql.shuffle.partitions``.
+    seed : int
+        Random seed of the factor initialisation.
+    checkpoint_interval : int
+        MLlib ``checkpointInterval`` (used only when a checkpoint dir is set).
+    """
+
+    def __init__(self, rank: int = 64, max_iter: int = 10, reg_param: float = 0.05, alpha: float = 20.0,
+                 weighting: str = "log", block_size: int = 4096, num_blocks: int = 0, seed: int = 0,
+                 checkpoint_interval: int = 10):
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+        if rank < 1 or max_iter < 1:
+            raise ValueError("rank and max_iter must be >= 1")
+        self.rank = int(rank)
+        self.max_iter = int(max_iter)
+        self.reg_param = float(reg_param)
+        self.alpha = float(alpha)
+        self.weighting = weighting
+        self.block_size = int(block_size)
+        self.num_blocks = int(num_blocks)
+        self.seed = int(seed)
+        self.checkpoint_interval = int(checkpoint_interval)
+
+    @classmethod
+    def from_conf(cls, conf, seed: int = 0) -> "ALSRecall":
+        """Build from a :class:`recsys_spark.config.ALSConf`."""
+        return cls(rank=conf.rank, max_iter=conf.max_iter, reg_param=conf.reg_param, alpha=conf.alpha,
+                   weighting=conf.weighting, block_size=conf.block_size, num_blocks=conf.num_blocks, seed=seed)
+
+    def params(self) -> dict:
+        return {"rank": self.rank, "max_iter": self.max_iter, "reg_param": self.reg_param, "alpha": self.alpha,
+                "weighting": self.weighting, "block_size": self.block_size, "num_blocks": self.num_blocks,
+                "seed": self.seed}
+
+    def ratings(self, interactions: DataFrame):
+        """Indexed ratings: ``(ratings DataFrame user_idx, item_idx, rating), user index, item index``."""
+        ui = user_item_matrix(interactions, self.weighting).select(C.USER, C.TRACK, F.col("value").alias("rating"))
+        ui = ui.persist()
+        users = index_ids(ui, C.USER, USER_IDX)
+        items = index_ids(ui, C.TRACK, ITEM_IDX)
+        ratings = (ui.join(users, C.USER).join(items, C.TRACK)
+                   .select(USER_IDX, ITEM_IDX, F.col("rating").cast("float").alias("rating")))
+        return ratings, users, items, ui
+
+    def fit(self, interactions: DataFrame) -> "ALSRecallModel":
+        """Fit ALS on ``interactions`` (the interactions contract).
+
+        Returns
+        -------
+        ALSRecallModel
+        """
+        from pyspark.ml.recommendation import ALS
+
+        spark = interactions.sparkSession
+        with Timer("als: aggregate + index ids", log) as t_idx:
+            ratings, users, items, ui = self.ratings(interactions)
+            ratings = ratings.persist()
+            n_ratings = ratings.count()
+        ui.unpersist()
+        n_blocks = self.num_blocks or int(spark.conf.get("spark.sql.shuffle.partitions", "8"))
+        log.info("als: %d ratings, %d users, %d tracks indexed in %.2fs; %d blocks", n_ratings,
+                 users.count(), items.count(), t_idx.seconds, n_blocks)
+        als = ALS(rank=self.rank, maxIter=self.max_iter, regParam=self.reg_param, alpha=self.alpha,
+                  implicitPrefs=True, userCol=USER_IDX, itemCol=ITEM_IDX, ratingCol="rating",
+                  numUserBlocks=n_blocks, numItemBlocks=n_blocks, seed=self.seed, nonnegative=False,
+                  coldStartStrategy="drop", blockSize=self.block_size,
+                  checkpointInterval=self.checkpoint_interval)
+        with Timer("als: fit", log) as t_fit:
+            model = als.fit(ratings)
+            model.userFactors.count()
+        ratings.unpersist()
+        log.info("als: rank %d, %d iterations fitted in %.2fs", self.rank, self.max_iter, t_fit.seconds)
+        return ALSRecallModel(model, users, items, self.params())
+
+
+class ALSRecallModel(RecallModel):
+    """Fitted ALS; the ``als`` recall channel.
+
+    Attributes
+    ----------
+    als_model : pyspark.ml.recommendation.ALSModel
+        Factors keyed by ``user_idx`` / ``item_idx``.
+    user_index, item_index : DataFrame
+        ``user_id, user_idx int`` and ``track_id, item_idx int``.
+    params : dict
+    """
+
+    channel = "als"
+
+    def __init__(self, als_model, user_index: DataFrame, item_index: DataFrame, params: dict):
+        self.als_model = als_model
+        self.user_index = user_index
+        self.item_index = item_index
+        self.params = dict(params)
+
+    def item_factors(self) -> DataFrame:
+        """``track_id string, features array<float>``."""
+        return self.als_model.itemFactors.join(
+            self.item_index, F.col("id") == F.col(ITEM_IDX)).select(C.TRACK, "features")
+
+    def user_factors(self) -> DataFrame:
+        """``user_id string, features array<float>``."""
+        return self.als_model.userFactors.join(
+            self.user_index, F.col("id") == F.col(USER_IDX)).select(C.USER, "features")
+
+    def recommend(self, seeds: DataFrame, heard: Optional[DataFrame], n: int = 200) -> DataFrame:
+        """Top ``n`` unheard tracks by ``user_factor . item_factor`` for every user in ``seeds``.
+
+        Parameters
+        ----------
+        seeds : DataFrame
+            Anything with ``user_id`` (seeds or a users table); duplicates are fine.
+        heard : DataFrame or None
+            ``user_id, track_id`` to exclude.
+        n : int
+            Candidates per user.
+
+        Returns
+        -------
+        DataFrame
+            :data:`recsys_spark.recall.base.CANDIDATE_SCHEMA`, ``channel = "als"``,
+            ``seed_track_id`` null. Users unknown to the model get no rows.
+        """
+        spark = seeds.sparkSession
+        users = seeds.select(C.USER).distinct().join(self.user_index, C.USER)
+        if heard is not None:
+            known_heard = heard.select(C.USER, C.TRACK).distinct().join(self.item_index.select(C.TRACK), C.TRACK)
+            hc = known_heard.groupBy(C.USER).agg(F.count(F.lit(1)).alias("_h"))
+            users = users.join(hc, C.USER, "left").fillna({"_h": 0})
+        else:
+            users = users.withColumn("_h", F.lit(0))
+        base = 1 << max(0, math.ceil(math.log2(max(n, 1))))
+        # k for a user: smallest power of two >= n + heard, at least `base`
+        need = F.col("_h") + F.lit(n)
+        level = F.greatest(F.lit(base), F.pow(F.lit(2), F.ceil(F.log2(need))).cast("long"))
+        users = users.withColumn("_k", level)
+        ks = sorted(r["_k"] for r in users.select("_k").distinct().collect())  # a few powers of two
+        if not ks:
+            return empty_candidates(spark)
+        n_items = self.item_index.count()
+        parts = []
+        for k in ks:
+            sub = users.where(F.col("_k") == k).select(USER_IDX)
+            recs = self.als_model.recommendForUserSubset(sub, int(min(k, max(n_items, 1))))
+            parts.append(recs)
+        log.info("als: recommendForUserSubset with k in %s", ks)
+        recs = parts[0]
+        for p in parts[1:]:
+            recs = recs.unionByName(p)
+        exploded = recs.select(USER_IDX, F.explode("recommendations").alias("_r")).select(
+            USER_IDX, F.col(f"_r.{ITEM_IDX}").alias(ITEM_IDX), F.col("_r.rating").cast("double").alias(C.SCORE))
+        scored = (exploded.join(self.user_index, USER_IDX).join(self.item_index, ITEM_IDX)
+                  .select(C.USER, C.TRACK, C.SCORE))
+        out = finalize_candidates(scored, heard, n, self.channel)
+        return out
+
+    def save(self, path: str) -> None:
+        """Write the ALS model, both id indexes and the parameters under ``path`` (overwrites)."""
+        p = path.rstrip("/")
+        spark = self.user_index.sparkSession
+        self.als_model.write().overwrite().save(f"{p}/als")
+        self.user_index.write.mode("overwrite").parquet(f"{p}/user_index")
+        self.item_index.write.mode("overwrite").parquet(f"{p}/item_index")
+        write_metadata(spark, f"{p}/metadata", {"class": "ALSRecallModel", "params": self.params})
+
+    @classmethod
+    def load(cls, spark: SparkSession, path: str) -> "ALSRecallModel":
+        """Read a model written by :meth:`save`."""
+        from pyspark.ml.recommendation import ALSModel
+
+        p = path.rstrip("/")
+        meta = read_metadata(spark, f"{p}/metadata")
+        if meta.get("class") != "ALSRecallModel":
+            raise ValueError(f"{path} does not hold an ALSRecallModel (found {meta.get('class')})")
+        return cls(ALSModel.load(f"{p}/als"), spark.read.parquet(f"{p}/user_index"),
+                   spark.read.parquet(f"{p}/item_index"), meta["params"])

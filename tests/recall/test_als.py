@@ -1,0 +1,105 @@
+"""ALS recall on a hand-made two-community matrix with a known top-k.
+
+Community A: users a1..a3 played p, q, r; a4 played only p, q.
+Community B: users b1..b3 played x, y, z; b4 played only x, y.
+Any rank >= 2 factorisation separates the communities, so a4's best unheard track is r and
+b4's is z; with 6 tracks in total, a4 has exactly 4 unheard ones (r, x, y, z).
+"""
+
+import datetime as dt
+
+import pytest
+from chispa import assert_approx_df_equality, assert_df_equality
+from pyspark.sql import functions as F
+
+from recsys_spark.recall.als import ALSRecall, ALSRecallModel, index_ids
+
+T0 = dt.datetime(2026, 1, 1)
+
+
+def make_interactions(spark):
+    rows = []
+    for com, tracks in (("a", "pqr"), ("b", "xyz")):
+        for i in (1, 2, 3):
+            for t in tracks:
+                rows.append((f"{com}{i}", t, 2.0))
+        for t in tracks[:2]:
+            rows.append((f"{com}4", t, 2.0))
+    rows.append(("a1", "p", 3.0))  # a second event on the same pair: summed
+    data = [(u, t, T0 + dt.timedelta(minutes=i), "play", w, T0.date()) for i, (u, t, w) in enumerate(rows)]
+    return spark.createDataFrame(
+        data, "user_id string, track_id string, event_ts timestamp, event_type string, weight double, event_date date")
+
+
+@pytest.fixture(scope="module")
+def inter(spark):
+    return make_interactions(spark)
+
+
+@pytest.fixture(scope="module")
+def model(inter):
+    return ALSRecall(rank=4, max_iter=10, reg_param=0.01, alpha=10.0, num_blocks=2, seed=3).fit(inter)
+
+
+def heard_of(inter):
+    return inter.select("user_id", "track_id").distinct()
+
+
+def test_index_ids_sorted_contiguous(spark):
+    df = spark.createDataFrame([("c",), ("a",), ("b",), ("a",), ("e",), (None,)], "id string").repartition(3)
+    got = index_ids(df, "id", "idx").orderBy("id")
+    expected = spark.createDataFrame([("a", 0), ("b", 1), ("c", 2), ("e", 3)], "id string, idx int")
+    assert_df_equality(got, expected, ignore_nullable=True)
+
+
+def test_known_top1_and_heard_exclusion(spark, inter, model):
+    seeds = spark.createDataFrame([("a4",), ("b4",), ("a4",)], "user_id string")
+    top1 = model.recommend(seeds, heard_of(inter), n=1)
+    got = sorted((r.user_id, r.track_id, r.channel, r.rank) for r in top1.collect())
+    assert got == [("a4", "r", "als", 1), ("b4", "z", "als", 1)]
+
+    all_unheard = model.recommend(seeds.where("user_id = 'a4'"), heard_of(inter), n=10)
+    rows = all_unheard.orderBy("rank").collect()
+    assert [r.track_id for r in rows][:1] == ["r"]
+    assert sorted(r.track_id for r in rows) == ["r", "x", "y", "z"]
+    assert [r.rank for r in rows] == [1, 2, 3, 4]
+
+
+def test_cold_users_and_tracks(spark, inter, model):
+    # "newbie" is unknown to the model; "fresh" is a track nobody played before training
+    seeds = spark.createDataFrame([("newbie", "fresh"), ("a4", "fresh")], "user_id string, track_id string")
+    heard = heard_of(inter).unionByName(seeds)
+    got = model.recommend(seeds, heard, n=10)
+    assert got.where("user_id = 'newbie'").count() == 0
+    assert got.where("track_id = 'fresh'").count() == 0
+    assert got.where(F.isnan("score") | F.col("score").isNull()).count() == 0
+    assert got.where("user_id = 'a4'").count() == 4
+
+
+def test_no_heard_means_top_n_over_all_tracks(spark, model):
+    seeds = spark.createDataFrame([("a1",)], "user_id string")
+    got = model.recommend(seeds, None, n=3)
+    assert sorted(r.track_id for r in got.collect()) == ["p", "q", "r"]
+
+
+def test_deterministic_with_seed(spark, inter, model):
+    again = ALSRecall(rank=4, max_iter=10, reg_param=0.01, alpha=10.0, num_blocks=2, seed=3).fit(inter)
+    a = model.item_factors().orderBy("track_id")
+    b = again.item_factors().orderBy("track_id")
+    assert_approx_df_equality(a, b, 1e-6)
+
+
+def test_save_load_round_trip(spark, inter, model, tmp_path):
+    path = str(tmp_path / "als")
+    model.save(path)
+    loaded = ALSRecallModel.load(spark, path)
+    assert loaded.params == model.params
+    seeds = spark.createDataFrame([("a4",), ("b1",)], "user_id string")
+    before = model.recommend(seeds, heard_of(inter), n=3).orderBy("user_id", "rank")
+    after = loaded.recommend(seeds, heard_of(inter), n=3).orderBy("user_id", "rank")
+    assert_approx_df_equality(before, after, 1e-6, ignore_nullable=True)
+
+
+def test_invalid_params():
+    with pytest.raises(ValueError):
+        ALSRecall(weighting="sqrt")
