@@ -15,7 +15,7 @@ setup(
         "delta-spark==4.4.0",
         "numpy>=1.24,<2.3",
         "pandas>=2.0,<3",
-        "pyarrow>=14",
+        "pyarrow>=18,<20",  # pyspark 4.2 needs >=18; laion-clap pins numpy<2 and pyarrow>=20 needs numpy 2
         "pyyaml>=6.0",
         "scipy>=1.10",
         "torch>=2.2,<3",

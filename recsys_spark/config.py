@@ -73,7 +73,6 @@ class GeneratorConf:
     n_weeks: int = 8
     events_per_user_week: float = 12.0
     prompt_user_share: float = 0.35
-    creator_user_share: float = 0.5
     audio_tracks: int = 120
     audio_seconds: float = 4.0
     audio_sample_rate: int = 48000
@@ -165,7 +164,7 @@ class PopularityConf:
     enabled: bool = True
     candidates: int = 200
     top_genres: int = 3
-    per_genre_pool: int = 300
+    per_genre_pool: int = 100
 
 
 @dataclass(frozen=True)
