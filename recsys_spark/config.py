@@ -146,7 +146,10 @@ class ContentConf:
     ivf_nlist: int = 256
     ivf_nprobe: int = 16
     hnsw_m: int = 32
-    batch_size: int = 2048
+    hnsw_ef_search: int = 128
+    batch_size: int = 2048  # users per faiss search batch inside mapInPandas
+    seed_weighting: str = "recency_log_weight"  # recency_log_weight | recency | uniform
+    seed: int = 0  # IVF k-means seed
 
 
 @dataclass(frozen=True)
@@ -157,6 +160,7 @@ class PromptConf:
     half_life_days: float = 30.0
     combine_with_history: bool = False
     history_weight: float = 0.5
+    target: str = "audio"  # audio: track audio embeddings (CLAP text->audio) | track_prompt: tracks' prompt text
 
 
 @dataclass(frozen=True)
@@ -182,6 +186,8 @@ class EmbeddingConf:
     audio_model: str = "HTSAT-base"
     text_model: str = "roberta"
     checkpoint_path: str = ""
+    tokenizer_path: str = ""  # local dir with the roberta-base tokenizer files (vocab.json, merges.txt)
+    trust_checkpoint: bool = False  # allow a full (pickle) torch.load when weights_only loading fails
     enable_fusion: bool = False
     model_version: str = ""
     batch_size: int = 16
