@@ -1,0 +1,453 @@
+"""CLAP audio and text encoders on laion-clap (pure torch: this module imports no Spark).
+
+:class:`EncoderSpec` is the small, picklable description of an encoder (architecture names,
+checkpoint path, windowing, device) that travels to Spark executors; :func:`get_encoder` turns it
+into a :class:`ClapEncoder` once per Python process and caches it.
+
+Two ways to get the weights
+---------------------------
+* **Pretrained** (production): ``checkpoint_path`` names a laion-clap checkpoint (e.g. the music
+  checkpoint ``music_audioset_epoch_15_esc_90.14.pt`` with ``HTSAT-base`` + ``roberta``). It is read
+  with ``torch.load(..., weights_only=True)`` (a state dict needs no pickle); only when that fails
+  and ``trust_checkpoint`` is set is a full pickle load allowed. Key handling follows laion-clap's
+  ``clap_module.factory.load_state_dict`` (``state_dict`` sub-dict, ``module.`` prefix, the
+  ``position_ids`` buffer that recent transformers no longer keep).
+* **Untrained** (no checkpoint can be had): the same laion-clap architecture is built with seeded
+  random weights, a ``logging.warning`` says loudly that content embeddings are untrained, and the
+  model version says so (``clap-HTSAT-base-roberta-untrained-seed0``).
+
+No download, ever
+-----------------
+``laion_clap.CLAP_Module`` fetches ``roberta-base`` from Hugging Face, and importing the
+``laion_clap`` package itself runs ``training/data.py`` which calls ``*Tokenizer.from_pretrained``
+at import time. This module therefore imports laion-clap's ``clap_module`` package directly (as
+laion-clap does internally) and builds the roberta text branch from a local ``RobertaConfig`` with
+the roberta-base shapes (the checkpoint then fills in its weights). Tokenisation:
+
+* ``text_model="roberta"``: the roberta-base BPE tokenizer read from ``tokenizer_path`` (a local
+  folder with ``vocab.json`` and ``merges.txt``, shipped next to the checkpoint). Without it and
+  without a checkpoint (untrained), laion-clap's bundled CLIP BPE vocabulary (no download) supplies
+  deterministic token ids in roberta's format. A *pretrained* roberta model without its tokenizer
+  files would give meaningless text embeddings, so that combination raises.
+* ``text_model="transformer"``: laion-clap's own CLIP-style text transformer with its bundled
+  tokenizer (fully offline).
+
+Audio windows
+-------------
+A track is decoded to mono 48 kHz (:mod:`recsys_spark.embeddings.audio`), cut into up to
+``max_windows`` evenly spaced windows of ``window_seconds`` (short audio is repeat-padded, as
+laion-clap does), each window is embedded, and the window embeddings are averaged and
+L2-normalised: the whole track is represented, not one random crop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib.util
+import logging
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from .audio import window_starts, windows_of
+
+log = logging.getLogger(__name__)
+
+EMBED_DIM = 512
+
+#: roberta-base shapes (what the laion-clap checkpoints were trained with).
+ROBERTA_BASE = dict(
+    vocab_size=50265, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+    intermediate_size=3072, max_position_embeddings=514, type_vocab_size=1, layer_norm_eps=1e-5,
+    pad_token_id=1, bos_token_id=0, eos_token_id=2, hidden_act="gelu",
+)
+_ROBERTA_BOS, _ROBERTA_PAD, _ROBERTA_EOS = 0, 1, 2
+CONTEXT_LENGTH = 77
+
+
+class CheckpointError(RuntimeError):
+    """The checkpoint named in the configuration cannot be used."""
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """Picklable description of a CLAP encoder (what executors receive; never the model itself).
+
+    Parameters
+    ----------
+    audio_model : str
+        laion-clap audio architecture (``HTSAT-base``, ``HTSAT-tiny``, ``HTSAT-large``).
+    text_model : str
+        ``roberta`` (the released checkpoints) or ``transformer`` (laion-clap's own, offline).
+    checkpoint_path : str
+        laion-clap checkpoint; empty or missing -> untrained weights (logged loudly).
+    tokenizer_path : str
+        Folder with roberta-base ``vocab.json`` / ``merges.txt`` (``text_model="roberta"``).
+    trust_checkpoint : bool
+        Allow a full pickle ``torch.load`` when the weights-only load fails.
+    enable_fusion : bool
+        laion-clap feature-fusion variant (must match the checkpoint).
+    model_version : str
+        Explicit version string; empty -> :meth:`resolved_model_version`.
+    window_seconds, max_windows, sample_rate
+        Audio windowing (see module docstring).
+    device : {"auto", "cpu", "cuda"}
+    seed : int
+        Seed of the random weights of an untrained model.
+    """
+
+    audio_model: str = "HTSAT-base"
+    text_model: str = "roberta"
+    checkpoint_path: str = ""
+    tokenizer_path: str = ""
+    trust_checkpoint: bool = False
+    enable_fusion: bool = False
+    model_version: str = ""
+    window_seconds: float = 10.0
+    max_windows: int = 6
+    sample_rate: int = 48000
+    device: str = "auto"
+    seed: int = 0
+
+    @classmethod
+    def from_conf(cls, conf) -> "EncoderSpec":
+        """Build from an ``EmbeddingConf``-like object (any object with these attribute names)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{n: getattr(conf, n) for n in names if hasattr(conf, n)})
+
+    @property
+    def has_checkpoint(self) -> bool:
+        return bool(self.checkpoint_path) and os.path.isfile(self.checkpoint_path)
+
+    def resolved_model_version(self) -> str:
+        """``model_version`` if set; else ``clap-<audio>-<text>-<checkpoint stem>`` or
+        ``clap-<audio>-<text>-untrained-seed<seed>`` when no checkpoint file exists."""
+        if self.model_version:
+            if not self.has_checkpoint and "untrained" not in self.model_version:
+                return f"{self.model_version}-untrained-seed{self.seed}"
+            return self.model_version
+        if self.has_checkpoint:
+            stem = os.path.splitext(os.path.basename(self.checkpoint_path))[0]
+            return f"clap-{self.audio_model}-{self.text_model}-{stem}"
+        return f"clap-{self.audio_model}-{self.text_model}-untrained-seed{self.seed}"
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> CUDA when ``torch.cuda.is_available()``, else CPU (detected here, once)."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be auto | cpu | cuda, got {device!r}")
+    if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise RuntimeError("device 'cuda' requested but torch.cuda.is_available() is False")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+# -- laion-clap import without its download-at-import package __init__ ---------------------------
+
+_IMPORT_LOCK = threading.Lock()
+
+
+def _clap_module():
+    """laion-clap's ``clap_module`` package, imported without running ``laion_clap/__init__``."""
+    with _IMPORT_LOCK:
+        if "clap_module" in sys.modules:
+            return sys.modules["clap_module"]
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        spec = importlib.util.find_spec("laion_clap")
+        if spec is None or not spec.submodule_search_locations:
+            raise ImportError("laion-clap is not installed (pip install laion-clap)")
+        pkg_dir = list(spec.submodule_search_locations)[0]
+        if pkg_dir not in sys.path:
+            sys.path.append(pkg_dir)  # what laion_clap/__init__.py itself does
+        import clap_module  # noqa: E402  (laion-clap's model package)
+
+        return clap_module
+
+
+@contextlib.contextmanager
+def _offline_roberta():
+    """Make laion-clap's ``RobertaModel.from_pretrained('roberta-base')`` build locally instead."""
+    import clap_module.model as cm
+    from transformers import RobertaConfig, RobertaModel
+
+    class _LocalRoberta:
+        @staticmethod
+        def from_pretrained(name, *args, **kwargs):
+            log.info("building %s text branch locally from RobertaConfig (no download)", name)
+            return RobertaModel(RobertaConfig(**ROBERTA_BASE))
+
+    original = cm.RobertaModel
+    cm.RobertaModel = _LocalRoberta
+    try:
+        yield
+    finally:
+        cm.RobertaModel = original
+
+
+def load_checkpoint_state(path: str, trust: bool = False) -> Dict[str, torch.Tensor]:
+    """Read a laion-clap checkpoint as a state dict, safely.
+
+    ``torch.load(weights_only=True)`` first; a full pickle load only when ``trust`` is set.
+    Then laion-clap's key handling: take ``state_dict`` when present, strip ``module.``, drop the
+    ``text_branch.embeddings.position_ids`` buffer.
+    """
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle objects other than tensors / containers
+        if not trust:
+            raise CheckpointError(
+                f"checkpoint {path} cannot be loaded with weights_only=True ({exc}); set "
+                "embeddings.trust_checkpoint=true only if you trust the file") from exc
+        log.warning("checkpoint %s needs a full pickle load (trust_checkpoint=true)", path)
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    state = ckpt["state_dict"] if isinstance(ckpt, dict) and "state_dict" in ckpt else ckpt
+    if not isinstance(state, dict) or not state:
+        raise CheckpointError(f"checkpoint {path} holds no state dict")
+    if next(iter(state)).startswith("module."):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    state.pop("text_branch.embeddings.position_ids", None)
+    return state
+
+
+# -- tokenisers ------------------------------------------------------------------------------------
+
+
+class _RobertaFilesTokenizer:
+    """roberta-base BPE from local files (no hub access)."""
+
+    def __init__(self, path: str):
+        from transformers import RobertaTokenizer
+
+        self.tok = RobertaTokenizer(vocab_file=os.path.join(path, "vocab.json"),
+                                    merges_file=os.path.join(path, "merges.txt"))
+
+    def __call__(self, texts: Sequence[str]) -> Dict[str, torch.Tensor]:
+        r = self.tok(list(texts), padding="max_length", truncation=True, max_length=CONTEXT_LENGTH,
+                     return_tensors="pt")
+        return {"input_ids": r["input_ids"], "attention_mask": r["attention_mask"]}
+
+
+class _ClipBpeAsRoberta:
+    """Deterministic offline ids in roberta's format from laion-clap's bundled CLIP BPE.
+
+    Only for an *untrained* roberta branch: the ids are valid (< 50265) and stable, the meaning is
+    whatever the random weights make of them.
+    """
+
+    def __init__(self):
+        from clap_module.tokenizer import SimpleTokenizer
+
+        self.tok = SimpleTokenizer()
+
+    def __call__(self, texts: Sequence[str]) -> Dict[str, torch.Tensor]:
+        ids = torch.full((len(texts), CONTEXT_LENGTH), _ROBERTA_PAD, dtype=torch.long)
+        mask = torch.zeros((len(texts), CONTEXT_LENGTH), dtype=torch.long)
+        for i, t in enumerate(texts):
+            body = [min(x + 3, ROBERTA_BASE["vocab_size"] - 1) for x in self.tok.encode(t or "")]
+            seq = [_ROBERTA_BOS] + body[: CONTEXT_LENGTH - 2] + [_ROBERTA_EOS]
+            ids[i, : len(seq)] = torch.tensor(seq)
+            mask[i, : len(seq)] = 1
+        return {"input_ids": ids, "attention_mask": mask}
+
+
+class _ClipTokenizer:
+    """laion-clap's own tokenizer for ``text_model="transformer"``."""
+
+    def __call__(self, texts: Sequence[str]) -> torch.Tensor:
+        from clap_module.tokenizer import tokenize
+
+        return tokenize([t or "" for t in texts], context_length=CONTEXT_LENGTH)
+
+
+# -- the encoder -----------------------------------------------------------------------------------
+
+
+class ClapEncoder:
+    """A laion-clap CLAP model ready for inference (audio windows and text -> 512-d, L2-normalised).
+
+    Parameters
+    ----------
+    spec : EncoderSpec
+
+    Attributes
+    ----------
+    model_version : str
+    trained : bool
+        False when built with random weights (no checkpoint).
+    device : torch.device
+    """
+
+    def __init__(self, spec: EncoderSpec):
+        self.spec = spec
+        self.model_version = spec.resolved_model_version()
+        self.device = resolve_device(spec.device)
+        self.trained = spec.has_checkpoint
+        t0 = time.perf_counter()
+        cm = _clap_module()
+        if spec.text_model not in ("roberta", "transformer"):
+            raise ValueError(f"text_model must be 'roberta' or 'transformer' (offline), got {spec.text_model!r}")
+        if spec.checkpoint_path and not self.trained:
+            log.warning("CLAP checkpoint %s does not exist", spec.checkpoint_path)
+        torch.manual_seed(spec.seed)  # untrained weights are a function of the seed
+        with _offline_roberta():
+            model, cfg = cm.create_model(spec.audio_model, spec.text_model, precision="fp32",
+                                         device=torch.device("cpu"), enable_fusion=spec.enable_fusion,
+                                         fusion_type="aff_2d" if spec.enable_fusion else "None")
+        if self.trained:
+            state = load_checkpoint_state(spec.checkpoint_path, spec.trust_checkpoint)
+            missing, unexpected = model.load_state_dict(state, strict=False)
+            missing = [k for k in missing if not k.endswith("position_ids")]
+            if missing:
+                raise CheckpointError(f"checkpoint {spec.checkpoint_path} does not fit {spec.audio_model}/"
+                                      f"{spec.text_model}: {len(missing)} missing keys, e.g. {missing[:3]}")
+            if unexpected:
+                log.warning("checkpoint has %d unused keys, e.g. %s", len(unexpected), unexpected[:3])
+        else:
+            log.warning(
+                "!!! CONTENT EMBEDDINGS ARE UNTRAINED !!! no CLAP checkpoint (embeddings.checkpoint_path=%r): "
+                "built %s/%s with random weights (seed %d), model_version=%s. Audio vectors only reflect "
+                "raw acoustics and text vectors are NOT aligned with audio; set embeddings.checkpoint_path "
+                "to a laion-clap checkpoint for real content/prompt recall.",
+                spec.checkpoint_path, spec.audio_model, spec.text_model, spec.seed, self.model_version)
+        self.model = model.to(self.device).eval()
+        self.audio_cfg = cfg["audio_cfg"]
+        self.clip_samples = int(self.audio_cfg["clip_samples"])
+        if int(self.audio_cfg["sample_rate"]) != spec.sample_rate:
+            raise ValueError(f"{spec.audio_model} expects {self.audio_cfg['sample_rate']} Hz, "
+                             f"spec says {spec.sample_rate}")
+        self._tokenizer = self._make_tokenizer()
+        log.info("CLAP encoder %s ready on %s in %.1fs", self.model_version, self.device,
+                 time.perf_counter() - t0)
+
+    def _make_tokenizer(self):
+        s = self.spec
+        if s.text_model == "transformer":
+            return _ClipTokenizer()
+        if s.tokenizer_path and os.path.isfile(os.path.join(s.tokenizer_path, "vocab.json")):
+            return _RobertaFilesTokenizer(s.tokenizer_path)
+        if self.trained:
+            return None  # refused at embed_text time: pretrained roberta needs its own vocabulary
+        log.warning("no roberta tokenizer files (embeddings.tokenizer_path=%r): untrained text branch "
+                    "uses laion-clap's bundled CLIP BPE ids", s.tokenizer_path)
+        return _ClipBpeAsRoberta()
+
+    @property
+    def text_available(self) -> bool:
+        """False when a pretrained roberta branch has no tokenizer files (text cannot be embedded)."""
+        return self._tokenizer is not None
+
+    # -- audio -------------------------------------------------------------------------------------
+    def window_length(self) -> int:
+        """Samples per window: ``window_seconds`` at the model rate, at most the model's clip."""
+        return min(int(round(self.spec.window_seconds * self.spec.sample_rate)), self.clip_samples)
+
+    def windows(self, wave: np.ndarray) -> np.ndarray:
+        """``(k, clip_samples)`` float32 windows of one mono waveform (k <= max_windows)."""
+        return windows_of(wave, self.window_length(), self.spec.max_windows, self.clip_samples)
+
+    @torch.no_grad()
+    def embed_windows(self, windows: np.ndarray, batch_size: int = 16) -> np.ndarray:
+        """Embed ``(n, clip_samples)`` windows -> ``(n, 512)`` float32, each L2-normalised."""
+        out = []
+        for i in range(0, len(windows), max(1, batch_size)):
+            chunk = windows[i:i + max(1, batch_size)]
+            # laion-clap quantises waveforms to int16 and back before embedding
+            q = (np.clip(chunk, -1.0, 1.0) * 32767.0).astype(np.int16).astype(np.float32) / 32767.0
+            wav = torch.from_numpy(q)
+            batch = [{"waveform": wav[j], "longer": torch.tensor([False])} for j in range(len(wav))]
+            if self.spec.enable_fusion:
+                raise NotImplementedError("fusion models need mel_fusion inputs; use enable_fusion=false")
+            emb = self.model.get_audio_embedding(batch)
+            out.append(emb.float().cpu().numpy())
+        if not out:
+            return np.zeros((0, EMBED_DIM), np.float32)
+        return np.concatenate(out).astype(np.float32)
+
+    def embed_waveforms(self, waves: Sequence[np.ndarray], batch_size: int = 16) -> Tuple[np.ndarray, List[int]]:
+        """Track embeddings: windows of each waveform embedded in shared batches, averaged, normalised.
+
+        Returns
+        -------
+        (np.ndarray (n, 512) float32, list of int)
+            Embeddings and the number of windows used per track.
+        """
+        wins = [self.windows(w) for w in waves]
+        counts = [len(w) for w in wins]
+        if not wins:
+            return np.zeros((0, EMBED_DIM), np.float32), []
+        flat = self.embed_windows(np.concatenate(wins), batch_size)
+        out = np.zeros((len(wins), flat.shape[1]), np.float32)
+        pos = 0
+        for i, c in enumerate(counts):
+            out[i] = flat[pos:pos + c].mean(axis=0)
+            pos += c
+        return l2_normalize(out), counts
+
+    # -- text --------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def embed_text(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """Embed texts -> ``(n, 512)`` float32, L2-normalised."""
+        if self._tokenizer is None:
+            raise CheckpointError("pretrained roberta text branch without tokenizer files: set "
+                                  "embeddings.tokenizer_path to a folder with roberta-base vocab.json/merges.txt")
+        out = []
+        for i in range(0, len(texts), max(1, batch_size)):
+            chunk = list(texts[i:i + max(1, batch_size)])
+            tok = self._tokenizer(chunk)
+            if isinstance(tok, torch.Tensor):  # transformer branch takes a tensor
+                emb = self.model.encode_text(tok.to(self.device), device=self.device)
+                emb = torch.nn.functional.normalize(emb, dim=-1)
+            else:
+                emb = self.model.get_text_embedding(dict(tok))
+            out.append(emb.float().cpu().numpy())
+        if not out:
+            return np.zeros((0, EMBED_DIM), np.float32)
+        return np.concatenate(out).astype(np.float32)
+
+
+def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Row-wise L2 normalisation (zero rows stay zero)."""
+    x = np.asarray(x, dtype=np.float32)
+    n = np.linalg.norm(x, axis=-1, keepdims=True)
+    return (x / np.maximum(n, eps)).astype(np.float32)
+
+
+_CACHE: Dict[EncoderSpec, ClapEncoder] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def get_encoder(spec: EncoderSpec) -> ClapEncoder:
+    """The process-wide :class:`ClapEncoder` for ``spec`` (built on first use, then reused).
+
+    Spark python workers are reused across tasks, so an executor builds the model once.
+    """
+    with _CACHE_LOCK:
+        enc = _CACHE.get(spec)
+        if enc is None:
+            enc = ClapEncoder(spec)
+            _CACHE[spec] = enc
+        return enc
+
+
+__all__ = ["EncoderSpec", "ClapEncoder", "get_encoder", "text_tower_usable", "load_checkpoint_state", "resolve_device",
+           "l2_normalize", "CheckpointError", "EMBED_DIM", "window_starts"]
+
+
+def text_tower_usable(spec: EncoderSpec) -> Tuple[bool, str]:
+    """Whether ``spec`` can embed text, decided on the driver without building the model."""
+    if spec.text_model == "transformer":
+        return True, ""
+    has_tok = bool(spec.tokenizer_path) and os.path.isfile(os.path.join(spec.tokenizer_path, "vocab.json"))
+    if spec.has_checkpoint and not has_tok:
+        return False, ("pretrained roberta text branch but no tokenizer files "
+                       f"(embeddings.tokenizer_path={spec.tokenizer_path!r})")
+    return True, ""

@@ -1,0 +1,120 @@
+"""The Spark layer around :mod:`recsys_spark.embeddings.clap`: ``mapInPandas`` batch functions.
+
+Each factory returns a function ``Iterator[pd.DataFrame] -> Iterator[pd.DataFrame]`` for
+``DataFrame.mapInPandas``. Only the small :class:`~recsys_spark.embeddings.clap.EncoderSpec` is
+pickled into the closure; the model is built by :func:`~recsys_spark.embeddings.clap.get_encoder`
+on first use inside the Python worker and cached for the life of the process (Spark reuses
+Python workers, so an executor loads it once), on CUDA when the executor has a GPU
+(``device: auto``). Rows are processed ``batch_size`` at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, Iterator
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import types as T
+
+from .clap import EncoderSpec
+
+log = logging.getLogger(__name__)
+
+AUDIO_RESULT_SCHEMA = T.StructType([
+    T.StructField("track_id", T.StringType(), False),
+    T.StructField("audio_uri", T.StringType(), True),
+    T.StructField("embedding", T.ArrayType(T.FloatType(), containsNull=False), True),
+    T.StructField("n_windows", T.IntegerType(), True),
+    T.StructField("error", T.StringType(), True),
+    T.StructField("error_detail", T.StringType(), True),
+])
+
+TEXT_RESULT_SCHEMA = T.StructType([
+    T.StructField("id", T.StringType(), False),
+    T.StructField("embedding", T.ArrayType(T.FloatType(), containsNull=False), True),
+    T.StructField("error", T.StringType(), True),
+])
+
+
+def _chunks(batches: Iterator[pd.DataFrame], size: int) -> Iterator[pd.DataFrame]:
+    """Re-slice Arrow batches into chunks of ``size`` rows."""
+    size = max(1, int(size))
+    for pdf in batches:
+        for i in range(0, len(pdf), size):
+            yield pdf.iloc[i:i + size]
+
+
+def audio_embed_fn(spec: EncoderSpec, batch_size: int = 16) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
+    """``mapInPandas`` function: ``track_id, audio_uri`` -> :data:`AUDIO_RESULT_SCHEMA`.
+
+    Every input row yields one output row: either ``embedding`` (512 floats, L2-normalised, the
+    mean of up to ``spec.max_windows`` window embeddings) and ``n_windows``, or ``error`` (an
+    :class:`~recsys_spark.embeddings.audio.AudioError` reason) with ``embedding`` null.
+    """
+
+    def fn(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        from .audio import AudioError, load_audio
+        from .clap import get_encoder
+
+        enc = None
+        for pdf in _chunks(batches, batch_size):
+            waves, ok_idx = [], []
+            errors = [None] * len(pdf)
+            details = [None] * len(pdf)
+            for i, uri in enumerate(pdf["audio_uri"].tolist()):
+                try:
+                    waves.append(load_audio(uri, spec.sample_rate))
+                    ok_idx.append(i)
+                except AudioError as exc:
+                    errors[i], details[i] = exc.reason, exc.detail[:500]
+                except Exception as exc:  # an unexpected decoder failure is still a bad file
+                    errors[i], details[i] = "corrupt_audio", f"{type(exc).__name__}: {exc}"[:500]
+            embs = [None] * len(pdf)
+            nwin = [None] * len(pdf)
+            if waves:
+                if enc is None:
+                    enc = get_encoder(spec)
+                vecs, counts = enc.embed_waveforms(waves, batch_size=batch_size)
+                for j, i in enumerate(ok_idx):
+                    v = vecs[j]
+                    if not np.all(np.isfinite(v)) or float(np.linalg.norm(v)) == 0.0:
+                        errors[i], details[i] = "bad_embedding", "non-finite or zero vector"
+                        continue
+                    embs[i] = v.astype(np.float32).tolist()
+                    nwin[i] = int(counts[j])
+            yield pd.DataFrame({
+                "track_id": pdf["track_id"].astype(str).tolist(),
+                "audio_uri": pdf["audio_uri"].tolist(),
+                "embedding": embs,
+                "n_windows": pd.array(nwin, dtype="Int32"),
+                "error": errors,
+                "error_detail": details,
+            })
+
+    return fn
+
+
+def text_embed_fn(spec: EncoderSpec, batch_size: int = 64) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
+    """``mapInPandas`` function: ``id, text`` -> :data:`TEXT_RESULT_SCHEMA` (CLAP text tower)."""
+
+    def fn(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        from .clap import get_encoder
+
+        enc = None
+        for pdf in _chunks(batches, batch_size):
+            if enc is None:
+                enc = get_encoder(spec)
+            texts = pdf["text"].fillna("").astype(str).tolist()
+            vecs = enc.embed_text(texts, batch_size=batch_size)
+            embs, errs = [], []
+            for v in vecs:
+                if np.all(np.isfinite(v)) and float(np.linalg.norm(v)) > 0:
+                    embs.append(v.astype(np.float32).tolist())
+                    errs.append(None)
+                else:
+                    embs.append(None)
+                    errs.append("bad_embedding")
+            yield pd.DataFrame({"id": pdf["id"].astype(str).tolist(), "embedding": embs, "error": errs})
+
+    return fn
