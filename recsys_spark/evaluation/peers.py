@@ -238,8 +238,8 @@ def ease(spark: SparkSession, train: DataFrame, users: DataFrame, k: int, contex
         S[Xu.nonzero()] = -np.inf  # never a train item
         idx = np.argpartition(-S, kk - 1, axis=1)[:, :kk]
         sc = np.take_along_axis(S, idx, axis=1)
-        # order by score desc, then item index (ties deterministic)
-        order = np.lexsort((idx, -sc), axis=1)
+        # order by score desc (rounded: float noise must not break ties), then item index
+        order = np.lexsort((idx, -np.round(sc, 9)), axis=1)
         ids_all.append(np.take_along_axis(idx, order, axis=1))
         sc_all.append(np.take_along_axis(sc, order, axis=1))
     return _to_frame(spark, uids, np.vstack(ids_all), np.vstack(sc_all), m.item_ids)

@@ -1,0 +1,113 @@
+"""Metrics on hand-made lists whose values were computed by hand (literals below)."""
+
+import pytest
+from pyspark.ml.evaluation import RankingEvaluator
+
+from recsys_spark.evaluation.metrics import (
+    _evaluator_frame, coverage, creator_diversity, diversity_cooccurrence, diversity_embeddings,
+    funnel_metrics, novelty, per_user_hits, ranking_metrics)
+
+REC = "user_id string, track_id string, rank int"
+
+
+@pytest.fixture(scope="module")
+def case(spark):
+    # truth: a {t1, t2, t3}; b {t4..t8} (|truth| = 5 > K = 3); c {t9} (no recommendations)
+    truth = spark.createDataFrame(
+        [("a", "t1"), ("a", "t2"), ("a", "t3"), ("b", "t4"), ("b", "t5"), ("b", "t6"), ("b", "t7"), ("b", "t8"),
+         ("c", "t9")], "user_id string, track_id string")
+    test_users = spark.createDataFrame([("a", 3), ("b", 5), ("c", 1)], "user_id string, n_truth long")
+    recs = spark.createDataFrame(
+        [("a", "t1", 1), ("a", "x1", 2), ("a", "t2", 3), ("a", "t3", 4),   # t3 at rank 4: beyond K
+         ("b", "x2", 1), ("b", "x3", 2), ("b", "t4", 3),
+         ("z", "t1", 1)],                                                   # not a test user: ignored
+        REC)
+    return recs, truth, test_users
+
+
+def test_ranking_metrics_hand_computed(case):
+    recs, truth, test_users = case
+    m = ranking_metrics(recs, truth, test_users, k=3, curve_ks=(1, 2, 3))
+    # a: hits at 1 and 3 -> recall 2/3; b: hit at 3 -> 1/min(3,5) = 1/3; c: 0
+    assert m["recall@3"] == pytest.approx(1 / 3)
+    # a: (1 + 1/log2 4) / (1 + 1/log2 3 + 1/log2 4) = 0.70392; b: (1/log2 4) / same = 0.23464; c: 0
+    assert m["ndcg@3"] == pytest.approx(0.31285248401517096)
+    assert m["precision@3"] == pytest.approx(1 / 3)   # (2/3 + 1/3 + 0) / 3
+    assert m["hit@3"] == pytest.approx(2 / 3)
+    assert m["users_with_recs"] == 2
+    # K=1: a hit (1/1), b 0, c 0; K=2: a 1/2
+    assert m["recall_curve"] == {1: pytest.approx(1 / 3), 2: pytest.approx(1 / 6), 3: pytest.approx(1 / 3)}
+
+
+def test_spark_recall_at_k_is_not_the_protocol(case):
+    """Why recall is hand-written: RankingEvaluator's recallAtK divides by |truth|, not min(K, |truth|)."""
+    recs, truth, test_users = case
+    frame = _evaluator_frame(per_user_hits(recs, truth, test_users, 3), 3)
+    spark_recall = RankingEvaluator(metricName="recallAtK", k=3).evaluate(frame)
+    assert spark_recall == pytest.approx((2 / 3 + 1 / 5 + 0) / 3)  # 0.28889 != the protocol's 1/3
+
+
+def test_per_user_hits_rows(spark, case):
+    recs, truth, test_users = case
+    rows = {r["user_id"]: (r["n_truth"], r["n_recs"], list(r["hit_pos"]))
+            for r in per_user_hits(recs, truth, test_users, 3).collect()}
+    assert rows == {"a": (3, 3, [1, 3]), "b": (5, 3, [3]), "c": (1, 0, [])}
+
+
+def test_coverage_and_novelty(spark):
+    # train users u1..u4; A touched by 4 users, B by 2, C by 1; E is in train too (1 user)
+    train = spark.createDataFrame(
+        [("u1", "A"), ("u2", "A"), ("u3", "A"), ("u4", "A"), ("u1", "B"), ("u2", "B"), ("u3", "C"), ("u4", "E")],
+        "user_id string, track_id string")
+    recs = spark.createDataFrame([("x", "A", 1), ("x", "B", 2), ("y", "C", 1), ("y", "D", 2)], REC)
+    # self-information: A -log2(4/4)=0, B 1, C 2, D unseen counts as 1 user -> 2; lists 0.5 and 2
+    assert novelty(recs, train, 30) == pytest.approx(1.25)
+    # recommended A, B, C, D (4 distinct) over 4 train items (A, B, C, E)
+    assert coverage(recs, train, 30) == pytest.approx(1.0)
+    assert coverage(recs, train, 1) == pytest.approx(0.5)  # top-1: A and C
+
+
+def test_diversity_cooccurrence(spark):
+    # A = {u1,u2,u3}, B = {u1,u2}, C = {u3,u4}: cos(A,B)=2/sqrt6, cos(A,C)=1/sqrt6, cos(B,C)=0
+    train = spark.createDataFrame(
+        [("u1", "A"), ("u2", "A"), ("u3", "A"), ("u1", "B"), ("u2", "B"), ("u3", "C"), ("u4", "C")],
+        "user_id string, track_id string")
+    recs = spark.createDataFrame(
+        [("x", "A", 1), ("x", "B", 2), ("x", "C", 3),
+         ("y", "B", 1), ("y", "D", 2),   # D has no train user: distance 1 to everything
+         ("z", "A", 1)],                  # a one-item list has no pairs: skipped
+        REC)
+    # x: 1 - (0.81650 + 0.40825 + 0) / 3 = 0.59175; y: 1.0
+    assert diversity_cooccurrence(recs, train, 30) == pytest.approx(0.7958758547680684)
+
+
+def test_diversity_embeddings_and_creators(spark):
+    emb = spark.createDataFrame([("A", [1.0, 0.0]), ("B", [2.0, 2.0]), ("C", [0.0, 3.0])],
+                                "track_id string, embedding array<float>")
+    recs = spark.createDataFrame([("x", "A", 1), ("x", "B", 2), ("x", "C", 3), ("y", "A", 1), ("y", "C", 2)], REC)
+    # x: cos AB = cos BC = 0.70711, cos AC = 0 -> 1 - 1.41421/3 = 0.52860; y: 1.0
+    assert diversity_embeddings(recs, emb, 30) == pytest.approx(0.7642977396044842)
+    tracks = spark.createDataFrame([("A", "c1"), ("B", "c1"), ("C", "c2")], "track_id string, creator_id string")
+    # x: 2 creators / 3 tracks; y: 2 / 2
+    assert creator_diversity(recs, tracks, 30) == pytest.approx((2 / 3 + 1.0) / 2)
+
+
+def test_funnel_metrics_hand_made_stages(spark, case):
+    _, truth, test_users = case
+    uc = "user_id string, track_id string"
+    ch1 = spark.createDataFrame([("a", "t1"), ("a", "x1")], uc)
+    ch2 = spark.createDataFrame([("a", "t2"), ("b", "t4"), ("zz", "t1")], uc)
+    union = ch1.unionByName(ch2)
+    filtered = spark.createDataFrame([("a", "t1"), ("b", "t4")], uc)
+    final = spark.createDataFrame([("a", "t1"), ("a", "t1")], uc)   # duplicate ignored
+    rows = funnel_metrics([("ch1", ch1), ("ch2", ch2), ("union", union), ("filtered", filtered),
+                           ("final", final)], truth, test_users, k=3)
+    got = [(r["stage"], round(r["mean_candidates"], 5), round(r["truth_recall"], 5), round(r["recall_capped"], 5),
+            round(r["hit_rate"], 5), r["truth_kept"]) for r in rows]
+    assert got == [
+        ("ch1", 0.66667, 0.11111, 0.11111, 0.33333, 1),        # a: 1/3
+        ("ch2", 0.66667, 0.17778, 0.22222, 0.66667, 2),        # a: 1/3, b: 1/5 (capped: 1/3)
+        ("union", 1.33333, 0.28889, 0.33333, 0.66667, 3),      # a: 2/3, b: 1/5
+        ("filtered", 0.66667, 0.17778, 0.22222, 0.66667, 2),
+        ("final", 0.33333, 0.11111, 0.11111, 0.33333, 1),
+    ]
