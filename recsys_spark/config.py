@@ -207,6 +207,7 @@ class QualityConf:
     comment_weight: float = 2.0
     aesthetics_table: str = ""
     aesthetics_weight: float = 0.0
+    mapping: str = "ratio"  # ratio (s / (s + mu), prior -> 0.5) | percentile
 
 
 @dataclass(frozen=True)
@@ -229,6 +230,9 @@ class DINConf:
     device: str = "auto"
     score_batch_size: int = 4096
     seed: int = 0
+    popularity_share: float = 0.5
+    min_count: int = 1
+    max_train_rows: int = 2000000
 
 
 @dataclass(frozen=True)
@@ -239,6 +243,24 @@ class FusionConf:
     )
     din_weight: float = 1.0
     rrf_k: float = 60.0
+    recall_weight: float = 1.0
+    quality_weight: float = 0.0
+    default_channel_weight: float = 0.0
+
+
+@dataclass(frozen=True)
+class AggregationConf:
+    enabled: bool = True
+    method: str = "attention"  # attention | mean
+    max_tracks: int = 50
+    train_weeks: int = 3
+    n_negatives: int = 4
+    proj_dim: int = 64
+    hidden: int = 64
+    epochs: int = 10
+    lr: float = 0.003
+    max_users: int = 50000
+    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -276,6 +298,7 @@ class Config:
     quality: QualityConf = field(default_factory=QualityConf)
     din: DINConf = field(default_factory=DINConf)
     fusion: FusionConf = field(default_factory=FusionConf)
+    aggregation: AggregationConf = field(default_factory=AggregationConf)
     rerank: RerankConf = field(default_factory=RerankConf)
     pipeline: PipelineConf = field(default_factory=PipelineConf)
 
