@@ -122,6 +122,7 @@ class ItemCFConf:
     bm25_b: float = 0.75
     shrinkage: float = 10.0
     candidates: int = 200
+    num_blocks: int = 0  # item blocks of the distributed product; 0 = max(shuffle partitions, nnz/250k)
 
 
 @dataclass(frozen=True)
