@@ -25,8 +25,8 @@ def synth_track(style_idx: int, track_idx: int, seconds: float, sr: int, seed: i
     t = np.arange(n, dtype=np.float64) / sr
     bpm = rng.uniform(*style.bpm)
     beat = 60.0 / bpm
-    transpose = 2.0 ** (rng.integers(-3, 4) / 12.0)
-    motif = rng.choice([0, 2, 3, 5, 7, 9, 10, 12], size=4)
+    transpose = 2.0 ** (rng.integers(-1, 2) / 12.0)
+    motif = np.random.default_rng([seed, 4, style_idx]).choice([0, 3, 5, 7, 10, 12], size=4)  # the style's motif
     note_idx = (t // beat).astype(int) % len(motif)
     freq = style.base_hz * transpose * 2.0 ** (motif[note_idx] / 12.0)
     phase = 2 * np.pi * np.cumsum(freq) / sr
@@ -37,7 +37,20 @@ def synth_track(style_idx: int, track_idx: int, seconds: float, sr: int, seed: i
     env = np.exp(-((t % beat) / (beat * (0.25 + 0.5 * (1 - style.brightness)))))
     sig = sig * (0.35 + 0.65 * env)
     sig = sig / (np.max(np.abs(sig)) + 1e-9)
-    sig = (1 - style.noise) * sig + style.noise * rng.standard_normal(n)
+    # noise coloured by the style's brightness (one-pole low-pass), gated by the beat like a hi-hat
+    white = rng.standard_normal(n)
+    alpha = 0.05 + 0.9 * style.brightness
+    noise = np.empty(n)
+    acc = 0.0
+    for i in range(0, n, 256):  # block-wise filter keeps this fast
+        blk = white[i:i + 256]
+        out = np.empty_like(blk)
+        for j, x in enumerate(blk):
+            acc = acc + alpha * (x - acc)
+            out[j] = acc
+        noise[i:i + 256] = out
+    noise = noise / (np.max(np.abs(noise)) + 1e-9) * env
+    sig = (1 - 2 * style.noise) * sig + 2 * style.noise * noise
     return (0.8 * sig / (np.max(np.abs(sig)) + 1e-9)).astype(np.float32)
 
 

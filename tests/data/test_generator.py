@@ -1,0 +1,55 @@
+import datetime as dt
+
+import numpy as np
+from pyspark.sql import functions as F
+
+from recsys_spark.data.audio_synth import synth_track
+from recsys_spark.data.generator import PlatformSpec, generate_platform
+
+END = dt.date(2026, 11, 23)
+SPEC = PlatformSpec(n_users=60, n_tracks=80, n_creators=10, n_weeks=3, events_per_user_week=6, audio_tracks=3,
+                    audio_seconds=1.0, audio_sample_rate=16000, bad_row_rate=0.02, partitions=2, seed=3)
+
+
+def _rows(spark, d):
+    inter = spark.read.option("header", True).csv(f"{d}/interactions/part-*")
+    return sorted(tuple(str(x) for x in r) for r in inter.collect())
+
+
+def test_deterministic_and_plausible(spark, tmp_path):
+    a = generate_platform(spark, str(tmp_path / "a"), SPEC, END)
+    b = generate_platform(spark, str(tmp_path / "b"), SPEC, END)
+    assert a == b
+    assert _rows(spark, tmp_path / "a") == _rows(spark, tmp_path / "b")
+    tracks = spark.read.json(str(tmp_path / "a" / "tracks" / "part-*"))
+    assert tracks.count() == 80
+    assert tracks.where(F.col("audio_uri").isNotNull()).count() == 3
+    assert len(list((tmp_path / "a" / "audio").glob("*.wav"))) == 3
+    inter = spark.read.option("header", True).csv(str(tmp_path / "a" / "interactions" / "part-*"))
+    ts = inter.select(F.min("event_ts").alias("lo"), F.max("event_ts").alias("hi")).first()
+    assert ts["lo"] >= "2026-11-02" and ts["hi"] < "2026-11-23"  # 3 weeks before END
+    # creators are users; creators never have their own id outside u*
+    assert tracks.where(~F.col("creator_id").startswith("u")).count() == 0
+    # prompts read like Suno prompts: comma separated style words
+    p = spark.read.parquet(str(tmp_path / "a" / "user_prompts" / "*.parquet")).first()["prompt_text"]
+    assert "," in p and len(p) > 10
+
+
+def _band_profile(x, sr):
+    spec = np.abs(np.fft.rfft(x))
+    f = np.fft.rfftfreq(len(x), 1 / sr)
+    edges = np.geomspace(20, sr / 2, 41)
+    v = np.log1p(np.array([spec[(f >= a) & (f < b)].sum() for a, b in zip(edges[:-1], edges[1:])]))
+    v -= v.mean()
+    return v / np.linalg.norm(v)
+
+
+def test_audio_depends_on_style():
+    sr = 16000
+    prof = {(s, k): _band_profile(synth_track(s, k, 1.0, sr, 0), sr) for s in range(18) for k in (1, 2)}
+    # two tracks of the same style sound more alike than tracks of different styles, for most styles
+    wins = sum(prof[(s, 1)] @ prof[(s, 2)] > max(prof[(s, 1)] @ prof[(o, 2)] for o in range(18) if o != s)
+               for s in range(18))
+    assert wins >= 14
+    wav = synth_track(1, 1, 1.0, sr, 0)
+    assert wav.dtype == np.float32 and np.abs(wav).max() <= 1.0 and len(wav) == sr

@@ -1,0 +1,105 @@
+"""Playlist rules on hand-made candidates: exclusions, creator cap, exactly N, back-fill, MMR, reasons."""
+
+import datetime as dt
+
+import pandas as pd
+from pyspark.sql import functions as F
+
+from recsys_spark.rerank.rules import _mmr_select, add_reasons, build_playlists
+
+W = dt.date(2026, 11, 23)
+OLD = dt.datetime(2025, 1, 1)
+NEW = dt.datetime(2026, 11, 20)
+
+CANDS = "user_id string, track_id string, channels array<string>, final_score double, seed_track_id string"
+TRACKS = ("track_id string, creator_id string, title string, genre string, created_at timestamp, "
+          "play_count long, upvote_count long, comment_count long")
+
+
+def _tracks(spark, rows):
+    return spark.createDataFrame(rows, TRACKS)
+
+
+def _catalog(spark, n=12):
+    # track i by creator c(i % 4); popularity decreasing with i; t0 by user "u1" (own track)
+    rows = [(f"t{i}", "u1" if i == 0 else f"c{i % 4}", f"Song {i}", "pop", OLD, 1000 - i, 10, 1) for i in range(n)]
+    return _tracks(spark, rows)
+
+
+def _playlist(df, user):
+    return [r["track_id"] for r in df.where(F.col("user_id") == user).orderBy("position").collect()]
+
+
+def test_exclusions_cap_and_exact_size(spark):
+    tracks = _catalog(spark)
+    cands = spark.createDataFrame(
+        [("u1", f"t{i}", ["item_cf"], 10.0 - i, None) for i in range(12)], CANDS)
+    heard = spark.createDataFrame([("u1", "t1")], "user_id string, track_id string")
+    users = spark.createDataFrame([("u1",)], "user_id string")
+    out = build_playlists(cands, users, heard, tracks, W, size=5, creator_cap=1, diversity=False,
+                          fresh_share=0.0)
+    # t0 own, t1 heard; cap 1 per creator: t2 (c2), t3 (c3), t4 (c0), t5 (c1); then creators exhausted
+    # -> fewer than 5 real picks allowed: the catalog has only 4 creators besides u1, so 4 rows
+    assert _playlist(out, "u1") == ["t2", "t3", "t4", "t5"]
+    out2 = build_playlists(cands, users, heard, tracks, W, size=5, creator_cap=2, diversity=False, fresh_share=0.0)
+    assert _playlist(out2, "u1") == ["t2", "t3", "t4", "t5", "t6"]
+    assert [r["position"] for r in out2.orderBy("position").collect()] == [1, 2, 3, 4, 5]
+
+
+def test_backfill_fills_to_exact_size_without_heard_or_own(spark):
+    tracks = _catalog(spark)
+    cands = spark.createDataFrame([("u2", "t9", ["item_cf"], 1.0, "t8")], CANDS)
+    heard = spark.createDataFrame([("u2", "t1"), ("u2", "t2"), ("u2", "t8")], "user_id string, track_id string")
+    users = spark.createDataFrame([("u2",), ("u3",)], "user_id string")  # u3: no candidates at all
+    out = build_playlists(cands, users, heard, tracks, W, size=4, creator_cap=2, diversity=False, fresh_share=0.0,
+                          backfill_pool=2)
+    # u2: the real candidate first, then popular tracks (t0 is by u1, not u2, so allowed) minus heard
+    assert _playlist(out, "u2") == ["t9", "t0", "t3", "t4"]
+    assert out.where("user_id = 'u2' and position = 2").first()["sources"] == ["popular_backfill"]
+    assert _playlist(out, "u3") == ["t0", "t1", "t2", "t3"]
+
+
+def test_short_user_when_catalog_runs_out(spark):
+    tracks = _catalog(spark, n=3)
+    cands = spark.createDataFrame([], CANDS)
+    heard = spark.createDataFrame([("u9", "t0")], "user_id string, track_id string")
+    users = spark.createDataFrame([("u9",)], "user_id string")
+    out = build_playlists(cands, users, heard, tracks, W, size=30, creator_cap=5, diversity=False, fresh_share=0.0)
+    assert _playlist(out, "u9") == ["t1", "t2"]
+
+
+def _pdf(rows):
+    return pd.DataFrame(rows, columns=["user_id", "track_id", "final_score", "channels", "seed_track_id", "creator_id",
+                                       "genre", "is_fresh", "is_backfill", "embedding"])
+
+
+def test_mmr_prefers_diverse_embeddings():
+    # a and b are near-duplicates; c is different and slightly less relevant
+    rows = [("u", "a", 1.0, ["content"], None, "c1", "g", False, False, [1.0, 0.0]),
+            ("u", "b", 0.95, ["content"], None, "c2", "g2", False, False, [0.99, 0.14]),
+            ("u", "c", 0.9, ["content"], None, "c3", "g3", False, False, [0.0, 1.0])]
+    plain = _mmr_select(_pdf(rows), 3, 5, 1.0, 0, True)
+    assert list(plain["track_id"]) == ["a", "b", "c"]
+    diverse = _mmr_select(_pdf(rows), 3, 5, 0.5, 0, True)
+    assert list(diverse["track_id"]) == ["a", "c", "b"]
+
+
+def test_fresh_share_reserves_slots():
+    rows = [("u", f"o{i}", 10.0 - i, ["als"], None, f"c{i}", "g", False, False, None) for i in range(4)]
+    rows += [("u", "f1", 1.0, ["als"], None, "cf", "g", True, False, None)]
+    out = _mmr_select(_pdf(rows), 3, 2, 1.0, 1, False)
+    assert list(out["track_id"]) == ["o0", "o1", "f1"]
+
+
+def test_reasons(spark):
+    tracks = _tracks(spark, [("s1", "c", "Seed Song", "rock", OLD, 1, 1, 1), ("x", "c", "X", "rock", OLD, 1, 1, 1),
+                             ("y", "c", "Y", "jazz", OLD, 1, 1, 1), ("z", "c", "Z", "jazz", OLD, 1, 1, 1)])
+    pl = spark.createDataFrame(
+        [("u", 1, "x", 1.0, ["item_cf", "als"], "s1"), ("u", 2, "y", 0.5, ["prompt"], None),
+         ("u", 3, "z", 0.1, ["popular"], None), ("u", 4, "x", 0.0, ["popular_backfill"], None)],
+        "user_id string, position int, track_id string, score double, sources array<string>, seed_track_id string")
+    prompts = spark.createDataFrame([("p1", "u", "old prompt", OLD), ("p2", "u", "dreamy synthwave at night", NEW)],
+                                    "prompt_id string, user_id string, prompt_text string, created_at timestamp")
+    got = {r["position"]: r["reason"] for r in add_reasons(pl, tracks, prompts).collect()}
+    assert got == {1: "because you played “Seed Song”", 2: "matches your prompt “dreamy synthwave at night”",
+                   3: "popular in jazz, which you play", 4: "popular on the platform"}
