@@ -50,10 +50,10 @@ PEER_PARAMS = {
         "ease": {"lambda": 250.0, "weighting": "binary"},
     },
     "hetrec": {
-        "implicit_als": {"factors": 64, "regularization": 0.01, "alpha": 1.0, "iterations": 15, "weighting": "binary"},
+        "implicit_als": {"factors": 48, "regularization": 0.01, "alpha": 1.0, "iterations": 15, "weighting": "binary"},
         "implicit_item": {"similarity": "bm25", "K": 100, "K1": 1.2, "B": 0.75, "weighting": "raw"},
         "implicit_cosine": {"K": 50, "weighting": "binary"},
-        "ease": {"lambda": 250.0, "weighting": "binary"},
+        "ease": {"lambda": 300.0, "weighting": "binary"},
     },
 }
 

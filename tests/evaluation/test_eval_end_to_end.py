@@ -133,3 +133,28 @@ def test_backtest_scores_playlists_into_evaluation_runs(spark, tables):
     saved = tables.read(EVALUATION_RUNS.name).where("run_id = 'bt-1'")
     assert sorted((r.method, r.status, r.week_start) for r in saved.collect()) == [
         ("discover_weekly", "succeeded", mon.date()), ("popularity", "succeeded", mon.date())]
+
+
+def test_cli_csv_format(spark, tmp_path):
+    """jobs/evaluate.py on a tiny CSV (the CLI plumbing: format options, methods, --params, output)."""
+    import importlib.util
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    spec = importlib.util.spec_from_file_location("evaluate_job", os.path.join(root, "jobs", "evaluate.py"))
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    p = tmp_path / "log.csv"
+    # same log as the `tiny` fixture, ISO times, ';'-separated
+    rows = [("u1", "A", 1), ("u1", "B", 2), ("u2", "A", 3), ("u2", "C", 4), ("u3", "A", 5), ("u3", "B", 6),
+            ("u4", "B", 7), ("u4", "D", 8), ("u1", "D", 10), ("u2", "B", 10), ("u4", "E", 10)]
+    p.write_text("who;what;when\n" + "".join(f"{u};{t};2024-02-{day:02d}T00:00:00\n" for u, t, day in rows))
+    out = str(tmp_path / "out")
+    rc = job.main(["--format", "csv", "--path", str(p), "--sep", ";", "--user-col", "who", "--item-col", "what",
+                   "--time-col", "when", "--k", "2", "--methods", "popularity,prompt", "--out", out, "--no-beyond",
+                   "--params", '{"popularity": {}}'])
+    assert rc == 0
+    with open(os.path.join(out, "metrics.json")) as fh:
+        saved = json.load(fh)
+    assert saved["dataset"] == "log" and saved["test_users"] == 3 and saved["k"] == 2
+    assert saved["methods"]["popularity"]["recall@2"] == pytest.approx(2 / 3)
+    assert "prompt" in saved["skipped"]
