@@ -81,8 +81,9 @@ def bench_faiss(n, hnsw_max, seed=0):
 
     t0 = time.perf_counter()
     exact_idx = []
-    for s in range(0, NQ, 250):
-        sc = xq[s:s + 250] @ xb.T
+    qb = int(max(10, min(250, 2.5e7 // n)))  # bound the (queries x n) score matrix to ~100 MB
+    for s in range(0, NQ, qb):
+        sc = xq[s:s + qb] @ xb.T
         part = np.argpartition(-sc, K, axis=1)[:, :K]
         order = np.take_along_axis(sc, part, 1).argsort(axis=1)[:, ::-1]
         exact_idx.append(np.take_along_axis(part, order, 1))
