@@ -80,7 +80,7 @@ def main(args) -> dict:
     setup_logging("INFO")
     out = getattr(args, "out", None) or os.path.join(ROOT, "benchmarks", "results")
     os.makedirs(out, exist_ok=True)
-    spark = get_spark(app_name="bench-evaluation", master="local[2]", driver_memory="6g", shuffle_partitions=4)
+    spark = get_spark(app_name="bench-evaluation", master="local[2]", driver_memory="3g", shuffle_partitions=4)
     names = [d for d in (getattr(args, "datasets", None) or "movielens,hetrec").split(",") if d]
     results = {name: run_dataset(spark, name, args.size, out) for name in names}
     with open(os.path.join(out, f"evaluation_{args.size}.json"), "w") as fh:

@@ -56,7 +56,8 @@ class EvalDataset:
         ``track_id, creator_id, ...`` (platform only): enables creator diversity and the quality
         filter of the pipeline.
     track_embeddings : DataFrame, optional
-        ``track_id, embedding array<float>``: enables embedding diversity and the content channel.
+        ``track_id, embedding array<float>`` (+ ``model_version``, ``created_at`` on the platform:
+        the ``track_embeddings`` table as is): enables embedding diversity and the content channel.
     prompt_embeddings, user_prompts : DataFrame, optional
         Enable the prompt channel.
     source : str
@@ -224,13 +225,7 @@ def load_platform(spark: SparkSession, tables) -> EvalDataset:
     """
     inter = tables.read("interactions").select(*INTERACTION_COLUMNS)
     tracks = tables.read("tracks") if tables.exists("tracks") else None
-    emb = None
-    if tables.exists("track_embeddings"):
-        e = tables.read("track_embeddings")
-        # one embedding per track: the latest model version computed
-        from pyspark.sql import Window
-        w = Window.partitionBy("track_id").orderBy(F.col("created_at").desc_nulls_last(), F.col("model_version").desc())
-        emb = e.withColumn("_r", F.row_number().over(w)).where("_r = 1").select("track_id", "embedding")
+    emb = tables.read("track_embeddings") if tables.exists("track_embeddings") else None
     pemb = tables.read("prompt_embeddings") if tables.exists("prompt_embeddings") else None
     prompts = tables.read("user_prompts") if tables.exists("user_prompts") else None
     return EvalDataset("platform", inter, tracks=tracks, track_embeddings=emb, prompt_embeddings=pemb,

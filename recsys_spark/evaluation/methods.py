@@ -222,28 +222,30 @@ def content_method(spark, train, users, k, context: MethodContext) -> DataFrame:
                                 "(the content channel needs track_embeddings)")
     ContentRecall = _import("recsys_spark.recall.content", "ContentRecall")
     p = context.method_params("content")
+    p.setdefault("seed", context.seed)
     model = ContentRecall(**p).fit(context.dataset.track_embeddings)
     seeds = context.seeds.join(users.select("user_id"), "user_id", "left_semi")
     return _as_recs(model.recommend(seeds, context.heard, n=k))
 
 
 def prompt_method(spark, train, users, k, context: MethodContext) -> DataFrame:
-    """The ``prompt`` channel alone (needs CLAP text embeddings of the users' prompts)."""
-    if not context.dataset.has_prompts or not context.dataset.has_audio:
-        raise MethodUnavailable(f"data set {context.dataset.name!r} has no user prompts with embeddings "
+    """The ``prompt`` channel alone (CLAP text embeddings of the users' prompts vs track audio).
+
+    Only prompts written before the cutoff are used (no leakage).
+    """
+    ds = context.dataset
+    if not ds.has_prompts or not ds.has_audio:
+        raise MethodUnavailable(f"data set {ds.name!r} has no user prompts with embeddings "
                                 "and track audio embeddings (the prompt channel needs both)")
     PromptRecall = _import("recsys_spark.recall.prompt", "PromptRecall")
     p = context.method_params("prompt")
-    model = PromptRecall(**p).fit(context.dataset.track_embeddings)
-    ds = context.dataset
-    prompts = ds.prompt_embeddings.where(F.col("kind") == "user_prompt")
-    if ds.user_prompts is not None and "created_at" in ds.user_prompts.columns:
-        # no leakage: only prompts written before the cutoff
-        ok = ds.user_prompts.where(F.col("created_at") < F.lit(context.split.cutoff)).select(
-            F.col("prompt_id").alias("id"))
-        prompts = prompts.join(ok, "id", "left_semi")
-    prompts = prompts.join(users.select("user_id"), "user_id", "left_semi")
-    return _as_recs(model.recommend(prompts, context.heard, n=k))
+    p.setdefault("seed", context.seed)
+    model = PromptRecall(**p).fit(ds.track_embeddings)
+    prompts = ds.user_prompts.where(F.col("created_at") < F.lit(context.split.cutoff)) \
+        .join(users.select("user_id"), "user_id", "left_semi")
+    seeds = context.seeds.join(users.select("user_id"), "user_id", "left_semi")
+    return _as_recs(model.recommend(seeds, context.heard, n=k, prompts=prompts,
+                                    prompt_embeddings=ds.prompt_embeddings, week=context.week))
 
 
 def pipeline_method(spark, train, users, k, context: MethodContext) -> StagedResult:

@@ -186,6 +186,10 @@ def diversity_embeddings(recs: DataFrame, embeddings: DataFrame, k: int) -> Opti
     from pyspark.ml.functions import array_to_vector, vector_to_array
     from pyspark.ml.stat import Summarizer
 
+    if "model_version" in embeddings.columns:  # the platform table: one vector per track (latest version)
+        order = [F.col(c).desc_nulls_last() for c in ("created_at", "model_version") if c in embeddings.columns]
+        w = Window.partitionBy("track_id").orderBy(*order)
+        embeddings = embeddings.withColumn("_r", F.row_number().over(w)).where("_r = 1")
     emb = embeddings.select("track_id", F.col("embedding").cast("array<double>").alias("e"))
     norm = F.sqrt(F.aggregate("e", F.lit(0.0), lambda acc, x: acc + x * x))
     emb = emb.select("track_id", F.transform("e", lambda x: x / F.greatest(norm, F.lit(1e-12))).alias("u"),

@@ -158,3 +158,17 @@ def test_cli_csv_format(spark, tmp_path):
     assert saved["dataset"] == "log" and saved["test_users"] == 3 and saved["k"] == 2
     assert saved["methods"]["popularity"]["recall@2"] == pytest.approx(2 / 3)
     assert "prompt" in saved["skipped"]
+
+
+def test_single_node_peer_output_drops_padding_and_liked_items(spark):
+    """implicit pads short lists with liked items scored 0 (and ids -1): never passed on."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    from recsys_spark.evaluation.peers import _to_frame
+
+    liked = sp.csr_matrix(np.array([[1, 0, 0, 1], [0, 0, 1, 0]], dtype=np.float32))
+    ids = np.array([[1, 3, -1], [0, 2, 3]])
+    scores = np.array([[0.9, 0.0, 0.0], [0.5, 0.0, -np.inf]])
+    df = _to_frame(spark, np.array(["u", "v"], dtype=object), ids, scores, np.array(["A", "B", "C", "D"]), liked=liked)
+    assert sorted((r.user_id, r.track_id, r.rank) for r in df.collect()) == [("u", "B", 1), ("v", "A", 1)]
