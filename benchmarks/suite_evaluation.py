@@ -7,7 +7,8 @@ shared data set (MovieLens latest-small ``ratings.csv``, Last.fm HetRec 2011
 * ``S``: the peers only (popularity, implicit ALS / BM25 / cosine, EASE);
 * ``M`` / ``L``: the peers, the ``item_cf`` and ``als`` channels and ``pipeline`` (skipped with its
   reason while ``recsys_spark.pipeline.evaluation_stages`` does not exist), plus ``content`` and
-  ``prompt`` (skipped: no audio or prompts in these data sets).
+  ``prompt`` (skipped: no audio or prompts in these data sets) and ``recall_union`` (the
+  item_cf + als funnel: each channel at 200 candidates, their union, RRF top-30).
 
 Writes ``<out>/evaluation_<size>.json`` (all data sets), ``<out>/eval_<dataset>.json`` and a copy
 of each data set's ``metrics.json`` / ``report.md`` / plots under ``<out>/eval_<dataset>/``.
@@ -39,7 +40,7 @@ DATASETS = {
 }
 
 PEERS = ["popularity", "implicit_als", "implicit_item", "implicit_cosine", "ease"]
-CHANNELS = ["item_cf", "als", "content", "prompt", "pipeline"]
+CHANNELS = ["item_cf", "als", "content", "prompt", "recall_union", "pipeline"]
 
 #: Peer parameters per data set (grid searched on the test split, as the reference peers were).
 PEER_PARAMS = {

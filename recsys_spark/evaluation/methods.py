@@ -159,7 +159,7 @@ REGISTRY: Dict[str, MethodFn] = {}
 CHANNELS = ("item_cf", "als", "content", "prompt")
 PEERS = ("popularity", "implicit_als", "implicit_item", "implicit_cosine", "ease")
 DEFAULT_ORDER = ("popularity", "implicit_als", "implicit_item", "implicit_cosine", "ease",
-                 "item_cf", "als", "content", "prompt", "pipeline")
+                 "item_cf", "als", "content", "prompt", "recall_union", "pipeline")
 
 
 def register_method(name: str, fn: MethodFn) -> MethodFn:
@@ -263,8 +263,43 @@ def pipeline_method(spark, train, users, k, context: MethodContext) -> StagedRes
     return out
 
 
+def recall_union_method(spark, train, users, k, context: MethodContext) -> StagedResult:
+    """Diagnostic until the pipeline plugs in: the collaborative channels' funnel.
+
+    Runs ``item_cf`` and ``als`` with ``candidates`` (200) per user, reports each alone and
+    their union (the recall ceiling of these channels), and fuses them by reciprocal rank
+    (``sum 1 / (60 + rank)``) into the final top-``k``. Params (``context.params['recall_union']``):
+    ``candidates`` (200), ``channels`` (``["item_cf", "als"]``), ``rrf_k`` (60).
+    """
+    p = {"candidates": 200, "channels": ["item_cf", "als"], "rrf_k": 60.0}
+    p.update(context.method_params("recall_union"))
+    fns = {"item_cf": item_cf_method, "als": als_method, "content": content_method, "prompt": prompt_method}
+    chans, notes = [], {}
+    for name in p["channels"]:
+        try:
+            c = fns[name](spark, train, users, int(p["candidates"]), context).cache()
+            c.count()
+            chans.append((name, c))
+        except MethodUnavailable as exc:
+            notes[name] = f"skipped: {exc}"
+    if not chans:
+        raise MethodUnavailable("no recall channel available: " + "; ".join(notes.values()))
+    fused = None
+    for _, c in chans:
+        part = c.select("user_id", "track_id", (F.lit(1.0) / (F.lit(float(p["rrf_k"])) + F.col("rank"))).alias("s"))
+        fused = part if fused is None else fused.unionByName(part)
+    fused = fused.groupBy("user_id", "track_id").agg(F.sum("s").alias("score"))
+    from pyspark.sql import Window
+
+    w = Window.partitionBy("user_id").orderBy(F.col("score").desc(), F.col("track_id"))
+    final = fused.withColumn("rank", F.row_number().over(w)).where(F.col("rank") <= k)
+    return StagedResult(final=final, channels=[(f"{n} ({p['candidates']}/user)", c) for n, c in chans],
+                        notes=notes)
+
+
 for _name, _fn in (("popularity", peers.popularity), ("implicit_als", peers.implicit_als),
                    ("implicit_item", peers.implicit_item), ("implicit_cosine", peers.implicit_cosine),
                    ("ease", peers.ease), ("item_cf", item_cf_method), ("als", als_method),
-                   ("content", content_method), ("prompt", prompt_method), ("pipeline", pipeline_method)):
+                   ("content", content_method), ("prompt", prompt_method), ("pipeline", pipeline_method),
+                   ("recall_union", recall_union_method)):
     register_method(_name, _fn)
