@@ -13,7 +13,10 @@ Reasons: ``malformed_record`` (unparseable JSON / CSV line), ``broken_encoding``
 seen as U+FFFD), ``null_key:<field>``, ``unknown_event_type``, ``negative_weight``,
 ``non_numeric_weight``, ``unparseable_timestamp``, ``timestamp_out_of_range``,
 ``future_timestamp``, ``unknown_track_id``, ``invalid_count``, ``invalid_duration``,
-``empty_text``, ``oversize_field``, ``duplicate`` (same key earlier in the same batch).
+``empty_text``, ``oversize_field``, ``duplicate`` (same key earlier in the same batch),
+``invalid_id:<field>`` (an id holding a JSON object/array or control characters such as NUL),
+and for whole files that cannot be read: ``unsupported_file`` (unknown extension) and
+``unreadable_file`` (corrupt archive, not Parquet); such a file is one record.
 The first failing rule is the reason.
 
 Raw columns are read as strings, so a new optional column in the input is carried along in the raw
@@ -22,12 +25,16 @@ record and ignored, never an error.
 
 from __future__ import annotations
 
+import bz2
+import csv as csvmod
 import datetime as dt
 import glob
+import gzip
 import logging
 import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window
@@ -49,6 +56,7 @@ KEYS = {"tracks": ["track_id"], "interactions": ["user_id", "track_id", "event_t
 TS_FORMATS = ("yyyy-MM-dd'T'HH:mm:ss'Z'", "yyyy-MM-dd'T'HH:mm:ss.SSS'Z'", "yyyy-MM-dd'T'HH:mm:ssXXX",
               "yyyy-MM-dd'T'HH:mm:ss.SSSXXX", "yyyy-MM-dd HH:mm:ss", "yyyy-MM-dd'T'HH:mm:ss", "yyyy-MM-dd")
 EXTENSIONS = {".json": "json", ".jsonl": "json", ".ndjson": "json", ".csv": "csv", ".parquet": "parquet"}
+COMPRESSED = (".gz", ".bz2")  # codecs Spark picks from the extension (JSON lines and CSV)
 
 
 @dataclass(frozen=True)
@@ -90,8 +98,20 @@ class IngestReport:
 # ------------------------------------------------------------------------------------------------
 
 
+def _format_of(base: str) -> Optional[str]:
+    """``json`` / ``csv`` / ``parquet`` from a file name (``x.json.gz`` is JSON), else None."""
+    stem, ext = os.path.splitext(base.lower())
+    if ext in COMPRESSED:
+        fmt = EXTENSIONS.get(os.path.splitext(stem)[1])
+        return fmt if fmt in ("json", "csv") else None
+    return EXTENSIONS.get(ext)
+
+
 def list_raw_files(path: str) -> Dict[str, List[str]]:
-    """Data files under ``path`` (a file or a folder), grouped by format; Spark side files ignored."""
+    """Files under ``path`` (a file or a folder), grouped by format; Spark side files ignored.
+
+    Files of no known format are listed under ``"unsupported"`` (they are quarantined, not ignored).
+    """
     if os.path.isfile(path):
         files = [path]
     else:
@@ -101,9 +121,7 @@ def list_raw_files(path: str) -> Dict[str, List[str]]:
         base = os.path.basename(f)
         if base.startswith((".", "_")):
             continue
-        fmt = EXTENSIONS.get(os.path.splitext(base)[1].lower())
-        if fmt:
-            out.setdefault(fmt, []).append(os.path.abspath(f))
+        out.setdefault(_format_of(base) or "unsupported", []).append(os.path.abspath(f))
     return out
 
 
@@ -114,50 +132,169 @@ def _string_schema(fields: Sequence[str], corrupt: Optional[str] = None) -> T.St
     return T.StructType(cols)
 
 
+def _open(path: str):
+    if path.lower().endswith(".gz"):
+        return gzip.open(path, "rb")
+    if path.lower().endswith(".bz2"):
+        return bz2.open(path, "rb")
+    return open(path, "rb")
+
+
+def _check_file(path: str, fmt: str) -> Tuple[Optional[str], bytes]:
+    """``(problem, first line)`` of a raw file, read on the driver (headers and footers only,
+    except compressed files, which are decompressed once to check their integrity: Spark fails
+    the whole read on a corrupt archive)."""
+    try:
+        if fmt == "parquet":
+            size = os.path.getsize(path)
+            with open(path, "rb") as fh:
+                head = fh.read(4)
+                fh.seek(max(0, size - 4))
+                tail = fh.read(4)
+            return (None, b"") if size >= 12 and head == b"PAR1" and tail == b"PAR1" else \
+                ("not a parquet file (no PAR1 magic)", b"")
+        with _open(path) as fh:
+            first = fh.readline(1 << 20)
+            if path.lower().endswith(COMPRESSED):
+                while fh.read(1 << 20):
+                    pass
+        return None, first
+    except (OSError, EOFError, ValueError) as exc:
+        return f"{type(exc).__name__}: {exc}"[:300], b""
+
+
+def _first_text(line: bytes) -> str:
+    return line.decode("utf-8", "replace").lstrip("\ufeff").strip()
+
+
+def _file_records(spark: SparkSession, fields: Sequence[str], rows: List[Tuple[str, str, str]]) -> DataFrame:
+    """One record per unusable file: ``(path, error, description)``; quarantined with the error."""
+    schema = _string_schema(list(fields) + ["_raw", "_source", "_error"]).add("_malformed", T.BooleanType())
+    data = [tuple([None] * len(fields)) + (desc, Path(pth).as_uri(), err, False) for pth, err, desc in rows]
+    return spark.createDataFrame(data, schema)
+
+
+def _csv_schema(header: str, corrupt: str) -> T.StructType:
+    """String schema named after a CSV header (BOM and quotes stripped, blanks/duplicates renamed)."""
+    names: List[str] = []
+    for i, col in enumerate(next(csvmod.reader([header]), [])):
+        name = col.strip().strip("\ufeff").strip()
+        if not name or name in names or name == corrupt:
+            name = f"_c{i}"
+        names.append(name)
+    return _string_schema(names, corrupt)
+
+
 def read_raw(spark: SparkSession, path: str, entity: str) -> DataFrame:
     """Raw records of ``entity`` under ``path`` as strings.
+
+    Robust to what real landing folders hold: a UTF-8 BOM, CRLF line ends, ``.gz`` / ``.bz2``
+    JSON and CSV, CSV files with different headers (missing, extra or reordered columns; read per
+    header) and quoted multi-line fields, JSON arrays instead of JSON lines, Parquet files with
+    different column types (read per schema), empty files. A file that cannot be read at all
+    (unknown extension, corrupt archive, not Parquet) becomes one quarantined record
+    (``unsupported_file`` / ``unreadable_file``) instead of failing the ingestion.
 
     Returns
     -------
     DataFrame
         One string column per field of ``RAW_FIELDS[entity]`` plus ``_raw`` (the record as read),
-        ``_source`` (file) and ``_malformed`` (boolean: the record could not be parsed).
+        ``_source`` (file), ``_malformed`` (boolean: the record could not be parsed) and
+        ``_error`` (``unsupported_file`` / ``unreadable_file`` for a whole unusable file, else null).
     """
     fields = RAW_FIELDS[entity]
     parts: List[DataFrame] = []
     groups = list_raw_files(path)
-    if "json" in groups:
-        txt = spark.read.text(groups["json"]).select(
+    bad_files: List[Tuple[str, str, str]] = [
+        (f, "unsupported_file", f"unsupported file {os.path.basename(f)} ({os.path.getsize(f)} bytes)")
+        for f in groups.get("unsupported", [])]
+    checked: Dict[str, List[Tuple[str, bytes]]] = {}
+    for fmt in ("json", "csv", "parquet"):
+        for f in groups.get(fmt, []):
+            problem, first = _check_file(f, fmt)
+            if problem:
+                bad_files.append((f, "unreadable_file", f"unreadable {fmt} file {os.path.basename(f)}: {problem}"))
+            else:
+                checked.setdefault(fmt, []).append((f, first))
+    for f, err, desc in bad_files:
+        log.warning("ingest %s: %s -> quarantined as %s", entity, desc, err)
+
+    def _tail(df: DataFrame, raw: Column, malformed: Column) -> DataFrame:
+        return df.select(*[F.col(f).cast("string").alias(f) for f in fields], raw.alias("_raw"),
+                         F.col("_metadata.file_path").alias("_source"), F.lit(None).cast("string").alias("_error"),
+                         malformed.alias("_malformed"))
+
+    json_files = checked.get("json", [])
+    lines_files = [f for f, first in json_files if not _first_text(first).startswith("[")]
+    array_files = [f for f, first in json_files if _first_text(first).startswith("[")]
+    if lines_files:
+        txt = spark.read.text(lines_files).select(
             F.col("value").alias("_raw"), F.col("_metadata.file_path").alias("_source"))
         txt = txt.where(F.length(F.trim(F.col("_raw"))) > 0)
-        parsed = txt.withColumn("_p", F.from_json("_raw", _string_schema(fields, "_corrupt"),
+        body = F.regexp_replace(F.col("_raw"), "^\ufeff", "")
+        parsed = txt.withColumn("_p", F.from_json(body, _string_schema(fields, "_corrupt"),
                                                   {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": "_corrupt"}))
         parts.append(parsed.select(*[F.col(f"_p.{f}").alias(f) for f in fields], "_raw", "_source",
+                                   F.lit(None).cast("string").alias("_error"),
                                    (F.col("_p").isNull() | F.col("_p._corrupt").isNotNull()).alias("_malformed")))
-    if "csv" in groups:
-        csv = (spark.read.option("header", True).option("mode", "PERMISSIVE").option("multiLine", False)
-               .option("enforceSchema", False).csv(groups["csv"]))
-        present = [c for c in csv.columns if not c.startswith("_")]
+    if array_files:
+        # a JSON array (one document per file) instead of JSON lines: one record per element
+        log.warning("ingest %s: %d file(s) hold a JSON array instead of JSON lines; read element-wise",
+                    entity, len(array_files))
+        arr = (spark.read.schema(_string_schema(fields, "_corrupt")).option("multiLine", True)
+               .option("mode", "PERMISSIVE").option("columnNameOfCorruptRecord", "_corrupt").json(array_files))
+        parts.append(_tail(arr, F.coalesce(F.col("_corrupt"), F.to_json(F.struct(*[F.col(f) for f in fields]))),
+                           F.col("_corrupt").isNotNull()))
+    by_header: Dict[str, List[str]] = {}
+    for f, first in checked.get("csv", []):
+        header = first.decode("utf-8", "replace").lstrip("\ufeff").rstrip("\r\n")
+        if header.strip():  # an empty file holds no records
+            by_header.setdefault(header, []).append(f)
+    for header, files in by_header.items():
+        # one read per distinct header: Spark takes the schema of the first file for all files
+        corrupt = "_corrupt_record_"
+        schema = _csv_schema(header, corrupt)
+        csv = (spark.read.schema(schema).option("header", True).option("mode", "PERMISSIVE")
+               .option("multiLine", True).option("columnNameOfCorruptRecord", corrupt).csv(files))
+        present = [c.name for c in schema.fields if not c.name.startswith("_")]
         for f in fields:
             if f not in csv.columns:
                 csv = csv.withColumn(f, F.lit(None).cast("string"))
-        raw = F.to_json(F.struct(*[F.col(c) for c in present])) if present else F.lit("{}")
-        parts.append(csv.select(*[F.col(f).cast("string").alias(f) for f in fields], raw.alias("_raw"),
-                                F.col("_metadata.file_path").alias("_source"), F.lit(False).alias("_malformed")))
-    if "parquet" in groups:
+        as_json = F.to_json(F.struct(*[F.col(c) for c in present])) if present else F.lit("{}")
+        parts.append(_tail(csv, F.coalesce(F.col(corrupt), as_json), F.col(corrupt).isNotNull()))
+    if checked.get("parquet"):
+        import pyarrow.parquet as pq_meta
+
         # pandas writes TIMESTAMP(NANOS), which Spark only reads as a long (parsed below as epoch ns)
         spark.conf.set("spark.sql.legacy.parquet.nanosAsLong", "true")
-        pq = spark.read.option("mergeSchema", True).parquet(*groups["parquet"])
-        present = list(pq.columns)
-        for f in fields:
-            if f not in pq.columns:
-                pq = pq.withColumn(f, F.lit(None).cast("string"))
-        as_str = [(F.date_format(F.col(f), "yyyy-MM-dd'T'HH:mm:ss'Z'") if isinstance(pq.schema[f].dataType, T.TimestampType)
-                   else F.col(f).cast("string")).alias(f) for f in fields]
-        parts.append(pq.select(*as_str, F.to_json(F.struct(*[F.col(c) for c in present])).alias("_raw"),
-                               F.col("_metadata.file_path").alias("_source"), F.lit(False).alias("_malformed")))
+        by_schema: Dict[str, List[str]] = {}
+        for f, _ in checked["parquet"]:
+            try:
+                key = str(pq_meta.read_schema(f).remove_metadata())
+            except Exception as exc:  # noqa: BLE001 - a corrupt footer is a bad file, not a crash
+                bad = (f, "unreadable_file", f"unreadable parquet file {os.path.basename(f)}: {exc}"[:300])
+                log.warning("ingest %s: %s", entity, bad[2])
+                bad_files.append(bad)
+                continue
+            by_schema.setdefault(key, []).append(f)
+        for files in by_schema.values():
+            # one read per distinct schema: incompatible column types across files cannot be merged
+            pq = spark.read.parquet(*files)
+            present = list(pq.columns)
+            for f in fields:
+                if f not in pq.columns:
+                    pq = pq.withColumn(f, F.lit(None).cast("string"))
+            as_str = [(F.date_format(F.col(f), "yyyy-MM-dd'T'HH:mm:ss'Z'")
+                       if isinstance(pq.schema[f].dataType, T.TimestampType) else F.col(f).cast("string")).alias(f)
+                      for f in fields]
+            parts.append(pq.select(*as_str, F.to_json(F.struct(*[F.col(c) for c in present])).alias("_raw"),
+                                   F.col("_metadata.file_path").alias("_source"),
+                                   F.lit(None).cast("string").alias("_error"), F.lit(False).alias("_malformed")))
+    if bad_files:
+        parts.append(_file_records(spark, fields, bad_files))
     if not parts:
-        return spark.createDataFrame([], _string_schema(fields + ["_raw", "_source"]).add("_malformed", T.BooleanType()))
+        return spark.createDataFrame([], _string_schema(list(fields) + ["_raw", "_source", "_error"])
+                                     .add("_malformed", T.BooleanType()))
     out = parts[0]
     for p in parts[1:]:
         out = out.unionByName(p)
@@ -201,11 +338,19 @@ def _oversize(cols: Sequence[str], limit: int) -> Column:
     return F.greatest(*[F.coalesce(F.length(F.col(c)), F.lit(0)) for c in cols], F.lit(0)) > limit
 
 
-def _common_rules(fields: Sequence[str], keys: Sequence[str]) -> List[Tuple[str, Column]]:
-    rules: List[Tuple[str, Column]] = [("malformed_record", F.col("_malformed"))]
+def _common_rules(fields: Sequence[str], keys: Sequence[str], file_error: bool = False) -> List[Tuple[str, Column]]:
+    rules: List[Tuple[str, Column]] = []
+    if file_error:
+        rules.append(("unsupported_file", F.col("_error") == "unsupported_file"))
+        rules.append(("unreadable_file", F.col("_error") == "unreadable_file"))
+    rules.append(("malformed_record", F.col("_malformed")))
     rules.append(("broken_encoding", ~F.is_valid_utf8(F.col("_raw")) | F.col("_raw").contains("\ufffd")))
     for k in keys:
         rules.append((f"null_key:{k}", _blank(F.col(k))))
+    # ids are scalars: a JSON object / array, or control characters (NUL, newline), is not an id
+    for k in keys:
+        if k.endswith("_id"):
+            rules.append((f"invalid_id:{k}", F.col(k).rlike("[\\x00-\\x1f\\x7f]") | F.trim(F.col(k)).rlike("^[\\[{]")))
     return rules
 
 
@@ -214,11 +359,12 @@ def validate(raw: DataFrame, entity: str, rules: Rules, now: dt.datetime,
     """Typed rows plus a ``_reason`` column (null for valid rows); duplicates flagged too."""
     future_limit = F.lit(now + dt.timedelta(hours=rules.future_tolerance_hours))
     min_ts = F.lit(dt.datetime(rules.min_event_year, 1, 1))
+    ferr = "_error" in raw.columns
     if entity == "interactions":
         df = raw.withColumn("_ts", parse_timestamp(F.col("event_ts")))
         df = df.withColumn("_type", F.lower(F.trim(F.col("event_type"))))
         df = df.withColumn("_w", _finite_number(F.col("weight")))
-        checks = _common_rules(RAW_FIELDS[entity], ["user_id", "track_id", "event_ts", "event_type"]) + [
+        checks = _common_rules(RAW_FIELDS[entity], ["user_id", "track_id", "event_ts", "event_type"], ferr) + [
             ("unknown_event_type", ~F.col("_type").isin(*rules.event_types)),
             ("non_numeric_weight", ~_blank(F.col("weight")) & F.col("_w").isNull()),
             ("negative_weight", F.col("_w") < 0),
@@ -246,7 +392,7 @@ def validate(raw: DataFrame, entity: str, rules: Rules, now: dt.datetime,
         bad_count = F.lit(False)
         for c in counts:
             bad_count = bad_count | (~_blank(F.col(c)) & (F.col(f"_{c}").isNull() | (F.col(f"_{c}") < 0)))
-        checks = _common_rules(RAW_FIELDS[entity], ["track_id", "creator_id"]) + [
+        checks = _common_rules(RAW_FIELDS[entity], ["track_id", "creator_id"], ferr) + [
             ("oversize_field", (F.coalesce(F.length("title"), F.lit(0)) > rules.max_title_chars)
              | _oversize(["prompt", "tags", "audio_uri", "genre"], rules.max_text_chars)),
             ("invalid_count", bad_count),
@@ -266,7 +412,7 @@ def validate(raw: DataFrame, entity: str, rules: Rules, now: dt.datetime,
             "_raw", "_source", _first_reason(checks).alias("_reason"))
     elif entity == "user_prompts":
         df = raw.withColumn("_created", parse_timestamp(F.col("created_at")))
-        checks = _common_rules(RAW_FIELDS[entity], ["prompt_id", "user_id"]) + [
+        checks = _common_rules(RAW_FIELDS[entity], ["prompt_id", "user_id"], ferr) + [
             ("empty_text", _blank(F.col("prompt_text"))),
             ("oversize_field", _oversize(RAW_FIELDS[entity], rules.max_text_chars)),
             ("unparseable_timestamp", ~_blank(F.col("created_at")) & F.col("_created").isNull()),
