@@ -50,7 +50,7 @@ def _plots(result: Dict[str, Any], out_dir: str) -> List[str]:
         ax.set_title(f"{result['dataset']}: metrics per method ({result['test_users']} test users)")
         ax.legend(fontsize=8)
         fig.tight_layout()
-        fig.savefig(os.path.join(out_dir, "metrics.png"), dpi=100)
+        fig.savefig(os.path.join(out_dir, "metrics.png"), dpi=72)
         plt.close(fig)
         written.append("metrics.png")
 
@@ -64,7 +64,7 @@ def _plots(result: Dict[str, Any], out_dir: str) -> List[str]:
         ax.set_title(f"{result['dataset']}: recall@K")
         ax.legend(fontsize=8)
         fig.tight_layout()
-        fig.savefig(os.path.join(out_dir, "recall_curve.png"), dpi=100)
+        fig.savefig(os.path.join(out_dir, "recall_curve.png"), dpi=72)
         plt.close(fig)
         written.append("recall_curve.png")
     for name, rows in (result.get("funnel") or {}).items():
@@ -78,7 +78,7 @@ def _plots(result: Dict[str, Any], out_dir: str) -> List[str]:
         ax.set_title(f"{result['dataset']}: funnel of {name}")
         fig.tight_layout()
         fname = f"funnel_{name}.png"
-        fig.savefig(os.path.join(out_dir, fname), dpi=100)
+        fig.savefig(os.path.join(out_dir, fname), dpi=72)
         plt.close(fig)
         written.append(fname)
     return written
