@@ -148,7 +148,13 @@ def run(size: str, out_dir: str, parts) -> dict:
     tracks_df = spark.createDataFrame(tracks[["track_id", "creator_id", "genre", "play_count"]]).cache()
     embs_df = spark.createDataFrame(embs, "track_id string, embedding array<float>").cache()
     label_weeks = [W - dt.timedelta(days=7 * i) for i in (3, 2, 1)]
-    model_dir = os.path.join(out_dir, f"din_model_{size}")
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, f"ranking_{size}.json")
+
+    def dump():  # after every part, so a later timeout keeps what was measured
+        with open(path, "w") as fh:
+            json.dump(res, fh, indent=1, default=float)
+    model_dir = os.path.join(ROOT, "benchmarks", "cache", f"din_model_{size}")  # git-ignored
 
     if "din" in parts or "ndcg" in parts or "speed" in parts:
         pool = pd.concat([simulated_recall(tracks, inter, w).assign(week_start=w) for w in label_weeks])
@@ -169,6 +175,7 @@ def run(size: str, out_dir: str, parts) -> dict:
             if content is not None:
                 art.save(model_dir)
             log.info("DIN %s: %s", name, res["din"][name])
+            dump()
 
     if "ndcg" in parts or "speed" in parts:
         cands = spark.createDataFrame(simulated_recall(tracks, inter, W),
@@ -195,6 +202,7 @@ def run(size: str, out_dir: str, parts) -> dict:
                                                  for c, m in cmp.items()}
             fs.unpersist()
         log.info("ndcg %s", res["ndcg"])
+        dump()
 
     if "speed" in parts:
         # same rows: fused candidates + the user's history, scored (a) by the Spark UDF and (b) plain torch
@@ -219,6 +227,7 @@ def run(size: str, out_dir: str, parts) -> dict:
                         "note": "UDF time includes the history join and Spark task overhead (local[2]); "
                                 "torch time = encode + forward in one process on the collected rows"}
         log.info("speed %s", res["speed"])
+        dump()
 
     if "aggregation" in parts:
         tr = spark.createDataFrame(tracks[["track_id", "creator_id", "play_count"]])
@@ -227,11 +236,9 @@ def run(size: str, out_dir: str, parts) -> dict:
                                          epochs=10, lr=0.003, seed=0)
         res["aggregation"] = rep
         log.info("aggregation %s", rep)
+        dump()
 
-    os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, f"ranking_{size}.json")
-    with open(path, "w") as fh:
-        json.dump(res, fh, indent=1, default=float)
+    dump()
     log.info("wrote %s", path)
     return res
 
