@@ -130,8 +130,8 @@ class ALSConf:
     enabled: bool = True
     rank: int = 64
     max_iter: int = 10
-    reg_param: float = 0.05
-    alpha: float = 20.0
+    reg_param: float = 0.1
+    alpha: float = 5.0
     block_size: int = 4096
     num_blocks: int = 8
     candidates: int = 200

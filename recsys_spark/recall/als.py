@@ -264,6 +264,11 @@ class ALSRecallModel(RecallModel):
         out = finalize_candidates(scored, heard, n, self.channel)
         return out
 
+    def unpersist(self) -> None:
+        """Release the cached id indexes."""
+        self.user_index.unpersist()
+        self.item_index.unpersist()
+
     def save(self, path: str) -> None:
         """Write the ALS model, both id indexes and the parameters under ``path`` (overwrites)."""
         p = path.rstrip("/")
