@@ -30,7 +30,7 @@ def build_parser():
 
 
 def main(argv=None) -> int:
-    from recsys_spark.maintenance import run_maintenance
+    from recsys_spark.maintenance import DEFAULT_RETENTION_HOURS, run_maintenance
     from recsys_spark.spark import spark_from_config
     from recsys_spark.tables import Tables
     from recsys_spark.weeks import require_monday
@@ -41,6 +41,10 @@ def main(argv=None) -> int:
         week = require_monday(args.week) if args.week else None
     except ValueError as exc:
         parser.exit(2, f"--week: {exc}\n")
+    if args.retention_hours is not None and args.retention_hours < DEFAULT_RETENTION_HOURS \
+            and not args.force_retention:
+        parser.exit(2, f"--retention-hours {args.retention_hours:g} is below {DEFAULT_RETENTION_HOURS:g}: time travel "
+                       f"and concurrent writers need those files; add --force-retention if you are sure\n")
     names = [t.strip() for t in args.tables.split(",") if t.strip()] or None
     spark = spark_from_config(cfg)
     tables = Tables.from_config(spark, cfg.storage)
