@@ -2,6 +2,7 @@
 
     python jobs/maintenance.py                                   # whole tables, default retention
     spark-submit jobs/maintenance.py --conf conf/cluster.yaml --week 2026-11-30   # only that week's files
+    python jobs/maintenance.py --week current                   # this week's Monday (scheduled runs)
     python jobs/maintenance.py --no-optimize --retention-hours 720              # vacuum keeping 30 days
     python jobs/maintenance.py --tables runs --retention-hours 0 --force-retention  # only if you are sure
 
@@ -19,7 +20,8 @@ from recsys_spark.cli import base_parser, parse  # noqa: E402
 
 def build_parser():
     p = base_parser("OPTIMIZE / Z-ORDER and VACUUM the Delta tables", week=False)
-    p.add_argument("--week", default=None, help="Monday: only optimize the partitions of that week (default: all)")
+    p.add_argument("--week", default=None,
+                   help="Monday (YYYY-MM-DD) or 'current': only optimize that week's partitions (default: all)")
     p.add_argument("--tables", default="", help="comma list of tables (default: every existing table)")
     p.add_argument("--retention-hours", type=float, default=None,
                    help="VACUUM retention (default 168; 336 for discover_weekly)")
@@ -33,12 +35,12 @@ def main(argv=None) -> int:
     from recsys_spark.maintenance import DEFAULT_RETENTION_HOURS, run_maintenance
     from recsys_spark.spark import spark_from_config
     from recsys_spark.tables import Tables
-    from recsys_spark.weeks import require_monday
+    from recsys_spark.weeks import current_week, require_monday
 
     parser = build_parser()
     args, cfg = parse(parser, argv)
     try:
-        week = require_monday(args.week) if args.week else None
+        week = current_week() if args.week == "current" else require_monday(args.week) if args.week else None
     except ValueError as exc:
         parser.exit(2, f"--week: {exc}\n")
     if args.retention_hours is not None and args.retention_hours < DEFAULT_RETENTION_HOURS \
