@@ -117,8 +117,12 @@ def main(argv=None) -> int:
                                                                       and m != "all"] or None,
                         k=args.k, params=params, seed=seed, build_week=build)
         for r in rows:
-            print(f"  backtest {r['week_start']} {r['method']:16s} users {r['test_users']:6d} "
-                  f"recall@{args.k} {r['metrics'].get(f'recall@{args.k}', float('nan')):.4f}")
+            head = f"  backtest {r['week_start']} {r['method']:16s} users {r['test_users']:6d} "
+            if r["status"] == "succeeded":
+                print(head + f"recall@{args.k} {r['metrics'][f'recall@{args.k}']:.4f}  "
+                      f"ndcg@{args.k} {r['metrics'][f'ndcg@{args.k}']:.4f}")
+            else:
+                print(head + f"{r['status']}: {r['message']}")
     return 1 if result["failed"] else 0
 
 
