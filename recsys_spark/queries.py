@@ -219,6 +219,11 @@ def playlist(spark: SparkSession, tables: Tables, user_id: str, week: DateLike) 
                   {"user_id": _text(user_id, "user_id"), "week": _week(week)})
 
 
+def previous_week(week: DateLike) -> dt.date:
+    """The Monday before ``week``."""
+    return _week(week) - dt.timedelta(days=7)
+
+
 def last_week_playlist(spark: SparkSession, tables: Tables, user_id: str, week: DateLike) -> DataFrame:
     """The playlist of the week before ``week``, read from its ``week_start`` partition (what the
     table holds *now* for that week; a rerun of that week would have replaced it)."""
