@@ -307,8 +307,13 @@ class Config:
         return dataclasses.asdict(self)
 
     def fingerprint(self) -> str:
-        """A short stable hash of the effective configuration (stored with each run)."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, default=str).encode()
+        """A short stable hash of the configuration that shapes results (stored with each run).
+
+        Execution settings (``spark``, ``env``) are left out: the same week computed on another
+        cluster size is the same result, and a resumed run may use other resources.
+        """
+        data = {k: v for k, v in self.to_dict().items() if k not in ("spark", "env")}
+        blob = json.dumps(data, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
     def replace(self, **overrides: Any) -> "Config":

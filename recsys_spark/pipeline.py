@@ -4,9 +4,21 @@
 place that reads the :class:`~recsys_spark.config.Config`; every stage below it is a library
 function taking DataFrames and plain values.
 
-Stages (each recorded in ``runs`` with rows, timings and what it skipped)::
+Stages, each recorded in ``runs`` (rows in/out, seconds, counts, what it skipped and why)::
 
-    load -> history -> recall.<channel>... -> fusion -> rerank -> write
+    load           tables -> seeds (last-n, weekly mixing), heard set, users to serve
+    embed          CLAP audio + text embeddings of new tracks / prompts (incremental)
+    recall.<ch>    popular, item_cf, als, content, prompt -> recall_candidates[W, ch]
+    train.din      DIN on the weeks before W -> <model_dir>/<W>/din
+    rank           fusion -> quality filter -> DIN scores -> final score -> candidates[W]
+    write          plug-in re-ranker -> rules (exclusions, cap, MMR, fresh, exactly 30) -> discover_weekly[W]
+
+**Resume**: stages that persist an output (``embed``, ``recall.*``, ``train.din``, ``rank``) are
+skipped on a rerun of the same week when ``runs`` says they succeeded for W with the same
+configuration fingerprint and their output is there; the run resumes from the first stage that did
+not finish. ``force=True`` reruns everything; ``if_needed=True`` does nothing when week W already
+has a successful run. Every write replaces only week W's partition in one atomic Delta commit, so a
+crash at any point leaves the tables consistent.
 
 Every channel is optional: a disabled channel, or one without inputs, is skipped and logged; the
 taste-aware popularity channel and the re-ranking back-fill always exist, so every user with
@@ -17,22 +29,29 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from . import history as hist
-from .config import Config
+from .config import REPO_ROOT, Config
 from .recall.popularity import popularity_candidates
 from .rerank import rules
 from .runlog import RunLog, new_run_id
 from .tables import Tables
-from .weeks import require_monday
+from .weeks import previous_weeks, require_monday
 
 log = logging.getLogger(__name__)
+
+RECALL_CHANNELS = ("popular", "item_cf", "als", "content", "prompt")
+
+
+class ConcurrentRunError(RuntimeError):
+    """Another run of the same week committed first."""
 
 
 @dataclass
@@ -44,6 +63,7 @@ class WeeklyResult:
     short_users: int
     stages: List[str] = field(default_factory=list)
     summary: str = ""
+    skipped_run: bool = False
 
 
 @dataclass
@@ -72,14 +92,67 @@ def load_inputs(spark: SparkSession, tables: Tables, week: dt.date, last_n: int,
     return WeekInputs(tracks, inter, prompts, seeds, heard, users)
 
 
-def _to_fused(cands: DataFrame) -> DataFrame:
-    """One channel's candidates in the fused shape (used when only one channel ran)."""
-    return cands.select("user_id", "track_id", F.array(F.col("channel")).alias("channels"),
-                        F.col("score").alias("final_score"), "seed_track_id")
+def model_dir(cfg: Config, week: dt.date) -> str:
+    d = cfg.storage.model_dir
+    if not os.path.isabs(d) and "://" not in d:
+        d = str(REPO_ROOT / d)
+    return os.path.join(d, f"week={week.isoformat()}")
+
+
+def completed_stages(tables: Tables, week: dt.date, config_hash: str) -> Dict[str, str]:
+    """Stages that succeeded for ``week`` with this configuration: ``{stage: run_id}``."""
+    if not tables.exists("runs"):
+        return {}
+    rows = (tables.read("runs")
+            .where((F.col("week_start") == F.lit(week)) & (F.col("job") == "weekly")
+                   & (F.col("config_hash") == config_hash) & (F.col("status") == "succeeded"))
+            .select("stage", "run_id", "finished_at").collect())  # a handful of rows per week
+    out: Dict[str, tuple] = {}
+    for r in rows:
+        if r["stage"] not in out or r["finished_at"] > out[r["stage"]][1]:
+            out[r["stage"]] = (r["run_id"], r["finished_at"])
+    return {k: v[0] for k, v in out.items()}
+
+
+def week_is_complete(tables: Tables, week: dt.date) -> bool:
+    """True when a weekly run of ``week`` finished (any configuration)."""
+    if not tables.exists("runs"):
+        return False
+    return tables.read("runs").where(
+        (F.col("week_start") == F.lit(week)) & (F.col("job") == "weekly") & (F.col("stage") == "run")
+        & (F.col("status") == "succeeded")).limit(1).count() > 0
+
+
+class _Stages:
+    """Helpers shared by the stages of one run (resume bookkeeping, channel candidates)."""
+
+    def __init__(self, spark, cfg, tables, week, runlog, done, force):
+        self.spark, self.cfg, self.tables, self.week = spark, cfg, tables, week
+        self.runlog, self.done, self.force = runlog, done, force
+
+    def resumable(self, stage: str, output_ok: Callable[[], bool]) -> bool:
+        """True (and a ``skipped`` row) when ``stage`` already succeeded for W and its output exists."""
+        if self.force or stage not in self.done:
+            return False
+        if not output_ok():
+            return False
+        self.runlog.skip(stage, f"already done by run {self.done[stage]} (resume; --force reruns it)")
+        return True
+
+    def recall_partition(self, channel: str) -> DataFrame:
+        return self.tables.read("recall_candidates").where(
+            (F.col("week_start") == F.lit(self.week)) & (F.col("channel") == channel))
+
+    def write_recall(self, channel: str, cands: DataFrame) -> int:
+        out = cands.select(F.lit(self.week).alias("week_start"), F.lit(channel).alias("channel"), "user_id",
+                           "track_id", "score", "rank", "seed_track_id")
+        self.tables.replace_partition("recall_candidates", out, "week_start", self.week, channel=channel)
+        return self.recall_partition(channel).count()
 
 
 def run_weekly(spark: SparkSession, cfg: Config, week: dt.date, run_id: Optional[str] = None,
-               tables: Optional[Tables] = None) -> WeeklyResult:
+               tables: Optional[Tables] = None, force: bool = False, if_needed: bool = False,
+               fail_after_stage: Optional[str] = None) -> WeeklyResult:
     """Build and write week ``week``'s Discover Weekly.
 
     Parameters
@@ -91,6 +164,12 @@ def run_weekly(spark: SparkSession, cfg: Config, week: dt.date, run_id: Optional
     run_id : str, optional
     tables : Tables, optional
         Defaults to ``Tables.from_config(spark, cfg.storage)``.
+    force : bool
+        Rerun every stage even if an earlier run of W completed it.
+    if_needed : bool
+        Return at once when week W already has a successful run.
+    fail_after_stage : str, optional
+        Testing hook: raise after this stage (simulates a crash between stages).
 
     Returns
     -------
@@ -100,18 +179,37 @@ def run_weekly(spark: SparkSession, cfg: Config, week: dt.date, run_id: Optional
     week = require_monday(week)
     tables = tables or Tables.from_config(spark, cfg.storage)
     run_id = run_id or new_run_id("weekly", week)
-    runlog = RunLog(tables, run_id, week, "weekly", cfg.fingerprint())
+    if if_needed and not force and week_is_complete(tables, week):
+        log.info("week %s already has a successful run: nothing to do (--if-needed)", week)
+        return WeeklyResult(run_id, week, 0, 0, 0, [], f"week {week} already complete; nothing done", True)
+    tables.create_all()
+    fp = cfg.fingerprint()
+    done = completed_stages(tables, week, fp)
+    runlog = RunLog(tables, run_id, week, "weekly", fp)
+    S = _Stages(spark, cfg, tables, week, runlog, done, force)
     t_run = time.time()
     spark.sparkContext.setJobGroup(run_id, f"Discover Weekly {week}")
     generated_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
+    mdir = model_dir(cfg, week)
+    persisted: List[DataFrame] = []
 
+    kill_after = os.environ.get("RECSYS_TEST_SIGKILL_AFTER_STAGE")  # fault-injection hook (tests only)
+
+    def crash_point(stage: str) -> None:
+        if fail_after_stage == stage:
+            raise RuntimeError(f"simulated crash after stage {stage}")
+        if kill_after == stage:
+            import signal
+
+            log.error("fault injection: SIGKILL after stage %s", stage)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    # ---------------------------------------------------------------------------------- load
     with runlog.stage("load") as st:
-        tables.create_all()
         h = cfg.history
         inp = load_inputs(spark, tables, week, h.last_n, h.this_week_share, h.recency_half_life_days)
-        inp.seeds = inp.seeds.persist()
-        inp.heard = inp.heard.persist()
-        inp.users = inp.users.persist()
+        inp.seeds, inp.heard, inp.users = (d.persist() for d in (inp.seeds, inp.heard, inp.users))
+        persisted += [inp.seeds, inp.heard, inp.users]
         st.rows_in = inp.interactions.count()
         st.counts.update(tracks=inp.tracks.count(), seeds=inp.seeds.count(), users=inp.users.count(),
                          prompts=inp.prompts.count())
@@ -119,63 +217,254 @@ def run_weekly(spark: SparkSession, cfg: Config, week: dt.date, run_id: Optional
     if st.counts["users"] == 0:
         raise RuntimeError(f"no users with history or prompts before {week}: nothing to recommend "
                            f"(did ingestion run? tables under {tables.warehouse})")
+    crash_point("load")
 
-    channel_cands: Dict[str, DataFrame] = {}
-    pc = cfg.recall.popularity
-    if pc.enabled:
-        with runlog.stage("recall.popular") as st:
-            c = popularity_candidates(inp.users, inp.seeds, inp.tracks, inp.heard, n=pc.candidates,
-                                      top_genres=pc.top_genres, per_genre_pool=pc.per_genre_pool).persist()
-            st.rows_out = c.count()
-            st.counts["users"] = c.select("user_id").distinct().count()
-            channel_cands["popular"] = c
+    # ---------------------------------------------------------------------------------- embed
+    ec = cfg.embeddings
+    emb_version = None
+    if not ec.enabled:
+        runlog.skip("embed", "embeddings disabled in config")
+    elif not S.resumable("embed", lambda: True):
+        with runlog.stage("embed") as st:
+            from .embeddings.clap import EncoderSpec
+            from .embeddings.jobs import run_embedding_stage
+
+            spec = EncoderSpec.from_conf(ec)
+            emb_version = spec.resolved_model_version()
+            counts = run_embedding_stage(spark, tables, spec, batch_size=ec.batch_size, run_id=run_id)
+            st.counts.update({k: float(v) for k, v in counts.items() if isinstance(v, (int, float, bool))})
+            st.rows_out = int(counts.get("tracks_embedded", 0)) + int(counts.get("texts_embedded", 0))
+            if counts.get("untrained"):
+                st.skipped = ("CONTENT EMBEDDINGS ARE UNTRAINED: no CLAP checkpoint at embeddings.checkpoint_path; "
+                              "audio/text vectors come from random weights")
+    if ec.enabled and emb_version is None:
+        from .embeddings.clap import EncoderSpec
+
+        emb_version = EncoderSpec.from_conf(ec).resolved_model_version()
+    crash_point("embed")
+    track_emb = prompt_emb = None
+    if emb_version is not None:
+        track_emb = tables.read("track_embeddings").where(F.col("model_version") == emb_version)
+        prompt_emb = tables.read("prompt_embeddings").where(F.col("model_version") == emb_version)
+
+    # ---------------------------------------------------------------------------------- recall
+    rc = cfg.recall
+    seed = cfg.pipeline.seed
+
+    def popular():
+        p = rc.popularity
+        return popularity_candidates(inp.users, inp.seeds, inp.tracks, inp.heard, n=p.candidates,
+                                     top_genres=p.top_genres, per_genre_pool=p.per_genre_pool)
+
+    def item_cf():
+        from .recall.item_cf import ItemCF
+
+        c = rc.item_cf
+        model = ItemCF.from_conf(c, seed=seed).fit(inp.interactions)
+        nb = model.neighbors.select(F.lit(week).alias("week_start"), "track_id", "neighbor_id", "score", "rank")
+        tables.replace_partition("item_neighbors", nb, "week_start", week)
+        model.neighbors = tables.read("item_neighbors").where(F.col("week_start") == F.lit(week)).drop("week_start")
+        seeds = inp.seeds.where(F.col("seed_rank") <= c.n_seeds)
+        return model.recommend(seeds, inp.heard, n=c.candidates, per_seed=c.per_seed)
+
+    def als():
+        from .recall.als import ALSRecall
+
+        c = rc.als
+        model = ALSRecall.from_conf(c, seed=seed).fit(inp.interactions)
+        try:
+            model.save(os.path.join(mdir, "als"))
+        except Exception as exc:  # the candidates matter more than the saved copy
+            log.warning("could not save the ALS model: %s", exc)
+        return model.recommend(inp.seeds, inp.heard, n=c.candidates)
+
+    def content():
+        from .recall.content import content_candidates
+
+        c = rc.content
+        return content_candidates(spark, inp.seeds, inp.heard, track_emb, tracks=inp.tracks, n=c.candidates,
+                                  model_version=emb_version, n_seeds=c.n_seeds, index=c.index,
+                                  ivf_nlist=c.ivf_nlist, ivf_nprobe=c.ivf_nprobe, hnsw_m=c.hnsw_m,
+                                  hnsw_ef_search=c.hnsw_ef_search, seed_weighting=c.seed_weighting,
+                                  batch_size=c.batch_size, seed=c.seed)
+
+    def prompt():
+        from .recall.prompt import prompt_candidates
+
+        c = rc.prompt
+        vectors = track_emb if c.target == "audio" else prompt_emb
+        return prompt_candidates(spark, inp.prompts, prompt_emb, vectors, inp.heard, week, seeds=inp.seeds,
+                                 tracks=inp.tracks, n=c.candidates, max_prompts=c.max_prompts,
+                                 half_life_days=c.half_life_days, combine_with_history=c.combine_with_history,
+                                 history_weight=c.history_weight, target=c.target, model_version=emb_version)
+
+    channel_fns = {"popular": (rc.popularity.enabled, popular, None),
+                   "item_cf": (rc.item_cf.enabled, item_cf, None),
+                   "als": (rc.als.enabled, als, None),
+                   "content": (rc.content.enabled, content,
+                               None if track_emb is not None else "no embeddings (embeddings disabled)"),
+                   "prompt": (rc.prompt.enabled, prompt,
+                              None if prompt_emb is not None else "no embeddings (embeddings disabled)")}
+    for name in RECALL_CHANNELS:
+        enabled, fn, missing = channel_fns[name]
+        stage = f"recall.{name}"
+        if not enabled:
+            runlog.skip(stage, "disabled in config")
+            continue
+        if missing:
+            runlog.skip(stage, missing)
+            continue
+        if S.resumable(stage, lambda n=name: True):
+            continue
+        with runlog.stage(stage) as st:
+            n_rows = S.write_recall(name, fn())
+            st.rows_out = n_rows
+            if n_rows == 0:
+                st.skipped = "channel produced no candidates (no inputs for it; see log)"
+            else:
+                st.counts["users"] = S.recall_partition(name).select("user_id").distinct().count()
+        crash_point(stage)
+    recall_all = tables.read("recall_candidates").where(
+        (F.col("week_start") == F.lit(week)) & F.col("channel").isin(
+            *[c for c in RECALL_CHANNELS if channel_fns[c][0] and not channel_fns[c][2]]))
+
+    # ---------------------------------------------------------------------------------- DIN
+    dc = cfg.din
+    din_path = os.path.join(mdir, "din")
+    din_ready = False
+    if not dc.enabled:
+        runlog.skip("train.din", "disabled in config")
+    elif S.resumable("train.din", lambda: os.path.exists(os.path.join(din_path, "din_state.pt"))):
+        din_ready = True
     else:
-        runlog.skip("recall.popular", "disabled in config")
-    for name in ("item_cf", "als", "content", "prompt"):
-        runlog.skip(f"recall.{name}", "channel not available in this build")
+        with runlog.stage("train.din") as st:
+            from .ranking.din_spark import build_training_set, train_din
 
-    with runlog.stage("fusion") as st:
-        fused = None
-        for name, c in channel_cands.items():
-            f = _to_fused(c)
-            fused = f if fused is None else fused.unionByName(f)
-        if fused is None:
-            fused = spark.createDataFrame([], "user_id string, track_id string, channels array<string>, "
-                                              "final_score double, seed_track_id string")
-        fused = fused.persist()
-        st.rows_out = fused.count()
+            label_weeks = previous_weeks(week, dc.train_weeks)
+            pool = tables.read("recall_candidates").where(F.col("week_start").isin(*label_weeks)) \
+                .select("user_id", "track_id", "week_start")
+            train = build_training_set(spark, inp.interactions, label_weeks, negatives_pool_df=pool,
+                                       n_negatives=dc.negatives_per_positive, seed=dc.seed,
+                                       max_history=dc.max_history, popularity_share=dc.popularity_share,
+                                       this_week_share=cfg.history.this_week_share,
+                                       half_life_days=cfg.history.recency_half_life_days).persist()
+            persisted.append(train)
+            n_train = train.count()
+            st.rows_in = n_train
+            st.counts["exposure_negative_weeks"] = float(pool.select("week_start").distinct().count())
+            if n_train < 50:
+                st.skipped = f"only {n_train} labelled examples in the {dc.train_weeks} weeks before {week}"
+            else:
+                feats = track_emb.select("track_id", "embedding") if (dc.use_content and track_emb is not None) else None
+                artifact, metrics = train_din(
+                    train, track_embeddings=feats, embedding_dim=dc.embedding_dim,
+                    attention_hidden=dc.attention_hidden, mlp_hidden=dc.mlp_hidden,
+                    softmax_attention=dc.softmax_attention, use_content=dc.use_content and feats is not None,
+                    max_history=dc.max_history, epochs=dc.epochs, batch_size=dc.batch_size, lr=dc.lr,
+                    patience=dc.patience, seed=dc.seed, device=dc.device, min_count=dc.min_count,
+                    max_rows=dc.max_train_rows, use_torch_distributor=dc.use_torch_distributor,
+                    num_processes=dc.num_processes)
+                artifact.save(din_path)
+                din_ready = True
+                st.rows_out = n_train
+                st.counts.update({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
+        crash_point("train.din")
 
+    # ---------------------------------------------------------------------------------- rank
     rr = cfg.rerank
-    with runlog.stage("rerank") as st:
-        st.rows_in = st_rows = fused.count()
-        playlists = rules.build_playlists(
-            fused, inp.users, inp.heard, inp.tracks, week, size=rr.playlist_size, creator_cap=rr.creator_cap,
-            diversity_lambda=rr.diversity_lambda, diversity=rr.diversity_enabled, fresh_share=rr.fresh_share,
-            fresh_days=rr.fresh_days, max_candidates=rr.max_candidates)
-        playlists = rules.add_reasons(playlists, inp.tracks, inp.prompts).persist()
-        st.rows_out = playlists.count()
-        per_user = playlists.groupBy("user_id").count()
-        st.counts["users"] = per_user.count()
-        st.counts["short_users"] = per_user.where(F.col("count") < rr.playlist_size).count()
-        del st_rows
+    if not S.resumable("rank", lambda: tables.read("candidates").where(F.col("week_start") == F.lit(week))
+                       .limit(1).count() > 0):
+        with runlog.stage("rank") as st:
+            from .filtering.quality import apply_quality_filter, quality_scores
+            from .ranking.fusion import final_score, fuse
 
+            fc = cfg.fusion
+            st.rows_in = recall_all.count()
+            fused = fuse(recall_all.drop("week_start"), fc.channel_weights, method=fc.method, rrf_k=fc.rrf_k,
+                         default_weight=fc.default_channel_weight)
+            qc = cfg.quality
+            q = quality_scores(inp.tracks, prior_strength=qc.prior_strength, upvote_weight=qc.upvote_weight,
+                               comment_weight=qc.comment_weight, mapping=qc.mapping,
+                               aesthetics_df=tables.read(qc.aesthetics_table) if qc.aesthetics_table else None,
+                               aesthetics_weight=qc.aesthetics_weight)
+            if qc.enabled:
+                fused = apply_quality_filter(fused, q, threshold=qc.threshold, min_per_user=rr.playlist_size,
+                                             score_col="recall_score")
+            else:
+                fused = fused.join(q, "track_id", "left")
+                st.skipped = "quality filter disabled in config"
+            if din_ready:
+                fused = score_din(spark, fused, inp.seeds, din_path, dc)
+            else:
+                fused = fused.withColumn("din_score", F.lit(None).cast("double"))
+                st.skipped = ((st.skipped + "; ") if st.skipped else "") + "DIN not trained for this week"
+            scored = final_score(fused, din_weight=fc.din_weight, recall_weight=fc.recall_weight,
+                                 quality_weight=fc.quality_weight)
+            out = scored.select(F.lit(week).alias("week_start"), "user_id", "track_id", "channels", "recall_score",
+                                "din_score", "quality", "final_score", "seed_track_id")
+            tables.replace_partition("candidates", out, "week_start", week)
+            st.rows_out = tables.read("candidates").where(F.col("week_start") == F.lit(week)).count()
+        crash_point("rank")
+    ranked = tables.read("candidates").where(F.col("week_start") == F.lit(week)).drop("week_start")
+
+    # ---------------------------------------------------------------------------------- write
     with runlog.stage("write") as st:
+        st.rows_in = ranked.count()
+        cands = ranked
+        if rr.plugin:
+            from .rerank.plugins import apply_reranker
+
+            cands = apply_reranker(cands, rr.plugin, inp.tracks, inp.seeds, top_n=rr.plugin_top_n,
+                                   score_col="final_score", options=rr.plugin_options)
+            st.counts["plugin"] = 1.0
+        emb_for_div = track_emb.select("track_id", "embedding") if (rr.diversity_enabled and track_emb is not None) else None
+        playlists = rules.build_playlists(
+            cands, inp.users, inp.heard, inp.tracks, week, size=rr.playlist_size, creator_cap=rr.creator_cap,
+            diversity_lambda=rr.diversity_lambda, diversity=rr.diversity_enabled, fresh_share=rr.fresh_share,
+            fresh_days=rr.fresh_days, max_candidates=rr.max_candidates, embeddings=emb_for_div)
+        playlists = rules.add_reasons(playlists, inp.tracks, inp.prompts).persist()
+        persisted.append(playlists)
+        n_rows = playlists.count()
+        per_user = playlists.groupBy("user_id").count()
+        n_users = per_user.count()
+        n_short = per_user.where(F.col("count") < rr.playlist_size).count()
         out = playlists.select(
             F.lit(week).alias("week_start"), "user_id", "position", "track_id", "score", "sources", "reason",
             F.lit(cfg.pipeline.model_version).alias("model_version"), F.lit(run_id).alias("run_id"),
             F.lit(generated_at).alias("generated_at"))
-        tables.replace_partition("discover_weekly", out, "week_start", week)
-        st.rows_out = int(runlog.records[-1].rows_out)
-        st.counts["table_version"] = float(tables.version("discover_weekly"))
+        crash_point("write.before_commit")
+        if kill_after == "write.during_commit":  # die while Delta writes the files, before the commit
+            import signal
+            import threading
 
-    rerank_rec = [r for r in runlog.records if r.stage == "rerank"][0]
+            threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGKILL)).start()
+        try:
+            tables.replace_partition("discover_weekly", out, "week_start", week)
+        except Exception as exc:
+            if "Concurrent" in type(exc).__name__ or "Concurrent" in str(exc)[:500]:
+                raise ConcurrentRunError(
+                    f"another run of week {week} committed discover_weekly first; this run ({run_id}) wrote "
+                    f"nothing. The table holds the other run's complete playlist.") from exc
+            raise
+        st.rows_out = n_rows
+        st.counts.update(users=n_users, short_users=n_short, table_version=float(tables.version("discover_weekly")))
+        mix = playlists.select(F.explode("sources").alias("s")).groupBy("s").count().collect()  # <= 6 rows
+        st.counts.update({f"source.{r['s']}": float(r["count"]) for r in mix})
+
     with runlog.stage("run") as st:
-        st.rows_out = rerank_rec.rows_out
-        st.counts.update(users=rerank_rec.counts["users"], short_users=rerank_rec.counts["short_users"],
-                         total_seconds=round(time.time() - t_run, 1))
-    for df in (inp.seeds, inp.heard, inp.users, fused, playlists, *channel_cands.values()):
-        df.unpersist()
+        st.rows_out = n_rows
+        st.counts.update(users=n_users, short_users=n_short, total_seconds=round(time.time() - t_run, 1))
+    for d in persisted:
+        d.unpersist()
     summary = runlog.summary()
     log.info("%s", summary)
-    return WeeklyResult(run_id, week, int(rerank_rec.counts["users"]), int(rerank_rec.rows_out),
-                        int(rerank_rec.counts["short_users"]), [r.stage for r in runlog.records], summary)
+    return WeeklyResult(run_id, week, n_users, n_rows, n_short, [r.stage for r in runlog.records], summary)
+
+
+def score_din(spark: SparkSession, cands: DataFrame, seeds: DataFrame, din_path: str, dc) -> DataFrame:
+    """DIN click probability for every candidate (pandas UDF; CUDA when the executor has one).
+
+    Content features come from the table saved with the model at training time."""
+    from .ranking.din_spark import score_candidates
+
+    return score_candidates(spark, cands, seeds, din_path, batch_size=dc.score_batch_size, device=dc.device)

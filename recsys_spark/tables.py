@@ -143,6 +143,22 @@ ITEM_NEIGHBORS = TableSpec(
     comment="Item-item CF neighbours, top-K per track, per week.",
 )
 
+RECALL_CANDIDATES = TableSpec(
+    "recall_candidates",
+    T.StructType([
+        _f("week_start", T.DateType(), False, "partition"),
+        _f("channel", T.StringType(), False, "partition: recall channel"),
+        _f("user_id", T.StringType(), False, "user"),
+        _f("track_id", T.StringType(), False, "candidate track"),
+        _f("score", T.DoubleType(), False, "channel score (not comparable across channels)"),
+        _f("rank", T.IntegerType(), False, "1 = the channel's best candidate for the user"),
+        _f("seed_track_id", T.StringType(), comment="seed that contributed most"),
+    ]),
+    key=("week_start", "channel", "user_id", "track_id"),
+    partition_by=("week_start", "channel"),
+    comment="Raw candidates of every recall channel per week (resume point; DIN negatives; funnel).",
+)
+
 CANDIDATES = TableSpec(
     "candidates",
     T.StructType([
@@ -205,7 +221,7 @@ RUNS = TableSpec(
 ALL_TABLES: Dict[str, TableSpec] = {
     t.name: t
     for t in (TRACKS, INTERACTIONS, USER_PROMPTS, QUARANTINE, TRACK_EMBEDDINGS, PROMPT_EMBEDDINGS,
-              ITEM_NEIGHBORS, CANDIDATES, DISCOVER_WEEKLY, RUNS)
+              ITEM_NEIGHBORS, RECALL_CANDIDATES, CANDIDATES, DISCOVER_WEEKLY, RUNS)
 }
 
 
@@ -349,17 +365,21 @@ class Tables:
         self.create(name)
         self._save(name, self._writer(name, df, "overwrite"))
 
-    def replace_partition(self, name: str, df: DataFrame, column: str, value) -> None:
-        """Atomically replace the rows where ``column = value`` by ``df`` (one Delta commit).
+    def replace_partition(self, name: str, df: DataFrame, column: str, value, **more) -> None:
+        """Atomically replace the rows where ``column = value`` (and ``k = v`` for ``more``) by ``df``.
 
-        Every row of ``df`` must satisfy the predicate (Delta checks it and fails otherwise), so a
-        bug cannot spill into another week's partition.
+        One Delta commit with ``replaceWhere``: a rerun replaces exactly that partition, a crash
+        leaves the previous version. Every row of ``df`` must satisfy the predicate (Delta checks
+        it and fails otherwise), so a bug cannot spill into another week's partition.
         """
         spec = self.spec(name)
-        if column not in [f.name for f in spec.schema.fields]:
-            raise ValueError(f"{name} has no column {column!r}")
+        names = [f.name for f in spec.schema.fields]
+        conds = {column: value, **more}
+        for c in conds:
+            if c not in names:
+                raise ValueError(f"{name} has no column {c!r}")
         self.create(name)
-        predicate = f"{column} = '{_literal(value)}'"
+        predicate = " AND ".join(f"{c} = '{_literal(v)}'" for c, v in conds.items())
         writer = self._writer(name, df, "overwrite").option("replaceWhere", predicate)
         self._save(name, writer)
 

@@ -45,3 +45,47 @@ def tables(spark, tmp_warehouse):
 
 
 logging.getLogger("py4j").setLevel(logging.WARNING)
+
+
+TINY_WEEK = "2026-11-23"
+TINY_OVERRIDES = [
+    "generator.n_users=120", "generator.n_tracks=260", "generator.n_creators=40", "generator.n_weeks=4",
+    "generator.events_per_user_week=8", "generator.audio_tracks=6", "generator.audio_seconds=2.0",
+    "generator.audio_sample_rate=16000", "generator.partitions=2", "generator.bad_row_rate=0.02",
+    "generator.prompt_user_share=0.15",
+    "embeddings.audio_model=HTSAT-tiny", "embeddings.text_model=transformer", "embeddings.batch_size=4",
+    "embeddings.max_windows=1", "recall.prompt.target=track_prompt",
+    "recall.popularity.per_genre_pool=60", "recall.als.rank=16", "recall.als.max_iter=5",
+    "din.epochs=2", "din.train_weeks=2", "din.embedding_dim=8", "din.attention_hidden=[16]",
+    "din.mlp_hidden=[16]", "spark.shuffle_partitions=2",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_platform(spark, tmp_path_factory):
+    """A tiny synthetic platform, generated and ingested once per session.
+
+    Returns ``(cfg_overrides, raw_dir, warehouse_template)``; tests copy the warehouse
+    (``copy_warehouse``) so that each works on its own tables.
+    """
+    import datetime as dt
+
+    from recsys_spark.config import load_config
+    from recsys_spark.data.generator import PlatformSpec, generate_platform
+    from recsys_spark.data.ingest import Rules, ingest_all
+    from recsys_spark.tables import Tables
+
+    root = tmp_path_factory.mktemp("tiny-platform")
+    cfg = load_config(overrides=TINY_OVERRIDES + [f"storage.warehouse={root / 'warehouse'}"])
+    generate_platform(spark, str(root / "raw"), PlatformSpec.from_conf(cfg.generator), dt.date.fromisoformat(TINY_WEEK))
+    tables = Tables.from_config(spark, cfg.storage)
+    reports = ingest_all(spark, tables, str(root / "raw"), Rules.from_conf(cfg.ingest), "ingest-tiny",
+                         now=dt.datetime(2026, 11, 23))
+    return {"overrides": list(TINY_OVERRIDES), "raw": str(root / "raw"), "warehouse": str(root / "warehouse"),
+            "reports": reports}
+
+
+def copy_warehouse(tiny, dest):
+    """A private copy of the tiny platform's tables plus the config overrides pointing at it."""
+    shutil.copytree(tiny["warehouse"], dest / "warehouse")
+    return tiny["overrides"] + [f"storage.warehouse={dest / 'warehouse'}", f"storage.model_dir={dest / 'models'}"]

@@ -191,6 +191,7 @@ def build_playlists(cands: DataFrame, users: DataFrame, heard: DataFrame, tracks
         ``user_id, position (1..size), track_id, score, sources, seed_track_id``.
     """
     n_catalog = tracks.count()
+    cands = cands.select("user_id", "track_id", "channels", "final_score", "seed_track_id")
     eligible = exclude_unwanted(cands, heard, tracks)
     w = Window.partitionBy("user_id").orderBy(F.col("final_score").desc(), F.col("track_id"))
     eligible = eligible.withColumn("_r", F.row_number().over(w)).where(F.col("_r") <= max_candidates).drop("_r")
