@@ -88,7 +88,8 @@ def load_inputs(spark: SparkSession, tables: Tables, week: dt.date, last_n: int,
     seeds = hist.build_history(inter, week, last_n=last_n, this_week_share=this_week_share,
                                half_life_days=half_life_days)
     heard = hist.heard_tracks(inter, week)
-    users = seeds.select("user_id").union(prompts.select("user_id")).distinct()
+    # every user with any interaction (even only skips) or a prompt before W gets a playlist
+    users = heard.select("user_id").union(prompts.select("user_id")).distinct()
     return WeekInputs(tracks, inter, prompts, seeds, heard, users)
 
 
@@ -468,3 +469,82 @@ def score_din(spark: SparkSession, cands: DataFrame, seeds: DataFrame, din_path:
     from .ranking.din_spark import score_candidates
 
     return score_candidates(spark, cands, seeds, din_path, batch_size=dc.score_batch_size, device=dc.device)
+
+
+def evaluation_stages(spark: SparkSession, context, users: DataFrame, k: int):
+    """The pipeline's ranking path on an offline split (``jobs/evaluate.py --methods pipeline``).
+
+    Runs, as of the split's cutoff week: the collaborative channels (item_cf, als) and global
+    popularity, fusion, DIN trained on the weeks before the cutoff (skipped when too few labelled
+    examples), the final score, and the top ``k`` without heard items. Catalog-dependent steps
+    (quality statistics, creators, audio, prompts) are skipped on data sets that have none, and
+    the notes say so. ``context.params['pipeline']`` holds dotted config overrides.
+
+    Returns
+    -------
+    recsys_spark.evaluation.methods.StagedResult
+    """
+    from .evaluation.methods import StagedResult
+    from .ranking.din_spark import build_training_set, train_din
+    from .ranking.fusion import final_score, fuse
+    from .recall.als import ALSRecall
+    from .recall.base import finalize_candidates
+    from .recall.item_cf import ItemCF
+
+    overrides = context.method_params("pipeline") if hasattr(context, "method_params") else {}
+    from .config import load_config
+
+    cfg = load_config(overrides=[f"{a}={b}" for a, b in overrides.items()])
+    week, seeds, heard, events = context.week, context.seeds, context.heard, context.train_events
+    seeds = seeds.join(users.select("user_id"), "user_id").persist()
+    notes: Dict[str, str] = {"skipped": "quality filter, creator cap, diversity, content, prompt "
+                                        "(the data set has no track statistics, creators, audio or prompts)"}
+    rc = cfg.recall
+    chans = []
+    cf = ItemCF.from_conf(rc.item_cf, seed=cfg.pipeline.seed).fit(events)
+    chans.append(("item_cf", cf.recommend(seeds.where(F.col("seed_rank") <= rc.item_cf.n_seeds), heard,
+                                          n=rc.item_cf.candidates, per_seed=rc.item_cf.per_seed).persist()))
+    als_model = ALSRecall.from_conf(rc.als, seed=cfg.pipeline.seed).fit(events)
+    chans.append(("als", als_model.recommend(seeds, heard, n=rc.als.candidates).persist()))
+    pop = events.groupBy("track_id").agg(F.countDistinct("user_id").alias("score"))
+    pop = pop.orderBy(F.col("score").desc(), "track_id").limit(rc.popularity.candidates + 500)
+    pop_c = users.select("user_id").crossJoin(F.broadcast(pop)).select(
+        "user_id", "track_id", F.col("score").cast("double").alias("score"), F.lit(None).cast("string").alias("seed_track_id"))
+    chans.append(("popular", finalize_candidates(pop_c, heard, rc.popularity.candidates, "popular").persist()))
+    union = None
+    for _, c in chans:
+        union = c if union is None else union.unionByName(c)
+    fc = cfg.fusion
+    fused = fuse(union, fc.channel_weights, method=fc.method, rrf_k=fc.rrf_k,
+                 default_weight=fc.default_channel_weight).persist()
+    stages = []
+    dc = cfg.din
+    scored = fused.withColumn("din_score", F.lit(None).cast("double"))
+    if dc.enabled:
+        import tempfile
+
+        label_weeks = previous_weeks(week, dc.train_weeks)
+        train = build_training_set(spark, events, label_weeks, negatives_pool_df=None,
+                                   n_negatives=dc.negatives_per_positive, seed=dc.seed, max_history=dc.max_history,
+                                   popularity_share=dc.popularity_share).persist()
+        n_train = train.count()
+        if n_train >= 200:
+            artifact, metrics = train_din(train, embedding_dim=dc.embedding_dim, attention_hidden=dc.attention_hidden,
+                                          mlp_hidden=dc.mlp_hidden, softmax_attention=dc.softmax_attention,
+                                          use_content=False, max_history=dc.max_history, epochs=dc.epochs,
+                                          batch_size=dc.batch_size, lr=dc.lr, patience=dc.patience, seed=dc.seed,
+                                          device=dc.device, min_count=dc.min_count, max_rows=dc.max_train_rows)
+            path = tempfile.mkdtemp(prefix="din-eval-")
+            artifact.save(path)
+            scored = score_din(spark, fused, seeds, path, dc).persist()
+            notes["din"] = f"auc={metrics.get('auc')} n_train={n_train}"
+            stages.append(("after DIN", scored.select("user_id", "track_id")))
+        else:
+            notes["din"] = f"skipped: {n_train} labelled examples in the {dc.train_weeks} weeks before the cutoff"
+    final = final_score(scored, din_weight=fc.din_weight, recall_weight=fc.recall_weight, quality_weight=0.0)
+    from .recall.popularity import top_n_per_user
+
+    final = top_n_per_user(final.withColumnRenamed("final_score", "score"), k).select("user_id", "track_id", "score",
+                                                                                      "rank")
+    return StagedResult(final=final, channels=[(n, c.select("user_id", "track_id")) for n, c in chans],
+                        stages=stages, notes=notes)
