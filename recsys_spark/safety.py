@@ -140,8 +140,12 @@ def validate_table_name(name: Any) -> str:
 # secrets in conf
 # ------------------------------------------------------------------------------------------------
 
-SECRET_WORDS = frozenset({"password", "passwd", "pwd", "passphrase", "token", "secret", "key", "apikey",
-                          "credential", "credentials", "auth"})
+SECRET_WORDS = frozenset({"password", "passwd", "pwd", "passphrase", "token", "secret", "apikey", "credential",
+                          "credentials"})
+# "key" is a secret only as "<qualifier> key" (access_key, fs.azure.account.key, private-key, apiKey)
+# or alone: "task_key" / "job_cluster_key" / "partition_key" name structure, not secrets.
+KEY_QUALIFIERS = frozenset({"api", "access", "secret", "private", "account", "sas", "encryption", "master",
+                            "client", "signing", "storage", "service", "shared", "auth", "ssh", "subscription"})
 _ENV_REF = re.compile(r"^\$\{ENV:[A-Za-z_][A-Za-z0-9_]*\}$")
 _DBX_SECRET_REF = re.compile(r"^\{\{secrets/[A-Za-z0-9_.\-]+/[A-Za-z0-9_.\-]+\}\}$")
 # well-known token shapes: AWS access key, Databricks PAT, GitHub, Slack, private key blocks, JWT
@@ -162,8 +166,13 @@ def _key_words(key: str) -> List[str]:
 
 def is_secret_key(key: str) -> bool:
     """True when a key names a secret (``password``, ``sas_token``, ``fs.s3a.secret.key``,
-    ``apiKey``...); ``tokenizer_path`` or ``keywords`` do not."""
-    return any(w in SECRET_WORDS for w in _key_words(key))
+    ``apiKey``, ``fs.azure.account.key.x``...); ``tokenizer_path``, ``keywords``, ``task_key``
+    or ``job_cluster_key`` do not."""
+    words = _key_words(key)
+    if any(w in SECRET_WORDS for w in words):
+        return True
+    return any(w == "key" and (len(words) == 1 or (i > 0 and words[i - 1] in KEY_QUALIFIERS))
+               for i, w in enumerate(words))
 
 
 def is_reference(value: Any) -> bool:

@@ -64,10 +64,12 @@ def test_identifiers():
 
 def test_secret_key_names():
     for k in ["password", "db_password", "sas_token", "spark.hadoop.fs.s3a.secret.key", "apiKey", "api_key",
-              "client_secret", "access.key", "credentials", "PASSWORD"]:
+              "client_secret", "access.key", "credentials", "PASSWORD", "key", "fs.azure.account.key.acct.dfs.core.windows.net",
+              "private-key", "accessKey"]:
         assert is_secret_key(k), k
     for k in ["tokenizer_path", "keywords", "monkey", "checkpoint_path", "trust_checkpoint", "partition_by",
-              "spark.executor.resource.gpu.discoveryScript"]:
+              "spark.executor.resource.gpu.discoveryScript", "task_key", "job_cluster_key", "partition_key",
+              "keys", "auth_type"]:
         assert not is_secret_key(k), k
 
 
@@ -77,14 +79,14 @@ def test_plaintext_secrets_found_and_references_allowed():
         "spark": {"extra": {"spark.hadoop.fs.s3a.secret.key": "abc123", "spark.hadoop.fs.s3a.access.key": "${ENV:AK}",
                             "fs.azure.sas.token": "{{secrets/recsys/sas}}", "note": "AKIAIOSFODNN7EXAMPLE"}},
         "embeddings": {"tokenizer_path": "/models/roberta", "api_key": ""},
-        "hosts": [{"name": "a", "auth": 1234}],
+        "hosts": [{"name": "a", "api_key": 1234, "task_key": "ingest"}],
         "flags": {"key": True},
     }
     assert sorted(find_plaintext_secrets(conf)) == sorted([
         "storage.password: secret-like key holds a plaintext value (use ${ENV:NAME})",
         "spark.extra.spark.hadoop.fs.s3a.secret.key: secret-like key holds a plaintext value (use ${ENV:NAME})",
         "spark.extra.note: value looks like a aws access key id",
-        "hosts[0].auth: secret-like key holds a plaintext value (use ${ENV:NAME})",
+        "hosts[0].api_key: secret-like key holds a plaintext value (use ${ENV:NAME})",
     ])
 
 
