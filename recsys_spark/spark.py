@@ -35,6 +35,8 @@ LOCAL_DEFAULTS = {
     "spark.databricks.delta.snapshotPartitions": "2",
     "spark.databricks.delta.optimizeWrite.enabled": "false",
     "spark.sql.sources.partitionOverwriteMode": "static",
+    # Delta 4.4 + Spark 4.2 drop named SQL parameters unless this is set (delta-io/delta#7640)
+    "spark.sql.legacy.parameterSubstitution.constantsOnly": "true",
     "spark.driver.extraJavaOptions": "-Dio.netty.tryReflectionSetAccessible=true",
     "spark.executor.extraJavaOptions": "-Dio.netty.tryReflectionSetAccessible=true",
 }
