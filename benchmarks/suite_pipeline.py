@@ -5,9 +5,15 @@
 S = 10K users / 5K tracks, M = 100K users / 30K tracks, L = 1M users / 100K tracks, ~20 events per
 user per month. The platform is generated with the distributed generator and cached under
 ``benchmarks/cache/<size>`` (raw files + ingested warehouse). Per stage it records wall time and
-rows from the ``runs`` table, Spark shuffle bytes (from the status tracker / REST-free
-``statusTracker``), and peak driver memory (JVM heap used, sampled by a thread; Python RSS).
+rows from the ``runs`` table; shuffle read/write bytes and task time from the Spark UI's REST API
+(every stage's jobs run in the job group ``<run_id>:<stage>``, see ``RunLog``); driver memory
+three ways: JVM heap *used* sampled every second (includes garbage, so it mostly shows the heap
+size the GC let it grow to), JVM heap *live after a full GC* sampled every 20 s (what the driver
+really retains: this is the figure that must stay flat as users grow), and the driver Python
+process' peak RSS; plus the peak memory metrics Spark reports for the (local) executor.
 Results: ``benchmarks/results/pipeline_<size>.json``.
+
+``--prepare-only`` generates and ingests the platform into the cache and stops.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import os
 import resource
 import threading
 import time
+import urllib.request
 
 SIZES = {
     "S": dict(n_users=10_000, n_tracks=5_000, n_creators=1_000),
@@ -28,21 +35,83 @@ WEEK = dt.date(2026, 11, 23)
 
 
 class JvmMemorySampler(threading.Thread):
-    """Samples the driver JVM's used heap every second (peak kept)."""
+    """Samples the driver JVM's used heap every second and its live heap after a full GC every
+    ``gc_every`` seconds (peaks kept)."""
 
-    def __init__(self, spark):
+    def __init__(self, spark, gc_every: float = 20.0):
         super().__init__(daemon=True)
-        self.rt = spark.sparkContext._jvm.java.lang.Runtime.getRuntime()
+        jvm = spark.sparkContext._jvm
+        self.rt = jvm.java.lang.Runtime.getRuntime()
+        self.system = jvm.java.lang.System
+        self.gc_every = gc_every
         self.peak = 0
+        self.peak_live = 0
         self.stop_flag = False
 
+    def used(self) -> int:
+        return self.rt.totalMemory() - self.rt.freeMemory()
+
     def run(self):
+        last_gc = 0.0
         while not self.stop_flag:
             try:
-                self.peak = max(self.peak, self.rt.totalMemory() - self.rt.freeMemory())
+                self.peak = max(self.peak, self.used())
+                if time.time() - last_gc >= self.gc_every:
+                    self.system.gc()
+                    self.peak_live = max(self.peak_live, self.used())
+                    last_gc = time.time()
             except Exception:
                 return
             time.sleep(1.0)
+
+
+def _rest(spark, path: str):
+    url = spark.sparkContext.uiWebUrl
+    if not url:
+        return None
+    app = spark.sparkContext.applicationId
+    with urllib.request.urlopen(f"{url}/api/v1/applications/{app}/{path}", timeout=60) as fh:
+        return json.loads(fh.read())
+
+
+def spark_metrics(spark, run_id: str) -> dict:
+    """Shuffle bytes, task time and executor memory peaks per pipeline stage (Spark REST API)."""
+    try:
+        jobs = _rest(spark, "jobs")
+        stages = {s["stageId"]: s for s in _rest(spark, "stages?details=false")}
+        executors = _rest(spark, "allexecutors")
+    except Exception as exc:  # UI disabled or unreachable: figures are optional
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    per: dict = {}
+    for job in jobs or []:
+        group = job.get("jobGroup") or ""
+        if not group.startswith(run_id + ":"):
+            continue
+        m = per.setdefault(group.split(":", 1)[1], {"jobs": 0, "spark_stages": 0, "shuffle_read_bytes": 0,
+                                                    "shuffle_write_bytes": 0, "input_bytes": 0,
+                                                    "output_bytes": 0, "executor_run_ms": 0,
+                                                    "spill_disk_bytes": 0})
+        m["jobs"] += 1
+        for sid in job.get("stageIds", []):
+            s = stages.get(sid)
+            if not s or s.get("status") != "COMPLETE":
+                continue
+            m["spark_stages"] += 1
+            m["shuffle_read_bytes"] += s.get("shuffleReadBytes", 0)
+            m["shuffle_write_bytes"] += s.get("shuffleWriteBytes", 0)
+            m["input_bytes"] += s.get("inputBytes", 0)
+            m["output_bytes"] += s.get("outputBytes", 0)
+            m["executor_run_ms"] += s.get("executorRunTime", 0)
+            m["spill_disk_bytes"] += s.get("diskBytesSpilled", 0)
+    peaks = {}
+    for ex in executors or []:
+        pm = ex.get("peakMemoryMetrics") or {}
+        peaks[ex.get("id", "?")] = {k: pm.get(k) for k in ("JVMHeapMemory", "JVMOffHeapMemory",
+                                                          "OnHeapExecutionMemory", "OnHeapStorageMemory",
+                                                          "ProcessTreePythonRSSMemory", "ProcessTreeJVMRSSMemory")
+                                    if k in pm}
+        peaks[ex.get("id", "?")]["maxMemory"] = ex.get("maxMemory")
+    return {"per_stage": per, "executor_peaks": peaks}
 
 
 def main(args) -> int:
@@ -65,7 +134,10 @@ def main(args) -> int:
     ] + list(getattr(args, "extra", []) or [])
     cfg = load_config(overrides=[o for o in overrides if "=" in o])
     spark = get_spark(app_name=f"bench-pipeline-{args.size}", master="local[2]", driver_memory="12g",
-                      shuffle_partitions=cfg.spark.shuffle_partitions)
+                      shuffle_partitions=cfg.spark.shuffle_partitions,
+                      extra={"spark.ui.enabled": "true", "spark.ui.port": "4077", "spark.ui.retainedJobs": "20000",
+                             "spark.ui.retainedStages": "50000", "spark.ui.retainedTasks": "100000",
+                             "spark.executor.processTreeMetrics.enabled": "true"})
     tables = Tables.from_config(spark, cfg.storage)
     t0 = time.time()
     counts = generate_platform(spark, os.path.join(cache, "raw"), PlatformSpec.from_conf(cfg.generator), WEEK)
@@ -78,20 +150,29 @@ def main(args) -> int:
         ingest = {k: {"read": r.read, "loaded": r.loaded, "quarantined": r.quarantined, "seconds": r.seconds}
                   for k, r in reps.items()}
         ingest["seconds"] = round(time.time() - t0, 1)
+    if "--prepare-only" in (getattr(args, "extra", []) or []):
+        print(json.dumps({"size": args.size, "platform": counts, "generate_seconds": round(gen_s, 1),
+                          "ingest": ingest}, indent=1, default=str))
+        return 0
     sampler = JvmMemorySampler(spark)
     sampler.start()
     t0 = time.time()
     res = run_weekly(spark, cfg, WEEK, tables=tables, force=True)
     wall = time.time() - t0
     sampler.stop_flag = True
+    metrics = spark_metrics(spark, res.run_id)
     runs = tables.read("runs").where(f"run_id = '{res.run_id}'").orderBy("started_at").collect()
+    per = metrics.get("per_stage", {})
     stages = [{"stage": r["stage"], "status": r["status"], "seconds": r["seconds"], "rows_in": r["rows_in"],
-               "rows_out": r["rows_out"], "skipped": r["skipped"]} for r in runs]
+               "rows_out": r["rows_out"], "skipped": r["skipped"], **per.get(r["stage"], {})} for r in runs]
     out = {
         "suite": "pipeline", "size": args.size, "platform": {**size, **counts}, "generate_seconds": round(gen_s, 1),
         "ingest": ingest, "weekly_seconds": round(wall, 1), "users": res.users, "rows": res.rows,
         "short_users": res.short_users, "stages": stages,
         "peak_driver_jvm_heap_mb": round(sampler.peak / 2**20, 1),
+        "peak_driver_jvm_live_heap_after_gc_mb": round(sampler.peak_live / 2**20, 1),
+        "executor_peaks": metrics.get("executor_peaks"), "metrics_error": metrics.get("error"),
+        "overrides": overrides,
         "peak_driver_python_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "machine": f"{os.cpu_count()} cores, local[2]",
         "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

@@ -83,6 +83,7 @@ class RunLog:
         rec = StageRecord(stage=name, started_at=_now())
         t0 = time.time()
         log.info("[%s] stage %s started", self.run_id, name)
+        self._tag_jobs(name)
         try:
             yield rec
         except BaseException as exc:
@@ -104,6 +105,16 @@ class RunLog:
                  rec.seconds, rec.rows_in, rec.rows_out, rec.counts or "",
                  f" skipped: {rec.skipped}" if rec.skipped else "")
         self._write(rec)
+
+    def _tag_jobs(self, name: str) -> None:
+        """Label the Spark jobs of this stage (job group ``<run_id>:<stage>``) so the Spark UI, its
+        REST API and the benchmarks can attribute shuffle bytes and task time to a stage."""
+        if self.tables is None:
+            return
+        try:
+            self.tables.spark.sparkContext.setJobGroup(f"{self.run_id}:{name}", f"{self.job} {name}")
+        except Exception:  # Spark Connect has no SparkContext; labels are a convenience only
+            pass
 
     def skip(self, name: str, why: str) -> None:
         """Record a stage that did not run, and why."""
