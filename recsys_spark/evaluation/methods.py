@@ -59,12 +59,17 @@ class StagedResult:
         evaluation between the channels and these stages, and ``final`` at the end.
     notes : dict
         Anything to report (skipped channels and why, timings).
+    candidates : DataFrame, optional
+        Every channel's candidates before fusion, ``user_id, track_id, channel, score, rank``, plus
+        ``din_score`` (null when DIN did not run): what :mod:`recsys_spark.evaluation.tuning`
+        re-fuses to tune the fusion weights.
     """
 
     final: DataFrame
     channels: List[Tuple[str, DataFrame]] = field(default_factory=list)
     stages: List[Tuple[str, DataFrame]] = field(default_factory=list)
     notes: Dict[str, Any] = field(default_factory=dict)
+    candidates: Optional[DataFrame] = None
 
     def funnel_stages(self) -> List[Tuple[str, DataFrame]]:
         """Channels, their union, the later stages and the final playlist, in funnel order."""

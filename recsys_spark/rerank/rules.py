@@ -8,7 +8,9 @@ Order of operations (per user, nothing collected to the driver):
    most popular tracks (labelled ``popular_backfill``), again without heard or own tracks.
 3. **Greedy selection** (``applyInPandas`` per user): maximal marginal relevance
    ``lambda x relevance - (1 - lambda) x max similarity to the tracks already picked``
-   (cosine of CLAP embeddings when both tracks have one, otherwise same-creator / same-genre),
+   (cosine of CLAP embeddings when both tracks have one, otherwise same-creator / same-genre;
+   with creator embeddings, also ``creator_weight x`` the cosine of the two tracks' creators'
+   pooled embeddings, so two different creators who sound alike count as near-duplicates),
    a per-creator cap, a minimum share of fresh tracks (created in the last ``fresh_days``) when
    the candidates have them; back-fill tracks only once real candidates run out.
 4. **Short users**: a user still below ``size`` (the cap or the heard set ate the pool) is
@@ -68,9 +70,28 @@ def backfill_candidates(users: DataFrame, tracks: DataFrame, heard: DataFrame, p
                        F.lit(None).cast("string").alias("seed_track_id"))
 
 
+def _unit_rows(values: pd.Series):
+    """``(matrix, has)``: L2-normalised rows of a column of arrays (zeros and ``False`` where missing)."""
+    has = values.map(lambda e: e is not None and len(e) > 0).to_numpy()
+    if not has.any():
+        return None, has
+    dim = len(values.iloc[int(np.argmax(has))])
+    mat = np.zeros((len(values), dim), dtype=np.float32)
+    for i in np.flatnonzero(has):
+        v = np.asarray(values.iloc[i], dtype=np.float32)
+        mat[i] = v / (np.linalg.norm(v) + 1e-12)
+    return mat, has
+
+
 def _mmr_select(pdf: pd.DataFrame, size: int, creator_cap: int, lam: float, fresh_min: int,
-                use_diversity: bool) -> pd.DataFrame:
-    """Greedy MMR selection for one user's candidates (pure pandas/numpy)."""
+                use_diversity: bool, creator_weight: float = 0.0) -> pd.DataFrame:
+    """Greedy MMR selection for one user's candidates (pure pandas/numpy).
+
+    The similarity of candidate ``j`` to a picked track ``i`` is the maximum of: the cosine of
+    their track embeddings (``embedding``), 0.5 for the same genre, 1 for the same creator, and
+    ``creator_weight`` x the cosine of their creators' embeddings (``creator_embedding``, when
+    both creators have one).
+    """
     pdf = pdf.sort_values(["is_backfill", "final_score", "track_id"], ascending=[True, False, True])
     pdf = pdf.drop_duplicates("track_id").reset_index(drop=True)
     n = len(pdf)
@@ -83,16 +104,11 @@ def _mmr_select(pdf: pd.DataFrame, size: int, creator_cap: int, lam: float, fres
     creators = pdf["creator_id"].to_numpy()
     genres = pdf["genre"].to_numpy()
     fresh = pdf["is_fresh"].to_numpy(dtype=bool)
-    emb = None
+    emb = cemb = None
     if use_diversity and "embedding" in pdf.columns:
-        has = pdf["embedding"].map(lambda e: e is not None and len(e) > 0).to_numpy()
-        if has.any():
-            dim = len(pdf["embedding"][int(np.argmax(has))])
-            emb = np.zeros((n, dim), dtype=np.float32)
-            for i in np.flatnonzero(has):
-                v = np.asarray(pdf["embedding"][i], dtype=np.float32)
-                emb[i] = v / (np.linalg.norm(v) + 1e-12)
-            has_emb = has
+        emb, has_emb = _unit_rows(pdf["embedding"])
+    if use_diversity and creator_weight > 0 and "creator_embedding" in pdf.columns:
+        cemb, has_cemb = _unit_rows(pdf["creator_embedding"])
     max_sim = np.zeros(n)
     chosen, used = [], np.zeros(n, dtype=bool)
     per_creator: dict = {}
@@ -126,6 +142,8 @@ def _mmr_select(pdf: pd.DataFrame, size: int, creator_cap: int, lam: float, fres
                 sim = np.where(has_emb, emb @ emb[i], 0.0)
             else:
                 sim = np.zeros(n)
+            if cemb is not None and has_cemb[i]:
+                sim = np.maximum(sim, np.where(has_cemb, creator_weight * (cemb @ cemb[i]), 0.0))
             sim = np.maximum(sim, np.where(genres == genres[i], 0.5, 0.0))
             sim = np.maximum(sim, np.where(creators == creators[i], 1.0, 0.0))
             max_sim = np.maximum(max_sim, sim)
@@ -141,21 +159,22 @@ def _mmr_select(pdf: pd.DataFrame, size: int, creator_cap: int, lam: float, fres
 
 
 def select_playlists(cands: DataFrame, size: int = 30, creator_cap: int = 2, diversity_lambda: float = 0.8,
-                     fresh_share: float = 0.0, diversity: bool = True) -> DataFrame:
+                     fresh_share: float = 0.0, diversity: bool = True, creator_weight: float = 0.0) -> DataFrame:
     """Per-user greedy selection (see module doc). ``cands`` needs ``user_id, track_id, final_score,
-    channels, seed_track_id, creator_id, genre, is_fresh, is_backfill`` and optionally ``embedding``."""
+    channels, seed_track_id, creator_id, genre, is_fresh, is_backfill`` and optionally ``embedding``
+    and ``creator_embedding``."""
     fresh_min = int(math.ceil(size * fresh_share))
     cols = ["user_id", "track_id", "final_score", "channels", "seed_track_id", "creator_id", "genre",
-            "is_fresh", "is_backfill"] + (["embedding"] if "embedding" in cands.columns else [])
+            "is_fresh", "is_backfill"] + [c for c in ("embedding", "creator_embedding") if c in cands.columns]
 
     def fn(pdf: pd.DataFrame) -> pd.DataFrame:
-        return _mmr_select(pdf, size, creator_cap, diversity_lambda, fresh_min, diversity)
+        return _mmr_select(pdf, size, creator_cap, diversity_lambda, fresh_min, diversity, creator_weight)
 
     return cands.select(*cols).groupBy("user_id").applyInPandas(fn, SELECTED_SCHEMA)
 
 
 def _decorate(cands: DataFrame, tracks: DataFrame, week: dt.date, fresh_days: int,
-              embeddings: Optional[DataFrame]) -> DataFrame:
+              embeddings: Optional[DataFrame], creator_embeddings: Optional[DataFrame] = None) -> DataFrame:
     start = dt.datetime.combine(week, dt.time()) - dt.timedelta(days=fresh_days)
     meta = tracks.select("track_id", "creator_id", F.coalesce(F.col("genre"), F.lit("unknown")).alias("genre"),
                          (F.coalesce(F.col("created_at"), F.lit(dt.datetime(1970, 1, 1))) >= F.lit(start))
@@ -164,6 +183,10 @@ def _decorate(cands: DataFrame, tracks: DataFrame, week: dt.date, fresh_days: in
         "is_backfill", F.array_contains(F.col("channels"), BACKFILL) & (F.size("channels") == 1))
     if embeddings is not None:
         out = out.join(embeddings.select("track_id", "embedding"), "track_id", "left")
+    if creator_embeddings is not None:
+        ce = creator_embeddings.select("creator_id", F.col("embedding").alias("creator_embedding")) \
+            .dropDuplicates(["creator_id"])
+        out = out.join(F.broadcast(ce), "creator_id", "left")
     return out
 
 
@@ -171,7 +194,8 @@ def build_playlists(cands: DataFrame, users: DataFrame, heard: DataFrame, tracks
                     size: int = 30, creator_cap: int = 2, diversity_lambda: float = 0.8,
                     diversity: bool = True, fresh_share: float = 0.1, fresh_days: int = 14,
                     max_candidates: int = 150, embeddings: Optional[DataFrame] = None,
-                    backfill_pool: Optional[int] = None) -> DataFrame:
+                    backfill_pool: Optional[int] = None, creator_embeddings: Optional[DataFrame] = None,
+                    creator_weight: float = 0.8) -> DataFrame:
     """Exactly ``size`` tracks per user in ``users`` (fewer only if the catalog runs out).
 
     Parameters
@@ -184,6 +208,12 @@ def build_playlists(cands: DataFrame, users: DataFrame, heard: DataFrame, tracks
         Exclusion set and catalog (``creator_id``, ``genre``, ``created_at``, counts).
     embeddings : DataFrame, optional
         ``track_id, embedding`` for embedding-based diversity.
+    creator_embeddings : DataFrame, optional
+        ``creator_id, embedding`` (``aggregation.creators.for_diversity`` of the week's
+        ``creator_embeddings``) for creator-level diversity: two candidates are as similar as
+        ``creator_weight`` x the cosine of their creators' embeddings (at least).
+    creator_weight : float
+        Weight of the creator similarity in the MMR similarity (0 turns it off).
 
     Returns
     -------
@@ -202,8 +232,8 @@ def build_playlists(cands: DataFrame, users: DataFrame, heard: DataFrame, tracks
     pool = backfill_pool or 4 * size * max(creator_cap, 1)
     pool = min(pool, n_catalog)
     allc = eligible.unionByName(backfill_candidates(needy, tracks, heard, pool))
-    result = select_playlists(_decorate(allc, tracks, week, fresh_days, embeddings), size, creator_cap,
-                              diversity_lambda, fresh_share, diversity).persist()
+    result = select_playlists(_decorate(allc, tracks, week, fresh_days, embeddings, creator_embeddings), size,
+                              creator_cap, diversity_lambda, fresh_share, diversity, creator_weight).persist()
     while True:
         short = result.groupBy("user_id").agg(F.count("*").alias("n")).where(F.col("n") < size).select("user_id")
         missing = users.select("user_id").distinct().join(result.select("user_id").distinct(), "user_id", "left_anti")
@@ -217,8 +247,8 @@ def build_playlists(cands: DataFrame, users: DataFrame, heard: DataFrame, tracks
         pool = min(pool * 4, n_catalog)
         log.info("re-selecting %d short users with a back-fill pool of %d tracks", n_short, pool)
         redo_c = eligible.join(short, "user_id").unionByName(backfill_candidates(short, tracks, heard, pool))
-        redo = select_playlists(_decorate(redo_c, tracks, week, fresh_days, embeddings), size, creator_cap,
-                                diversity_lambda, fresh_share, diversity)
+        redo = select_playlists(_decorate(redo_c, tracks, week, fresh_days, embeddings, creator_embeddings), size,
+                                creator_cap, diversity_lambda, fresh_share, diversity, creator_weight)
         new_result = result.join(short, "user_id", "left_anti").unionByName(redo).persist()
         new_result.count()
         result.unpersist()

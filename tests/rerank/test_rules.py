@@ -84,6 +84,41 @@ def test_mmr_prefers_diverse_embeddings():
     assert list(diverse["track_id"]) == ["a", "c", "b"]
 
 
+def test_creator_embeddings_make_sound_alike_creators_near_duplicates(spark):
+    # a (creator ka) and b (creator kb) are by different creators whose pooled embeddings are almost
+    # identical; c (creator kc) is by a creator who sounds different. Different genres and no track
+    # embeddings: without creator embeddings nothing tells a and b apart from a and c.
+    tracks = _tracks(spark, [("a", "ka", "A", "g1", OLD, 10, 1, 1), ("b", "kb", "B", "g2", OLD, 10, 1, 1),
+                             ("c", "kc", "C", "g3", OLD, 10, 1, 1)])
+    cands = spark.createDataFrame([("u", "a", ["als"], 1.0, None), ("u", "b", ["als"], 0.95, None),
+                                   ("u", "c", ["als"], 0.9, None)], CANDS)
+    heard = spark.createDataFrame([], "user_id string, track_id string")
+    users = spark.createDataFrame([("u",)], "user_id string")
+    cemb = spark.createDataFrame([("ka", [1.0, 0.0, 0.0]), ("kb", [0.99, 0.1, 0.0]), ("kc", [0.0, 0.0, 1.0])],
+                                 "creator_id string, embedding array<float>")
+    kw = dict(size=2, creator_cap=1, diversity_lambda=0.5, fresh_share=0.0)
+    assert _playlist(build_playlists(cands, users, heard, tracks, W, **kw), "u") == ["a", "b"]
+    assert _playlist(build_playlists(cands, users, heard, tracks, W, creator_embeddings=cemb, **kw), "u") == ["a", "c"]
+    # when relevance dominates (lambda 1) the creator similarity does not matter
+    kw1 = dict(kw, diversity_lambda=1.0)
+    assert _playlist(build_playlists(cands, users, heard, tracks, W, creator_embeddings=cemb, **kw1), "u") == ["a", "b"]
+    # creator_weight 0 turns it off
+    assert _playlist(build_playlists(cands, users, heard, tracks, W, creator_embeddings=cemb, creator_weight=0.0,
+                                     **kw), "u") == ["a", "b"]
+
+
+def test_mmr_creator_similarity_is_weighted():
+    rows = [("u", "a", 1.0, ["als"], None, "ka", "g1", False, False, None, [1.0, 0.0]),
+            ("u", "b", 0.95, ["als"], None, "kb", "g2", False, False, None, [1.0, 0.05]),
+            ("u", "c", 0.9, ["als"], None, "kc", "g3", False, False, None, None)]   # kc: no creator embedding
+    pdf = pd.DataFrame(rows, columns=["user_id", "track_id", "final_score", "channels", "seed_track_id",
+                                      "creator_id", "genre", "is_fresh", "is_backfill", "embedding",
+                                      "creator_embedding"])
+    # relevance after scaling: a 1, b .5, c 0; lambda .5: b's objective .25 - .5 * w * ~1 vs c's 0
+    assert list(_mmr_select(pdf, 3, 5, 0.5, 0, True, creator_weight=0.8)["track_id"]) == ["a", "c", "b"]
+    assert list(_mmr_select(pdf, 3, 5, 0.5, 0, True, creator_weight=0.3)["track_id"]) == ["a", "b", "c"]
+
+
 def test_fresh_share_reserves_slots():
     rows = [("u", f"o{i}", 10.0 - i, ["als"], None, f"c{i}", "g", False, False, None) for i in range(4)]
     rows += [("u", "f1", 1.0, ["als"], None, "cf", "g", True, False, None)]
