@@ -6,7 +6,10 @@ mapping is turned into nested frozen dataclasses; an unknown key or a value of t
 fails with a :class:`ConfigError` that names the dotted key.
 
 Secrets never live in conf: a string value ``${ENV:NAME}`` is replaced by the environment
-variable ``NAME`` at load time (a missing variable is an error naming the key).
+variable ``NAME`` at load time (a missing variable is an error naming the key), and
+:func:`load_config` refuses a file or override holding a plaintext secret (a secret-like key such
+as ``password`` / ``*.secret.key`` with a literal value, or a value shaped like a known token;
+:mod:`recsys_spark.safety`).
 
 Examples
 --------
@@ -467,12 +470,22 @@ def load_config(
     Config
         The validated, frozen configuration.
     """
+    from .safety import find_plaintext_secrets
+
+    secrets: List[str] = []
     base_path = Path(base) if base else CONF_DIR / "base.yaml"
     data = _read_yaml(base_path) if base_path.exists() else {}
+    secrets += [f"{base_path}: {m}" for m in find_plaintext_secrets(data)]
     overlay = Path(path) if path else CONF_DIR / "local.yaml"
     if overlay.resolve() != base_path.resolve():
-        data = _deep_merge(data, _read_yaml(overlay))
+        over = _read_yaml(overlay)
+        secrets += [f"{overlay}: {m}" for m in find_plaintext_secrets(over)]
+        data = _deep_merge(data, over)
     for item in overrides:
         key, value = parse_override(item)
+        secrets += [f"override {m}" for m in find_plaintext_secrets({key: value})]
         _set_dotted(data, key, value)
+    if secrets:  # checked before the values are used or ${ENV:...} references resolved
+        raise ConfigError("plaintext secrets in the configuration; put them in the environment and write "
+                          "${ENV:NAME} (or a {{secrets/scope/key}} reference) instead:\n  " + "\n  ".join(secrets))
     return from_dict(data)

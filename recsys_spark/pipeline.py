@@ -42,7 +42,8 @@ from .config import REPO_ROOT, Config
 from .recall.popularity import popularity_candidates
 from .rerank import rules
 from .runlog import RunLog, new_run_id
-from .tables import Tables
+from .safety import _is_uri, safe_path
+from .tables import ConcurrentWriteError, Tables
 from .weeks import previous_weeks, require_monday
 
 log = logging.getLogger(__name__)
@@ -50,8 +51,11 @@ log = logging.getLogger(__name__)
 RECALL_CHANNELS = ("popular", "item_cf", "als", "content", "prompt")
 
 
-class ConcurrentRunError(RuntimeError):
-    """Another run of the same week committed first."""
+class ConcurrentRunError(ConcurrentWriteError):
+    """Another run of the same week committed ``discover_weekly`` after this run started.
+
+    The run claims week W's partition when it starts (:meth:`Tables.claim_partition`); its final
+    commit fails with this error if any other run committed W in between, and writes nothing."""
 
 
 @dataclass
@@ -94,10 +98,11 @@ def load_inputs(spark: SparkSession, tables: Tables, week: dt.date, last_n: int,
 
 
 def model_dir(cfg: Config, week: dt.date) -> str:
+    """``<storage.model_dir>/week=<W>``, refused when it resolves outside the model folder (a symlink)."""
     d = cfg.storage.model_dir
-    if not os.path.isabs(d) and "://" not in d:
+    if not os.path.isabs(d) and not _is_uri(d):
         d = str(REPO_ROOT / d)
-    return os.path.join(d, f"week={week.isoformat()}")
+    return safe_path(d, f"week={require_monday(week).isoformat()}")
 
 
 def completed_stages(tables: Tables, week: dt.date, config_hash: str) -> Dict[str, str]:
@@ -184,6 +189,8 @@ def run_weekly(spark: SparkSession, cfg: Config, week: dt.date, run_id: Optional
         log.info("week %s already has a successful run: nothing to do (--if-needed)", week)
         return WeeklyResult(run_id, week, 0, 0, 0, [], f"week {week} already complete; nothing done", True)
     tables.create_all()
+    # optimistic concurrency: what week W's playlist partition looks like as this run starts
+    claim = tables.claim_partition("discover_weekly", "week_start", week, owner=run_id)
     fp = cfg.fingerprint()
     done = completed_stages(tables, week, fp)
     runlog = RunLog(tables, run_id, week, "weekly", fp)
@@ -365,7 +372,7 @@ def run_weekly(spark: SparkSession, cfg: Config, week: dt.date, run_id: Optional
                     patience=dc.patience, seed=dc.seed, device=dc.device, min_count=dc.min_count,
                     max_rows=dc.max_train_rows, use_torch_distributor=dc.use_torch_distributor,
                     num_processes=dc.num_processes)
-                artifact.save(din_path)
+                artifact.save(din_path, root=mdir)
                 din_ready = True
                 st.rows_out = n_train
                 st.counts.update({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
@@ -439,16 +446,16 @@ def run_weekly(spark: SparkSession, cfg: Config, week: dt.date, run_id: Optional
             import threading
 
             threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGKILL)).start()
+        st.counts["claim_base_version"] = float(claim.base_version)
         try:
-            tables.replace_partition("discover_weekly", out, "week_start", week)
-        except Exception as exc:
-            if "Concurrent" in type(exc).__name__ or "Concurrent" in str(exc)[:500]:
-                raise ConcurrentRunError(
-                    f"another run of week {week} committed discover_weekly first; this run ({run_id}) wrote "
-                    f"nothing. The table holds the other run's complete playlist.") from exc
-            raise
+            version = tables.commit_partition(claim, out)
+        except ConcurrentWriteError as exc:
+            raise ConcurrentRunError(
+                f"another run of week {week} committed discover_weekly after this run ({run_id}) started; this "
+                f"run wrote nothing and the table holds the other run's complete week {week}. Rerun to replace "
+                f"it. ({exc})") from exc
         st.rows_out = n_rows
-        st.counts.update(users=n_users, short_users=n_short, table_version=float(tables.version("discover_weekly")))
+        st.counts.update(users=n_users, short_users=n_short, table_version=float(version))
         mix = playlists.select(F.explode("sources").alias("s")).groupBy("s").count().collect()  # <= 6 rows
         st.counts.update({f"source.{r['s']}": float(r["count"]) for r in mix})
 

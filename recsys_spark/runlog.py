@@ -12,12 +12,17 @@ Usage::
 Each stage appends one row (run_id, stage, status, timings, rows in/out, counts, skipped,
 message) when it ends, also when it fails (status ``failed`` with the error), so an operator can
 answer "what happened in last Monday's run?" from the table alone.
+
+Long stages show progress: while a stage runs, a heartbeat logs every ``progress_seconds``
+(default 60) how long it has been running and the Spark stages in flight with their task counts
+(``[run] stage rank running for 120s: spark stage 41 (3/8 tasks), stage 42 (0/8 tasks)``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 import time
 import traceback
 import uuid
@@ -53,12 +58,60 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
 
+def spark_progress(sc) -> str:
+    """``spark stage <id> (<done>/<total> tasks), ...`` for the Spark stages running now ('' when unknown)."""
+    if sc is None:
+        return ""
+    try:
+        tracker = sc.statusTracker()
+        parts = []
+        for sid in sorted(tracker.getActiveStageIds())[:4]:
+            info = tracker.getStageInfo(sid)
+            if info is not None:
+                parts.append(f"stage {sid} ({info.numCompletedTasks}/{info.numTasks} tasks)")
+        return ("spark " + ", ".join(parts)) if parts else "no Spark stage active"
+    except Exception:  # progress is best effort: never fail a run over it
+        return ""
+
+
+class _Heartbeat:
+    """Logs ``[run] stage X running for Ns: <spark progress>`` every ``interval`` seconds."""
+
+    def __init__(self, run_id: str, stage: str, interval: float, tables):
+        self.run_id, self.stage, self.interval = run_id, stage, interval
+        self.t0 = time.time()
+        self.sc = None
+        try:  # Spark Connect has no SparkContext: then the heartbeat shows the time only
+            self.sc = tables.spark.sparkContext if tables is not None else None
+        except Exception:
+            pass
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{stage}", daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            prog = spark_progress(self.sc)
+            log.info("[%s] stage %s running for %.0fs%s", self.run_id, self.stage, time.time() - self.t0,
+                     f": {prog}" if prog else "")
+
+    def __enter__(self) -> "_Heartbeat":
+        if self.interval and self.interval > 0:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
+
+
 class RunLog:
     """Records stages of one run into the ``runs`` table (and the Python log)."""
 
     def __init__(self, tables: Optional[Tables], run_id: str, week: Optional[dt.date], job: str = "weekly",
-                 config_hash: str = "", persist: bool = True):
+                 config_hash: str = "", persist: bool = True, progress_seconds: float = 60.0):
         self.tables = tables
+        self.progress_seconds = progress_seconds
         self.run_id = run_id
         self.week = week
         self.job = job
@@ -85,7 +138,8 @@ class RunLog:
         log.info("[%s] stage %s started", self.run_id, name)
         self._tag_jobs(name)
         try:
-            yield rec
+            with _Heartbeat(self.run_id, name, self.progress_seconds, self.tables):
+                yield rec
         except BaseException as exc:
             rec.status = "failed"
             rec.message = f"{type(exc).__name__}: {exc}"[:2000]

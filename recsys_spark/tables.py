@@ -9,13 +9,19 @@ partition column: a rerun replaces exactly that week and a crash leaves the prev
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import re
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
+
+from .safety import UnsafeValueError, _is_uri, safe_path, validate_identifier
+
+log = logging.getLogger(__name__)
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
@@ -226,9 +232,69 @@ ALL_TABLES: Dict[str, TableSpec] = {
 
 
 def register(spec: TableSpec) -> TableSpec:
-    """Add a table defined by another module (e.g. ``evaluation_runs``) to the registry."""
+    """Add a table defined by another module (e.g. ``evaluation_runs``) to the registry.
+
+    The name must be a plain identifier (it becomes a folder under the warehouse and a SQL name)."""
+    validate_identifier(spec.name, "table name")
     ALL_TABLES[spec.name] = spec
     return spec
+
+
+class ConcurrentWriteError(RuntimeError):
+    """Another writer committed the partition after this writer claimed it; this writer wrote nothing."""
+
+
+_CONCURRENT_NAMES = ("ConcurrentAppendException", "ConcurrentDeleteReadException", "ConcurrentDeleteDeleteException",
+                     "ConcurrentTransactionException", "ConcurrentWriteException", "MetadataChangedException",
+                     "ProtocolChangedException", "ConcurrentModificationException")
+
+
+def is_concurrent_modification(exc: BaseException) -> bool:
+    """True for Delta's optimistic-concurrency conflicts (``ConcurrentAppendException`` & co.),
+    whether raised as the Python class of ``delta.exceptions`` or as a wrapped JVM error."""
+    try:
+        from delta.exceptions import ConcurrentModificationException
+
+        if isinstance(exc, ConcurrentModificationException):
+            return True
+    except ImportError:  # pragma: no cover - delta-spark is a dependency
+        pass
+    text = f"{type(exc).__name__}: {str(exc)[:1000]}"
+    return any(n in text for n in _CONCURRENT_NAMES)
+
+
+@dataclass(frozen=True)
+class PartitionClaim:
+    """What a writer saw of one partition when it started: the base of an optimistic commit.
+
+    ``base_version`` is the Delta version of the latest *claimed* commit of the partition
+    (:meth:`Tables.commit_partition` tags its commits), or the earliest retained version - 1 when
+    there is none. :meth:`Tables.commit_partition` succeeds only if no claimed commit of the
+    partition happened after it; two writers holding claims on the same base can never both
+    commit.
+    """
+
+    table: str
+    conds: Tuple[Tuple[str, str], ...]
+    owner: str
+    base_version: int
+    base_owner: Optional[str] = None
+
+    @property
+    def tag(self) -> str:
+        """``userMetadata`` prefix of this partition's claimed commits."""
+        return "recsys-partition:" + self.table + ":" + ",".join(f"{c}={v}" for c, v in self.conds)
+
+    @property
+    def app_id(self) -> str:
+        """Delta idempotent-write id (``txnAppId``) of this partition."""
+        return self.tag
+
+    @property
+    def txn_version(self) -> int:
+        """Delta ``txnVersion`` of this claim's commit: Delta skips the write when a commit of the
+        same partition recorded a version >= this one (i.e. another holder of the same base)."""
+        return self.base_version + 1
 
 
 class Tables:
@@ -250,7 +316,11 @@ class Tables:
             raise ValueError(f"storage mode must be 'path' or 'catalog', got {mode!r}")
         self.spark = spark
         self.mode = mode
-        self.warehouse = os.path.abspath(warehouse)
+        if mode == "path":
+            # the warehouse is the root every table path must stay under, and it is quoted into
+            # ``delta.`<path>``` SQL references: no NUL / backtick / newline
+            safe_path(warehouse if _is_uri(warehouse) else os.path.abspath(warehouse), ".")
+        self.warehouse = warehouse.rstrip("/") if _is_uri(warehouse) else os.path.abspath(warehouse)
         for part, label in ((catalog, "catalog"), (schema, "schema")):
             if part and not _IDENT.match(part):
                 raise ValueError(f"invalid {label} identifier {part!r}")
@@ -273,7 +343,13 @@ class Tables:
         return ALL_TABLES[name]
 
     def path(self, name: str) -> str:
+        """``<warehouse>/<name>``; refused (:class:`~recsys_spark.safety.UnsafeValueError`) when the
+        name is not a plain identifier or the folder resolves outside the warehouse (a symlink)."""
         self.spec(name)
+        validate_identifier(name, "table name")
+        if _is_uri(self.warehouse):
+            return safe_path(self.warehouse, name)
+        safe_path(self.warehouse, name)  # raises when <warehouse>/<name> escapes through a symlink
         return os.path.join(self.warehouse, name)
 
     def qualified(self, name: str) -> str:
@@ -382,6 +458,93 @@ class Tables:
         predicate = " AND ".join(f"{c} = '{_literal(v)}'" for c, v in conds.items())
         writer = self._writer(name, df, "overwrite").option("replaceWhere", predicate)
         self._save(name, writer)
+
+    # -- optimistic partition commits ------------------------------------------------------------
+    def _partition_conds(self, name: str, column: str, value, more) -> Tuple[Tuple[str, str], ...]:
+        names = [f.name for f in self.spec(name).schema.fields]
+        conds = {column: value, **more}
+        for c in conds:
+            if c not in names:
+                raise ValueError(f"{name} has no column {c!r}")
+        return tuple((c, _literal(v)) for c, v in conds.items())
+
+    def partition_commits(self, claim: PartitionClaim) -> List[Tuple[int, str]]:
+        """``[(version, owner)]`` of the retained claimed commits of the claim's partition, newest first."""
+        tag = claim.tag
+        if not self.exists(claim.table):
+            return []
+        rows = (self.delta(claim.table).history().where(F.col("userMetadata").startswith(tag + ";owner="))
+                .select("version", "userMetadata").collect())  # a few rows per partition
+        out = [(int(r["version"]), r["userMetadata"][len(tag) + len(";owner="):]) for r in rows]
+        return sorted(out, reverse=True)
+
+    def claim_partition(self, name: str, column: str, value, owner: str, **more) -> PartitionClaim:
+        """Record what the partition ``column = value`` looks like now, for :meth:`commit_partition`.
+
+        Take the claim when the work that will produce the partition *starts* (a weekly run takes
+        it at run start): a commit of the same partition by anyone else after this point makes
+        this writer's :meth:`commit_partition` fail. Nothing is written and nothing is locked, so a
+        writer that dies leaves nothing to clean up.
+        """
+        conds = self._partition_conds(name, column, value, more)
+        self.create(name)
+        probe = PartitionClaim(name, conds, owner, -1)
+        commits = self.partition_commits(probe)
+        if commits:
+            base, base_owner = commits[0]
+        else:  # never claimed (or older than the retained log): below every retained version
+            base = int(self.delta(name).history().agg(F.min("version")).first()[0]) - 1
+            base_owner = None
+        return PartitionClaim(name, conds, owner, base, base_owner)
+
+    def commit_partition(self, claim: PartitionClaim, df: DataFrame) -> int:
+        """Replace the claimed partition by ``df`` in one atomic Delta commit, unless another writer
+        committed it since the claim was taken.
+
+        Three layers, so that of two writers holding claims on the same base exactly one commits:
+        (1) a check of the partition's claimed commits before writing (the common case: the other
+        run committed minutes ago); (2) the write carries Delta's ``txnAppId`` / ``txnVersion``
+        (``base + 1``), so Delta itself skips it, inside the transaction, when another holder of the
+        same base committed between the check and this commit; Delta's own conflict detection
+        (``ConcurrentAppendException`` & co.) covers two commits racing at the same instant; (3) the
+        commit is looked up afterwards and a skipped write is reported.
+
+        A claim commits once.
+
+        Returns
+        -------
+        int
+            The Delta version of the commit.
+
+        Raises
+        ------
+        ConcurrentWriteError
+            Another writer committed the partition after the claim; this writer wrote nothing.
+        """
+        def conflict(detail: str) -> ConcurrentWriteError:
+            return ConcurrentWriteError(
+                f"{claim.table} partition {dict(claim.conds)} was committed by another writer after "
+                f"{claim.owner} claimed it at version {claim.base_version}: {detail}; {claim.owner} wrote nothing")
+
+        newer = [(v, o) for v, o in self.partition_commits(claim) if v > claim.base_version]
+        if newer:
+            raise conflict(f"{newer[0][1]} committed version {newer[0][0]}")
+        predicate = " AND ".join(f"{c} = '{v}'" for c, v in claim.conds)
+        writer = (self._writer(claim.table, df, "overwrite").option("replaceWhere", predicate)
+                  .option("txnAppId", claim.app_id).option("txnVersion", str(claim.txn_version))
+                  .option("userMetadata", f"{claim.tag};owner={claim.owner}"))
+        try:
+            self._save(claim.table, writer)
+        except Exception as exc:
+            if is_concurrent_modification(exc):
+                raise conflict(f"Delta refused the commit ({type(exc).__name__})") from exc
+            raise
+        mine = [v for v, o in self.partition_commits(claim) if o == claim.owner and v > claim.base_version]
+        if not mine:
+            winner = self.partition_commits(claim)
+            raise conflict(f"Delta skipped this write (txnVersion {claim.txn_version} already committed"
+                           + (f" by {winner[0][1]} at version {winner[0][0]})" if winner else ")"))
+        return mine[0]
 
     def merge_insert_new(self, name: str, df: DataFrame, key: Sequence[str]) -> None:
         """Insert rows whose key is not in the table yet (idempotent ingestion).

@@ -56,3 +56,21 @@ def test_shipped_overlays_load(monkeypatch):
 def test_fingerprint_changes_with_config():
     assert load_config().fingerprint() == load_config().fingerprint()
     assert load_config().fingerprint() != load_config(overrides=["rerank.creator_cap=5"]).fingerprint()
+
+
+def test_plaintext_secrets_in_conf_are_refused_and_env_references_pass(monkeypatch, tmp_path):
+    leaky = tmp_path / "leaky.yaml"
+    leaky.write_text("spark:\n  extra:\n    spark.hadoop.fs.s3a.secret.key: hunter2\nstorage:\n  password: hunter2\n")
+    with pytest.raises(ConfigError, match=r"plaintext secrets") as info:
+        load_config(str(leaky))
+    msg = str(info.value)
+    assert f"{leaky}: spark.extra.spark.hadoop.fs.s3a.secret.key" in msg and f"{leaky}: storage.password" in msg
+    assert "hunter2" not in msg  # the secret itself is not echoed into logs
+    with pytest.raises(ConfigError, match=r"override spark.extra.spark.hadoop.fs.azure.account.key.acct"):
+        load_config(overrides=["spark.extra={'spark.hadoop.fs.azure.account.key.acct': 'c2VjcmV0'}"])
+    with pytest.raises(ConfigError, match="aws access key id"):
+        load_config(overrides=["storage.raw_dir=s3a://AKIAIOSFODNN7EXAMPLE@bucket/raw"])
+    ok = tmp_path / "ok.yaml"
+    ok.write_text("spark:\n  extra:\n    spark.hadoop.fs.s3a.secret.key: ${ENV:RECSYS_TEST_S3_SECRET}\n")
+    monkeypatch.setenv("RECSYS_TEST_S3_SECRET", "hunter2")
+    assert load_config(str(ok)).spark.extra["spark.hadoop.fs.s3a.secret.key"] == "hunter2"

@@ -108,3 +108,22 @@ def test_pickles_refused():
     for bad in ["/data/model.pkl", "x.PICKLE", "/m/est.joblib"]:
         with pytest.raises(UnsafeValueError):
             assert_not_pickle(bad)
+
+
+def test_model_dir_from_config_stays_under_the_model_root(tmp_path):
+    import datetime as dt
+
+    from recsys_spark.config import load_config
+    from recsys_spark.pipeline import model_dir
+
+    root = tmp_path / "models"
+    root.mkdir()
+    cfg = load_config(overrides=[f"storage.model_dir={root}"])
+    week = dt.date(2026, 11, 23)
+    assert model_dir(cfg, week) == os.path.join(os.path.realpath(root), "week=2026-11-23")
+    (tmp_path / "elsewhere").mkdir()
+    (root / "week=2026-11-30").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(UnsafeValueError, match="outside the allowed root"):
+        model_dir(cfg, dt.date(2026, 11, 30))
+    s3 = load_config(overrides=["storage.model_dir=s3a://bucket/models"])
+    assert model_dir(s3, week) == "s3a://bucket/models/week=2026-11-23"

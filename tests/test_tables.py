@@ -54,3 +54,141 @@ def test_names_and_validation(spark, tmp_path):
     with pytest.raises(ValueError, match="unsafe partition value"):
         t.replace_partition("discover_weekly", spark.createDataFrame([], ALL_TABLES["discover_weekly"].schema),
                             "week_start", "2026' OR '1'='1")
+
+
+# -- optimistic partition commits (two writers of the same week) --------------------------------
+
+W1, W2 = dt.date(2026, 11, 16), dt.date(2026, 11, 23)
+
+
+def _week_rows(tables, week):
+    return sorted(tuple(r) for r in tables.read("discover_weekly").where(F.col("week_start") == week)
+                  .select("user_id", "position", "run_id").collect())
+
+
+def test_second_writer_of_a_claimed_week_fails_and_the_first_writers_week_stays(spark, tables):
+    from recsys_spark.tables import ConcurrentWriteError
+
+    tables.replace_partition("discover_weekly", _dw_rows(spark, W1, ["old"], "r0"), "week_start", W1)
+    earlier = _week_rows(tables, W1)
+    a = tables.claim_partition("discover_weekly", "week_start", W2, owner="run-a")
+    b = tables.claim_partition("discover_weekly", "week_start", W2, owner="run-b")
+    assert a.base_version == b.base_version
+    # another week committed in between does not conflict with W2
+    tables.replace_partition("discover_weekly", _dw_rows(spark, W1, ["old"], "r0"), "week_start", W1)
+    v_b = tables.commit_partition(b, _dw_rows(spark, W2, ["x", "y"], "run-b"))
+    assert v_b == tables.version("discover_weekly")
+    with pytest.raises(ConcurrentWriteError, match=r"run-b committed version .*run-a wrote nothing"):
+        tables.commit_partition(a, _dw_rows(spark, W2, ["x", "y", "z"], "run-a"))
+    assert _week_rows(tables, W2) == [("x", 1, "run-b"), ("x", 2, "run-b"), ("y", 1, "run-b"), ("y", 2, "run-b")]
+    assert _week_rows(tables, W1) == earlier
+    assert tables.version("discover_weekly") == v_b
+    # a run that starts after B committed (a rerun) is not blocked, nor is it by a claim that never committed
+    tables.claim_partition("discover_weekly", "week_start", W2, owner="killed-run")
+    c = tables.claim_partition("discover_weekly", "week_start", W2, owner="run-c")
+    assert c.base_version == v_b and c.base_owner == "run-b"
+    tables.commit_partition(c, _dw_rows(spark, W2, ["z"], "run-c"))
+    assert _week_rows(tables, W2) == [("z", 1, "run-c"), ("z", 2, "run-c")]
+
+
+def test_commit_between_check_and_write_is_caught_by_delta_txn(spark, tables, monkeypatch):
+    """B commits after A's pre-commit check passed: Delta's txnAppId/txnVersion skips A's write."""
+    from recsys_spark.tables import ConcurrentWriteError, Tables
+
+    a = tables.claim_partition("discover_weekly", "week_start", W2, owner="run-a")
+    b = tables.claim_partition("discover_weekly", "week_start", W2, owner="run-b")
+    real = Tables.partition_commits
+    calls = {"n": 0}
+
+    def stale_first_look(self, claim):
+        calls["n"] += 1
+        if claim.owner == "run-a" and calls["n"] == 1:  # A's pre-check: B not committed yet ...
+            out = real(self, claim)
+            tables.commit_partition(b, _dw_rows(spark, W2, ["b"], "run-b"))  # ... and B commits right after
+            return out
+        return real(self, claim)
+
+    monkeypatch.setattr(Tables, "partition_commits", stale_first_look)
+    with pytest.raises(ConcurrentWriteError, match="Delta skipped this write"):
+        tables.commit_partition(a, _dw_rows(spark, W2, ["a"], "run-a"))
+    assert _week_rows(tables, W2) == [("b", 1, "run-b"), ("b", 2, "run-b")]
+
+
+def test_two_writers_racing_exactly_one_commits(spark, tables):
+    import threading
+
+    from recsys_spark.tables import ConcurrentWriteError
+
+    tables.replace_partition("discover_weekly", _dw_rows(spark, W1, ["old"], "r0"), "week_start", W1)
+    claims = {o: tables.claim_partition("discover_weekly", "week_start", W2, owner=o) for o in ("t1", "t2")}
+    frames = {o: _dw_rows(spark, W2, [f"{o}-u1", f"{o}-u2"], o) for o in claims}
+    gate, results = threading.Barrier(2), {}
+
+    def go(owner):
+        gate.wait()
+        try:
+            results[owner] = tables.commit_partition(claims[owner], frames[owner])
+        except ConcurrentWriteError as exc:
+            results[owner] = exc
+
+    threads = [threading.Thread(target=go, args=(o,)) for o in claims]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    winners = [o for o, r in results.items() if isinstance(r, int)]
+    losers = [o for o, r in results.items() if isinstance(r, ConcurrentWriteError)]
+    assert len(winners) == 1 and len(losers) == 1, results
+    w = winners[0]
+    assert _week_rows(tables, W2) == sorted((f"{w}-u{i}", p, w) for i in (1, 2) for p in (1, 2))
+    assert [r[0] for r in _week_rows(tables, W1)] == ["old", "old"]
+
+
+def test_delta_concurrent_exceptions_map_to_concurrent_write_error(spark, tables, monkeypatch):
+    from delta.exceptions import ConcurrentAppendException
+
+    from recsys_spark.tables import ConcurrentWriteError, Tables
+
+    a = tables.claim_partition("discover_weekly", "week_start", W2, owner="run-a")
+
+    def boom(self, name, writer):
+        raise ConcurrentAppendException("Files were added to partition [week_start=2026-11-23] by a concurrent update")
+
+    monkeypatch.setattr(Tables, "_save", boom)
+    with pytest.raises(ConcurrentWriteError, match="ConcurrentAppendException") as info:
+        tables.commit_partition(a, _dw_rows(spark, W2, ["a"], "run-a"))
+    assert isinstance(info.value.__cause__, ConcurrentAppendException)
+    monkeypatch.setattr(Tables, "_save", lambda self, name, writer: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError, match="disk full"):  # other errors are not disguised as conflicts
+        tables.commit_partition(a, _dw_rows(spark, W2, ["a"], "run-a"))
+
+
+# -- path safety ---------------------------------------------------------------------------------
+
+def test_table_paths_stay_under_the_warehouse(spark, tmp_path):
+    from recsys_spark.safety import UnsafeValueError
+    from recsys_spark.tables import TableSpec, register
+
+    wh = tmp_path / "wh"
+    t = Tables(spark, warehouse=str(wh))
+    wh.mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (wh / "tracks").symlink_to(tmp_path / "elsewhere")  # a table folder planted as a link out of the warehouse
+    with pytest.raises(UnsafeValueError, match="outside the allowed root"):
+        t.path("tracks")
+    with pytest.raises(UnsafeValueError, match="outside the allowed root"):
+        t.read("tracks")
+    assert t.path("runs") == str(wh / "runs")
+    # the warehouse is quoted into delta.`<path>` SQL: characters that would break out are refused
+    for bad in [str(tmp_path / "wh`; DROP TABLE x; --"), str(tmp_path / "wh\nx")]:
+        with pytest.raises(UnsafeValueError, match="forbidden character"):
+            Tables(spark, warehouse=bad)
+    # a table registered by another module must have a plain name (it becomes a folder and a SQL name)
+    for bad in ["../../etc", "/etc/passwd", "x; DROP TABLE runs"]:
+        with pytest.raises(UnsafeValueError, match="invalid table name"):
+            register(TableSpec(bad, ALL_TABLES["runs"].schema, key=("run_id",)))
+        assert bad not in ALL_TABLES
+    # URIs stay URIs (no local abspath), and table paths stay under them
+    s3 = Tables(spark, warehouse="s3a://bucket/recsys/wh/")
+    assert s3.path("runs") == "s3a://bucket/recsys/wh/runs"
+    assert s3.qualified("runs") == "delta.`s3a://bucket/recsys/wh/runs`"

@@ -404,9 +404,23 @@ def fit(model: DIN, train: Batchable, valid: Optional[Batchable] = None, epochs:
 # --------------------------------------------------------------------------------------------
 
 
-def save(path: str, model: DIN, vocab: Sequence[str], metrics: Optional[dict] = None) -> None:
+def _checked(path: str, root: Optional[str]) -> str:
+    """``path`` itself, or (when ``root`` is given) ``path`` checked to resolve under ``root``."""
+    if root is None:
+        return path
+    from ..safety import safe_path  # no Spark; plain path checks
+
+    return safe_path(root, path)
+
+
+def save(path: str, model: DIN, vocab: Sequence[str], metrics: Optional[dict] = None,
+         root: Optional[str] = None) -> None:
     """Write ``din_state.pt`` (state_dict), ``din_config.json``, ``vocab.json`` (ordered ids:
-    position ``i`` has vocabulary index ``i + 2``) and ``metrics.json`` into folder ``path``."""
+    position ``i`` has vocabulary index ``i + 2``) and ``metrics.json`` into folder ``path``.
+
+    ``root`` (the model folder from config): refuse a ``path`` that resolves outside it
+    (:class:`~recsys_spark.safety.UnsafeValueError`)."""
+    path = _checked(path, root)
     os.makedirs(path, exist_ok=True)
     if len(vocab) != model.config.n_items:
         raise ValueError(f"vocab has {len(vocab)} ids but the model has {model.config.n_items} items")
@@ -420,8 +434,13 @@ def save(path: str, model: DIN, vocab: Sequence[str], metrics: Optional[dict] = 
             json.dump(metrics, fh, indent=1, sort_keys=True, default=float)
 
 
-def load(path: str, device: Optional[torch.device] = None) -> Tuple[DIN, Dict[str, int]]:
-    """Load a saved DIN (weights with ``weights_only=True``) and its ``{track_id: index}`` map."""
+def load(path: str, device: Optional[torch.device] = None, root: Optional[str] = None) -> Tuple[DIN, Dict[str, int]]:
+    """Load a saved DIN (weights with ``weights_only=True``) and its ``{track_id: index}`` map.
+
+    No code is executed on load: the weights file is read by torch's restricted unpickler
+    (tensors and containers only; anything else raises ``pickle.UnpicklingError``), the rest is
+    JSON. ``root``: refuse a ``path`` that resolves outside that folder."""
+    path = _checked(path, root)
     with open(os.path.join(path, CONFIG_FILE)) as fh:
         config = DINConfig.from_json(fh.read())
     state = torch.load(os.path.join(path, STATE_FILE), map_location="cpu", weights_only=True)

@@ -231,14 +231,17 @@ class DINArtifact:
     def state_dict(self):
         return self.model.state_dict()
 
-    def save(self, path: str) -> str:
-        """``din_state.pt`` (torch.save of the state_dict) + JSON config / vocab / metrics."""
-        D.save(path, self.model, self.vocab, self.metrics)
+    def save(self, path: str, root: Optional[str] = None) -> str:
+        """``din_state.pt`` (torch.save of the state_dict) + JSON config / vocab / metrics.
+
+        ``root`` (the model folder from config): refuse a ``path`` resolving outside it."""
+        D.save(path, self.model, self.vocab, self.metrics, root=root)
         return path
 
     @classmethod
-    def load(cls, path: str) -> "DINArtifact":
-        model, vocab = D.load(path)
+    def load(cls, path: str, root: Optional[str] = None) -> "DINArtifact":
+        """Load without executing code (``weights_only=True`` + JSON); ``root`` as in :meth:`save`."""
+        model, vocab = D.load(path, root=root)
         metrics = {}
         mp = os.path.join(path, D.METRICS_FILE)
         if os.path.exists(mp):

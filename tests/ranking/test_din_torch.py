@@ -117,3 +117,46 @@ def test_save_load_roundtrip(tmp_path):
     hist, cand = torch.tensor([[2, 3, 0, 0]]), torch.tensor([4])
     assert torch.allclose(m(hist, cand), m2(hist, cand))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["din_config.json", "din_state.pt", "metrics.json", "vocab.json"]
+
+
+class _Payload:
+    """Unpickling this runs code (writes a marker file): what a tampered model file would do."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_load_executes_no_code_from_a_tampered_weights_file(tmp_path):
+    import pickle
+
+    m = _model(n_items=3).eval()
+    model_dir = tmp_path / "din"
+    D.save(str(model_dir), m, ["t1", "t2", "t3"])
+    marker = tmp_path / "pwned"
+    state = {k: v for k, v in m.state_dict().items()}
+    state["evil"] = _Payload(str(marker))
+    torch.save(state, str(model_dir / D.STATE_FILE))
+    with pytest.raises(pickle.UnpicklingError, match="[Ww]eights only"):
+        D.load(str(model_dir))
+    assert not marker.exists()
+
+
+def test_save_and_load_stay_under_the_model_root(tmp_path):
+    from recsys_spark.safety import UnsafeValueError
+
+    root = tmp_path / "models"
+    m = _model(n_items=3).eval()
+    D.save(str(root / "week=2026-11-23" / "din"), m, ["t1", "t2", "t3"], root=str(root))
+    _, vocab = D.load(str(root / "week=2026-11-23" / "din"), root=str(root))
+    assert vocab == {"t1": 2, "t2": 3, "t3": 4}
+    for bad in [str(root / ".." / "elsewhere"), "/tmp/din", "../din"]:
+        with pytest.raises(UnsafeValueError, match="outside the allowed root"):
+            D.save(bad, m, ["t1", "t2", "t3"], root=str(root))
+    (tmp_path / "outside").mkdir()
+    D.save(str(tmp_path / "outside"), m, ["t1", "t2", "t3"])
+    (root / "week=2026-11-30").symlink_to(tmp_path / "outside")  # a planted link out of the model folder
+    with pytest.raises(UnsafeValueError, match="outside the allowed root"):
+        D.load(str(root / "week=2026-11-30"), root=str(root))
