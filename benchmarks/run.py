@@ -18,7 +18,7 @@ def main(argv=None) -> int:
     suites = sorted(f[len("suite_"):-3] for f in os.listdir(HERE) if f.startswith("suite_") and f.endswith(".py"))
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--suite", required=True, choices=suites)
-    p.add_argument("--size", default="S", choices=["S", "M", "L"])
+    p.add_argument("--size", default="S", choices=["XS", "S", "M", "L"])
     p.add_argument("--out", default=os.path.join(HERE, "results"))
     args, rest = p.parse_known_args(argv)
     args.extra = rest

@@ -13,7 +13,10 @@ really retains: this is the figure that must stay flat as users grow), and the d
 process' peak RSS; plus the peak memory metrics Spark reports for the (local) executor.
 Results: ``benchmarks/results/pipeline_<size>.json``.
 
-``--prepare-only`` generates and ingests the platform into the cache and stops.
+``--prepare-only`` generates and ingests the platform into the cache (and back-fills the
+embeddings of everything created before W-7, timed and cached, so the measured Monday embeds
+one week of new tracks and prompts as in production) and stops. ``--cold`` skips that back-fill
+(the measured run then embeds the whole catalog).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import time
 import urllib.request
 
 SIZES = {
+    "XS": dict(n_users=2_000, n_tracks=1_500, n_creators=300),   # a smoke run of the harness
     "S": dict(n_users=10_000, n_tracks=5_000, n_creators=1_000),
     "M": dict(n_users=100_000, n_tracks=30_000, n_creators=6_000),
     "L": dict(n_users=1_000_000, n_tracks=100_000, n_creators=20_000),
@@ -150,9 +154,30 @@ def main(args) -> int:
         ingest = {k: {"read": r.read, "loaded": r.loaded, "quarantined": r.quarantined, "seconds": r.seconds}
                   for k, r in reps.items()}
         ingest["seconds"] = round(time.time() - t0, 1)
+    # Steady state: the Mondays before W already embedded the catalog and the prompts written
+    # before W-7 (the embed stage is incremental), so the measured run embeds one week's new
+    # tracks and prompts, as every Monday does. The back-fill is timed once and cached.
+    backfill = {}
+    marker = os.path.join(cache, "_EMBEDDINGS_BACKFILLED.json")
+    if cfg.embeddings.enabled and "--cold" not in (getattr(args, "extra", []) or []):
+        if os.path.exists(marker):
+            with open(marker) as fh:
+                backfill = json.load(fh)
+        else:
+            from recsys_spark.embeddings.clap import EncoderSpec
+            from recsys_spark.embeddings.jobs import run_embedding_stage
+
+            t0 = time.time()
+            as_of = dt.datetime.combine(WEEK - dt.timedelta(days=7), dt.time())
+            ec = cfg.embeddings
+            backfill = run_embedding_stage(spark, tables, EncoderSpec.from_conf(ec), batch_size=ec.batch_size,
+                                           run_id="bench-backfill", as_of=as_of)
+            backfill = {**backfill, "as_of": as_of.isoformat(), "seconds": round(time.time() - t0, 1)}
+            with open(marker, "w") as fh:
+                json.dump(backfill, fh, indent=1)
     if "--prepare-only" in (getattr(args, "extra", []) or []):
         print(json.dumps({"size": args.size, "platform": counts, "generate_seconds": round(gen_s, 1),
-                          "ingest": ingest}, indent=1, default=str))
+                          "ingest": ingest, "embedding_backfill": backfill}, indent=1, default=str))
         return 0
     sampler = JvmMemorySampler(spark)
     sampler.start()
@@ -167,7 +192,7 @@ def main(args) -> int:
                "rows_out": r["rows_out"], "skipped": r["skipped"], **per.get(r["stage"], {})} for r in runs]
     out = {
         "suite": "pipeline", "size": args.size, "platform": {**size, **counts}, "generate_seconds": round(gen_s, 1),
-        "ingest": ingest, "weekly_seconds": round(wall, 1), "users": res.users, "rows": res.rows,
+        "ingest": ingest, "embedding_backfill": backfill, "weekly_seconds": round(wall, 1), "users": res.users, "rows": res.rows,
         "short_users": res.short_users, "stages": stages,
         "peak_driver_jvm_heap_mb": round(sampler.peak / 2**20, 1),
         "peak_driver_jvm_live_heap_after_gc_mb": round(sampler.peak_live / 2**20, 1),

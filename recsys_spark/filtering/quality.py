@@ -177,7 +177,9 @@ def apply_quality_filter(
         The input columns plus ``quality double``, restricted to the kept rows.
     """
     q = quality_df.select("track_id", F.col("quality").cast("double").alias("_q"))
-    cand = candidates_df.drop("quality").join(q, "track_id", "left").withColumn(
+    # the quality table has one row per catalog track: broadcast it, so the candidates (many rows
+    # per popular track) are not shuffled by track, which skews, and keep their user partitioning
+    cand = candidates_df.drop("quality").join(F.broadcast(q), "track_id", "left").withColumn(
         "quality", F.coalesce(F.col("_q"), F.lit(float(default_quality)))).drop("_q")
     passed = F.col("quality") >= F.lit(float(threshold))
     by_user = Window.partitionBy("user_id")

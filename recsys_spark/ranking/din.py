@@ -217,6 +217,49 @@ class DIN(nn.Module):
         return (logit, w) if return_attention else logit
 
 
+    @torch.no_grad()
+    def grouped_logits(self, hist_idx: torch.Tensor, cand_idx: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
+        """Click logits of many candidates per user, computing each user's history once.
+
+        Equal to ``forward(hist_idx[owner], cand_idx)`` (to float rounding) but cheaper at
+        scoring time: the history item vectors and the history/difference terms of the
+        activation unit's first layer are computed per *user*, not per candidate; only the
+        ``h * c`` term is per (candidate, history position). That term's weights are applied as
+        ``h @ (W_p * c)`` (one small matmul per candidate) instead of concatenating
+        ``[h, c, h - c, h * c]``.
+
+        Parameters
+        ----------
+        hist_idx : LongTensor [U, L]
+            Each user's history (0 = padding).
+        cand_idx : LongTensor [N]
+            Candidates of all users.
+        owner : LongTensor [N]
+            Row of ``hist_idx`` each candidate belongs to.
+        """
+        if self.config.n_user_features > 0:
+            raise ValueError("grouped scoring does not take user features; use forward()")
+        first = self.attention.mlp[0]
+        d = self.config.item_dim
+        w = first.weight                                       # H, 4D
+        w_h, w_c, w_d, w_p = w[:, :d], w[:, d:2 * d], w[:, 2 * d:3 * d], w[:, 3 * d:]
+        mask = (hist_idx != PAD)
+        hu = self.item(hist_idx) * mask.unsqueeze(-1).float()    # U, L, D (padding rows zero)
+        h_part = hu @ (w_h + w_d).T + first.bias                 # U, L, H   once per user
+        c = self.item(cand_idx)                                  # N, D
+        c_part = c @ (w_c - w_d).T                               # N, H
+        h = hu[owner]                                            # N, L, D
+        x = h_part[owner] + c_part.unsqueeze(1) + (h * c.unsqueeze(1)) @ w_p.T
+        raw = self.attention.mlp[1:](x).squeeze(-1)              # N, L
+        m = mask[owner]
+        if self.config.softmax_attention:
+            wts = torch.nan_to_num(torch.softmax(raw.masked_fill(~m, float("-inf")), dim=1), nan=0.0)
+        else:
+            wts = raw * m.float()
+        interest = torch.bmm(wts.unsqueeze(1), h).squeeze(1)     # N, D
+        return self.out(torch.cat([interest, c, interest * c], dim=-1)).squeeze(-1)
+
+
 # --------------------------------------------------------------------------------------------
 # Encoding helpers (pure python / numpy; shared by training and the Spark scoring UDF)
 # --------------------------------------------------------------------------------------------
@@ -315,6 +358,28 @@ def predict(model: DIN, data: Batchable, batch_size: int = 4096,
         sl = slice(start, start + batch_size)
         h, c, u = data.tensors(sl, device)
         out[sl] = torch.sigmoid(model(h, c, u)).double().cpu().numpy()
+    return out
+
+
+@torch.no_grad()
+def predict_grouped(model: DIN, hist: np.ndarray, cand: np.ndarray, owner: np.ndarray, batch_size: int = 4096,
+                    device: Optional[torch.device] = None) -> np.ndarray:
+    """Click probabilities for candidates grouped by user (see :meth:`DIN.grouped_logits`).
+
+    ``hist`` [U, L] history indices, ``cand`` [N] candidate indices, ``owner`` [N] the row of
+    ``hist`` of each candidate. Candidates are processed ``batch_size`` at a time.
+    """
+    device = device or next(model.parameters()).device
+    model.eval()
+    out = np.empty(len(cand), dtype=np.float64)
+    h = torch.as_tensor(hist, device=device)
+    for start in range(0, len(cand), batch_size):
+        sl = slice(start, start + batch_size)
+        o = torch.as_tensor(owner[sl], device=device)
+        lo = int(o.min()) if len(o) else 0
+        hi = int(o.max()) + 1 if len(o) else 0
+        logits = model.grouped_logits(h[lo:hi], torch.as_tensor(cand[sl], device=device), o - lo)
+        out[sl] = torch.sigmoid(logits).double().cpu().numpy()
     return out
 
 

@@ -22,9 +22,10 @@ Training (:func:`train_din`)
     stopping; its AUC / log-loss are returned for the ``runs`` table.
 
 Scoring (:func:`score_candidates`)
-    ``mapInPandas`` with an iterator function: the model (``torch.load(weights_only=True)``) and
-    its vocabulary are loaded once per Python worker process and cached; CUDA is used when the
-    executor has it.
+    ``mapInPandas`` with an iterator function over one row per user (the user's candidates and
+    history): the model (``torch.load(weights_only=True)``) and its vocabulary are loaded once per
+    Python worker process and cached; each user's history is encoded and embedded once
+    (:meth:`DIN.grouped_logits`); CUDA is used when the executor has it.
 """
 
 from __future__ import annotations
@@ -537,19 +538,29 @@ def score_candidates(
         log.warning("score_candidates: track_features_df is ignored; content comes from the model")
     with open(os.path.join(model_path, D.CONFIG_FILE)) as fh:
         max_history = D.DINConfig.from_json(fh.read()).max_history
-    hist = _history_arrays(seeds_df, max_history).withColumnRenamed("hist_track_ids", "_din_hist")
-    joined = candidates_df.join(hist, "user_id", "left")
-    out_schema = T.StructType(candidates_df.schema.fields + [T.StructField(output_col, T.DoubleType(), True)])
-    cols = candidates_df.columns
+    # One row per user: the history travels (and is encoded, and run through the history half of
+    # the model) once per user instead of once per candidate.
+    per_user = (candidates_df.groupBy("user_id")
+                .agg(F.array_sort(F.collect_set("track_id")).alias("_din_cands"))
+                .join(_history_arrays(seeds_df, max_history).withColumnRenamed("hist_track_ids", "_din_hist"),
+                      "user_id", "left"))
+    out_schema = T.StructType([T.StructField("user_id", T.StringType(), False),
+                               T.StructField("track_id", T.StringType(), False),
+                               T.StructField(output_col, T.DoubleType(), True)])
     path = os.path.abspath(model_path)
 
     def _score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         model, vocab, _ = _cached_model(path, device)
         for pdf in batches:
-            scores = score_pandas(pdf, model, vocab, batch_size, hist_col="_din_hist")
-            out = pdf[cols].copy()
-            out[output_col] = scores
-            yield out
+            cands = [np.asarray(c, dtype=object) for c in pdf["_din_cands"]]
+            sizes = np.fromiter((len(c) for c in cands), dtype=np.int64, count=len(cands))
+            flat = np.concatenate(cands) if len(cands) else np.empty(0, dtype=object)
+            hist = D.encode_histories(list(pdf["_din_hist"]), vocab, max_history)
+            owner = np.repeat(np.arange(len(pdf), dtype=np.int64), sizes)
+            scores = D.predict_grouped(model, hist, D.encode_ids(flat, vocab), owner, batch_size)
+            yield pd.DataFrame({"user_id": np.repeat(pdf["user_id"].to_numpy(), sizes), "track_id": flat,
+                                output_col: scores})
 
-    log.info("DIN scoring defined (model %s, device %s)", model_path, device)
-    return joined.mapInPandas(_score, schema=out_schema)
+    log.info("DIN scoring defined (model %s, device %s, grouped by user)", model_path, device)
+    scores = per_user.mapInPandas(_score, schema=out_schema)
+    return candidates_df.join(scores, ["user_id", "track_id"], "left")

@@ -39,6 +39,7 @@ def fuse(
     method: str = "rank",
     rrf_k: float = 60.0,
     default_weight: float = 0.0,
+    num_partitions: int = 0,
 ) -> DataFrame:
     """Combine per-channel candidates into one row per (user, track).
 
@@ -53,6 +54,9 @@ def fuse(
     method : {"rank", "minmax"}
     rrf_k : float
         Reciprocal-rank constant (``method="rank"``).
+    num_partitions : int
+        When > 0, hash-partition the candidates by ``user_id`` into this many partitions first
+        (the weekly job does, so that the per-user steps after fusion need no further shuffle).
 
     Returns
     -------
@@ -79,9 +83,17 @@ def fuse(
         lo, hi = F.min("score").over(uc), F.max("score").over(uc)
         scaled = F.when(hi > lo, (F.col("score") - lo) / (hi - lo)).otherwise(F.lit(1.0))
         c = c.withColumn("contrib", F.col("w") * scaled)
-    # a channel may (wrongly) emit a track twice: keep its best rank
-    best = Window.partitionBy("user_id", "track_id", "channel").orderBy(F.col("rank"), F.col("score").desc())
-    c = c.withColumn("_r", F.row_number().over(best)).where(F.col("_r") == 1).drop("_r")
+    # Everything below is keyed by user: one shuffle by user_id here serves both aggregations
+    # (and the per-user windows of the quality filter, pre-ranking and final score downstream)
+    # instead of a sort for the de-duplication window plus a shuffle per aggregation.
+    if num_partitions:
+        c = c.repartition(int(num_partitions), "user_id")
+    # a channel may (wrongly) emit a track twice: keep its best rank (then best score)
+    c = (c.groupBy("user_id", "track_id", "channel")
+         .agg(F.min(F.struct(F.col("rank"), (-F.col("score")).alias("neg"), F.col("seed_track_id").alias("seed"),
+                             F.col("w"), F.col("contrib"))).alias("_b"))
+         .select("user_id", "track_id", "channel", F.col("_b.rank").alias("rank"), F.col("_b.w").alias("w"),
+                 F.col("_b.contrib").alias("contrib"), F.col("_b.seed").alias("seed_track_id")))
 
     seed_struct = F.struct(
         (-F.col("w")).alias("a"), F.col("rank").alias("b"), F.col("channel").alias("c"),

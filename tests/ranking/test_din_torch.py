@@ -160,3 +160,26 @@ def test_save_and_load_stay_under_the_model_root(tmp_path):
     (root / "week=2026-11-30").symlink_to(tmp_path / "outside")  # a planted link out of the model folder
     with pytest.raises(UnsafeValueError, match="outside the allowed root"):
         D.load(str(root / "week=2026-11-30"), root=str(root))
+
+
+@pytest.mark.parametrize("softmax,content_dim", [(False, 0), (False, 16), (True, 16)])
+def test_grouped_scoring_equals_forward_per_candidate(softmax, content_dim):
+    # scoring computes each user's history once; it must equal forward() on per-candidate rows
+    cfg = D.DINConfig(n_items=50, n_id_items=40, embedding_dim=8, content_dim=content_dim,
+                      attention_hidden=[16, 8], mlp_hidden=[16], softmax_attention=softmax, max_history=6)
+    torch.manual_seed(0)
+    content = torch.randn(50 + D.N_SPECIAL, content_dim) if content_dim else None
+    if content is not None:
+        content[D.PAD] = 0
+    model = D.DIN(cfg, content).eval()
+    g = np.random.default_rng(1)
+    hist = g.integers(1, 50 + D.N_SPECIAL, size=(4, 6))
+    hist[1, 3:] = D.PAD                      # a short history
+    hist[2, :] = D.PAD                       # a user without history
+    owner = np.sort(g.integers(0, 4, size=37))
+    cand = g.integers(1, 50 + D.N_SPECIAL, size=37)
+    with torch.no_grad():
+        direct = torch.sigmoid(model(torch.as_tensor(hist[owner]), torch.as_tensor(cand))).numpy()
+    grouped = D.predict_grouped(model, hist, cand, owner, batch_size=5)   # batches split users
+    np.testing.assert_allclose(grouped, direct, atol=1e-6)
+    assert np.ptp(grouped) > 1e-3            # not a constant
