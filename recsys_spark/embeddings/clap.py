@@ -393,25 +393,91 @@ class ClapEncoder:
         return l2_normalize(out), counts
 
     # -- text --------------------------------------------------------------------------------------
-    @torch.no_grad()
-    def embed_text(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        """Embed texts -> ``(n, 512)`` float32, L2-normalised."""
+    def tokenize(self, texts: Sequence[str]):
+        """Token ids padded to the full context (77): a ``LongTensor`` (transformer) or a dict with
+        ``input_ids`` / ``attention_mask`` (roberta). This is the reference input of the text tower."""
         if self._tokenizer is None:
             raise CheckpointError("pretrained roberta text branch without tokenizer files: set "
                                   "embeddings.tokenizer_path to a folder with roberta-base vocab.json/merges.txt")
-        out = []
-        for i in range(0, len(texts), max(1, batch_size)):
-            chunk = list(texts[i:i + max(1, batch_size)])
-            tok = self._tokenizer(chunk)
-            if isinstance(tok, torch.Tensor):  # transformer branch takes a tensor
-                emb = self.model.encode_text(tok.to(self.device), device=self.device)
-                emb = torch.nn.functional.normalize(emb, dim=-1)
+        return self._tokenizer(list(texts))
+
+    def _encode_transformer(self, ids: torch.Tensor) -> torch.Tensor:
+        """laion-clap's ``encode_text`` for the CLIP-style tower on ``ids`` cut to ``(n, L)``, L <= 77.
+
+        The tower is causal and its output is read at the EOT (argmax) position, so the tokens after
+        each row's EOT cannot change that row's output: the positional embedding and the causal mask
+        are sliced to ``L`` instead of padding to the full context (same vectors, ~77/L less work).
+        """
+        m = self.model
+        n_ctx = ids.shape[1]
+        x = m.token_embedding(ids) + m.positional_embedding[:n_ctx]
+        x = x.permute(1, 0, 2)  # NLD -> LND
+        x = m.text_branch(x, attn_mask=m.attn_mask[:n_ctx, :n_ctx])
+        x = x.permute(1, 0, 2)
+        eot = ids.argmax(dim=-1)
+        x = m.ln_final(x[torch.arange(x.shape[0], device=x.device), eot])  # row-wise: only EOT rows needed
+        return m.text_projection(x)
+
+    def _embed_token_batch(self, tok, idx: torch.Tensor, length: Optional[int]) -> torch.Tensor:
+        """Normalised embeddings of rows ``idx`` of the padded ``tok``, cut to ``length`` tokens
+        (``None``: the full padded context through laion-clap's own ``encode_text``, the reference)."""
+        if isinstance(tok, torch.Tensor):  # transformer branch
+            if length is None:
+                emb = self.model.encode_text(tok[idx].to(self.device), device=self.device)
             else:
-                emb = self.model.get_text_embedding(dict(tok))
-            out.append(emb.float().cpu().numpy())
-        if not out:
+                emb = self._encode_transformer(tok[idx, :length].to(self.device))
+            return torch.nn.functional.normalize(emb, dim=-1)
+        if length is None:
+            return self.model.get_text_embedding({k: v[idx] for k, v in tok.items()})
+        batch = {k: v[idx, :length] for k, v in tok.items()}  # roberta: attention mask hides padding
+        return self.model.get_text_embedding(batch)
+
+    @staticmethod
+    def _needed_lengths(tok) -> torch.Tensor:
+        """Per row, the number of leading tokens that determine its embedding.
+
+        transformer: up to and including the EOT (argmax) token (causal tower);
+        roberta: up to the last position of the attention mask (padding is masked out).
+        """
+        if isinstance(tok, torch.Tensor):
+            return tok.argmax(dim=-1) + 1
+        mask = tok["attention_mask"]
+        pos = torch.arange(1, mask.shape[1] + 1).expand_as(mask)
+        return (pos * (mask > 0)).max(dim=-1).values.clamp(min=1)
+
+    @torch.inference_mode()
+    def embed_text(self, texts: Sequence[str], batch_size: int = 64, dynamic: bool = True) -> np.ndarray:
+        """Embed texts -> ``(n, 512)`` float32, L2-normalised.
+
+        Identical texts are embedded once. With ``dynamic`` (the default) texts are sorted by token
+        length and each batch is cut to its own longest text instead of the full context of 77
+        tokens (prompts are ~20 tokens); the vectors equal the padded path (``dynamic=False``, the
+        reference: laion-clap's ``encode_text`` / ``get_text_embedding`` on 77 tokens) to float
+        rounding (~1e-6), because the cut tokens are causally after the EOT read-out (transformer)
+        or masked out (roberta).
+        """
+        texts = [t if isinstance(t, str) else ("" if t is None else str(t)) for t in texts]
+        if not texts:
+            if self._tokenizer is None:
+                self.tokenize([])
             return np.zeros((0, EMBED_DIM), np.float32)
-        return np.concatenate(out).astype(np.float32)
+        first: Dict[str, int] = {}
+        inverse = np.fromiter((first.setdefault(t, len(first)) for t in texts), dtype=np.int64, count=len(texts))
+        uniq = list(first)
+        tok = self.tokenize(uniq)
+        bs = max(1, int(batch_size))
+        n = len(uniq)
+        if dynamic:
+            lengths = self._needed_lengths(tok)
+            order = torch.argsort(lengths, stable=True)
+        else:
+            lengths, order = None, torch.arange(n)
+        out = np.empty((n, EMBED_DIM), np.float32)
+        for i in range(0, n, bs):
+            idx = order[i:i + bs]
+            emb = self._embed_token_batch(tok, idx, None if lengths is None else int(lengths[idx].max()))
+            out[idx.numpy()] = emb.float().cpu().numpy()
+        return out[inverse]
 
 
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:

@@ -194,7 +194,8 @@ def embed_prompts(
         return _empty(spark, tbl.PROMPT_EMBEDDINGS), _empty(spark, tbl.QUARANTINE)
     # the key travels as one string so the text function stays generic
     keyed = todo.select(F.to_json(F.struct("id", "kind", "user_id")).alias("id"), "text")
-    keyed = keyed.repartition(_partitions(spark, n_todo, batch_size))
+    # partitioned by text: repeated texts meet in one task, which embeds each distinct text once
+    keyed = keyed.repartition(_partitions(spark, n_todo, batch_size), "text")
     result = keyed.mapInPandas(text_embed_fn(spec, batch_size), TEXT_RESULT_SCHEMA).localCheckpoint(eager=True)
     key = F.from_json("id", "id string, kind string, user_id string")
     result = result.withColumn("_k", key)

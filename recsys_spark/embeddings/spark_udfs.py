@@ -5,7 +5,8 @@ Each factory returns a function ``Iterator[pd.DataFrame] -> Iterator[pd.DataFram
 pickled into the closure; the model is built by :func:`~recsys_spark.embeddings.clap.get_encoder`
 on first use inside the Python worker and cached for the life of the process (Spark reuses
 Python workers, so an executor loads it once), on CUDA when the executor has a GPU
-(``device: auto``). Rows are processed ``batch_size`` at a time.
+(``device: auto``). Audio rows are processed ``batch_size`` at a time; text rows up to
+:data:`TEXT_SORT_WINDOW` at a time (length-sorted model batches of ``batch_size``).
 """
 
 from __future__ import annotations
@@ -95,20 +96,40 @@ def audio_embed_fn(spec: EncoderSpec, batch_size: int = 16) -> Callable[[Iterato
     return fn
 
 
+#: rows a text task embeds in one call of ``embed_text`` (sorted by token length inside it; Arrow
+#: batches larger than this are cut). Large enough for length-sorted batches to have little padding.
+TEXT_SORT_WINDOW = 4096
+#: distinct texts a text task remembers, so a text repeated within its partition is embedded once.
+TEXT_CACHE_MAX = 200_000
+
+
 def text_embed_fn(spec: EncoderSpec, batch_size: int = 64) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
-    """``mapInPandas`` function: ``id, text`` -> :data:`TEXT_RESULT_SCHEMA` (CLAP text tower)."""
+    """``mapInPandas`` function: ``id, text`` -> :data:`TEXT_RESULT_SCHEMA` (CLAP text tower).
+
+    Rows are taken up to :data:`TEXT_SORT_WINDOW` at a time so that
+    :meth:`~recsys_spark.embeddings.clap.ClapEncoder.embed_text` can sort them by token length and
+    cut each model batch of ``batch_size`` to its longest text. A text seen earlier in the same
+    task reuses its vector (the stage partitions by text, so repeats meet in one task).
+    """
 
     def fn(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         from .clap import get_encoder
 
         enc = None
-        for pdf in _chunks(batches, batch_size):
+        seen: dict = {}
+        for pdf in _chunks(batches, max(TEXT_SORT_WINDOW, batch_size)):
             if enc is None:
                 enc = get_encoder(spec)
             texts = pdf["text"].fillna("").astype(str).tolist()
-            vecs = enc.embed_text(texts, batch_size=batch_size)
+            new = list(dict.fromkeys(t for t in texts if t not in seen))
+            if new:
+                if len(seen) + len(new) > TEXT_CACHE_MAX:
+                    seen.clear()
+                    new = list(dict.fromkeys(texts))
+                seen.update(zip(new, enc.embed_text(new, batch_size=batch_size)))
             embs, errs = [], []
-            for v in vecs:
+            for t in texts:
+                v = seen[t]
                 if np.all(np.isfinite(v)) and float(np.linalg.norm(v)) > 0:
                     embs.append(v.astype(np.float32).tolist())
                     errs.append(None)
