@@ -273,6 +273,7 @@ class RerankConf:
     creator_cap: int = 2
     diversity_lambda: float = 0.8
     diversity_enabled: bool = True
+    creator_similarity_weight: float = 0.8  # MMR: weight of the creators' embedding cosine (0 = off)
     fresh_share: float = 0.1
     fresh_days: int = 14
     max_candidates: int = 150

@@ -10,10 +10,13 @@ Stages, each recorded in ``runs`` (rows in/out, seconds, counts, what it skipped
     embed          CLAP audio + text embeddings of new tracks / prompts (incremental)
     recall.<ch>    popular, item_cf, als, content, prompt -> recall_candidates[W, ch]
     train.din      DIN on the weeks before W -> <model_dir>/<W>/din
+    aggregate.creators  creator attention pooling of track embeddings -> creator_embeddings[W]
     rank           fusion -> quality filter -> DIN scores -> final score -> candidates[W]
-    write          plug-in re-ranker -> rules (exclusions, cap, MMR, fresh, exactly 30) -> discover_weekly[W]
+    write          plug-in re-ranker -> rules (exclusions, cap, MMR with creator embeddings, fresh,
+                   exactly 30) -> discover_weekly[W]
 
-**Resume**: stages that persist an output (``embed``, ``recall.*``, ``train.din``, ``rank``) are
+**Resume**: stages that persist an output (``embed``, ``recall.*``, ``train.din``, ``aggregate.creators``,
+``rank``) are
 skipped on a rerun of the same week when ``runs`` says they succeeded for W with the same
 configuration fingerprint and their output is there; the run resumes from the first stage that did
 not finish. ``force=True`` reruns everything; ``if_needed=True`` does nothing when week W already
@@ -378,6 +381,26 @@ def run_weekly(spark: SparkSession, cfg: Config, week: dt.date, run_id: Optional
                 st.counts.update({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
         crash_point("train.din")
 
+    # ---------------------------------------------------------------------------------- aggregate
+    ag = cfg.aggregation
+    if not ag.enabled:
+        runlog.skip("aggregate.creators", "disabled in config")
+    elif track_emb is None:
+        runlog.skip("aggregate.creators", "no track embeddings (embeddings disabled)")
+    elif not S.resumable("aggregate.creators", lambda: _creators_for_diversity(tables, week) is not None):
+        with runlog.stage("aggregate.creators") as st:
+            from .aggregation.creators import aggregate_creators
+
+            rep = aggregate_creators(spark, tables, inp.interactions, inp.tracks, track_emb, week, method=ag.method,
+                                     train_weeks=ag.train_weeks, max_tracks=ag.max_tracks, n_negatives=ag.n_negatives,
+                                     proj_dim=ag.proj_dim, hidden=ag.hidden, epochs=ag.epochs, lr=ag.lr,
+                                     max_users=ag.max_users, seed=ag.seed, model_version=emb_version,
+                                     model_path=os.path.join(mdir, "creator_pooling"))
+            st.rows_out = int(rep.pop("creators"))
+            st.message = f"method {rep.pop('method')}" + (f"; {rep.pop('fallback')}" if "fallback" in rep else "")
+            st.counts.update({k: float(v) for k, v in rep.items()})
+        crash_point("aggregate.creators")
+
     # ---------------------------------------------------------------------------------- rank
     rr = cfg.rerank
     if not S.resumable("rank", lambda: tables.read("candidates").where(F.col("week_start") == F.lit(week))
@@ -429,7 +452,10 @@ def run_weekly(spark: SparkSession, cfg: Config, week: dt.date, run_id: Optional
         playlists = rules.build_playlists(
             cands, inp.users, inp.heard, inp.tracks, week, size=rr.playlist_size, creator_cap=rr.creator_cap,
             diversity_lambda=rr.diversity_lambda, diversity=rr.diversity_enabled, fresh_share=rr.fresh_share,
-            fresh_days=rr.fresh_days, max_candidates=rr.max_candidates, embeddings=emb_for_div)
+            fresh_days=rr.fresh_days, max_candidates=rr.max_candidates, embeddings=emb_for_div,
+            creator_embeddings=_creators_for_diversity(tables, week) if (
+                rr.diversity_enabled and rr.creator_similarity_weight > 0) else None,
+            creator_weight=rr.creator_similarity_weight)
         playlists = rules.add_reasons(playlists, inp.tracks, inp.prompts).persist()
         persisted.append(playlists)
         n_rows = playlists.count()
@@ -467,6 +493,18 @@ def run_weekly(spark: SparkSession, cfg: Config, week: dt.date, run_id: Optional
     summary = runlog.summary()
     log.info("%s", summary)
     return WeeklyResult(run_id, week, n_users, n_rows, n_short, [r.stage for r in runlog.records], summary)
+
+
+def _creators_for_diversity(tables: Tables, week: dt.date) -> Optional[DataFrame]:
+    """``creator_id, embedding`` of week W's ``creator_embeddings`` partition, or None when absent."""
+    if not tables.exists("creator_embeddings"):
+        return None
+    part = tables.read("creator_embeddings").where(F.col("week_start") == F.lit(week))
+    if part.limit(1).count() == 0:
+        return None
+    from .aggregation.creators import for_diversity
+
+    return for_diversity(part)
 
 
 def score_din(spark: SparkSession, cands: DataFrame, seeds: DataFrame, din_path: str, dc) -> DataFrame:
@@ -545,6 +583,7 @@ def evaluation_stages(spark: SparkSession, context, users: DataFrame, k: int):
             artifact.save(path)
             scored = score_din(spark, fused, seeds, path, dc).persist()
             notes["din"] = f"auc={metrics.get('auc')} n_train={n_train}"
+            notes["din_auc"] = metrics.get("auc")
             stages.append(("after DIN", scored.select("user_id", "track_id")))
         else:
             notes["din"] = f"skipped: {n_train} labelled examples in the {dc.train_weeks} weeks before the cutoff"
@@ -553,5 +592,7 @@ def evaluation_stages(spark: SparkSession, context, users: DataFrame, k: int):
 
     final = top_n_per_user(final.withColumnRenamed("final_score", "score"), k).select("user_id", "track_id", "score",
                                                                                       "rank")
+    # the rows the final score ranks (after any pre-rank cut), each channel's rank kept (fusion tuning)
+    cand_table = union.join(scored.select("user_id", "track_id", "din_score"), ["user_id", "track_id"])
     return StagedResult(final=final, channels=[(n, c.select("user_id", "track_id")) for n, c in chans],
-                        stages=stages, notes=notes)
+                        stages=stages, notes=notes, candidates=cand_table)

@@ -38,8 +38,13 @@ def test_every_stage_ran_and_channels_contributed(platform):
     runs = tables.read("runs").where(F.col("run_id") == res.run_id)
     status = {r["stage"]: r["status"] for r in runs.collect()}
     for stage in ("load", "embed", "recall.popular", "recall.item_cf", "recall.als", "recall.content",
-                  "recall.prompt", "train.din", "rank", "write", "run"):
+                  "recall.prompt", "train.din", "aggregate.creators", "rank", "write", "run"):
         assert status.get(stage) == "succeeded", (stage, status)
+    # the creators with an embedded track have a pooled embedding for W (read by the re-ranking)
+    ce = tables.read("creator_embeddings").where(F.col("week_start") == W)
+    embedded_creators = tables.read("tracks").join(tables.read("track_embeddings"), "track_id") \
+        .select("creator_id").distinct().count()
+    assert ce.count() == embedded_creators > 0
     rc = tables.read("recall_candidates").where(F.col("week_start") == W)
     assert {r["channel"] for r in rc.select("channel").distinct().collect()} == \
         {"popular", "item_cf", "als", "content", "prompt"}
@@ -90,7 +95,7 @@ def test_rerun_replaces_only_that_week_and_runs_are_logged(spark, platform):
     # resumed: the persisted stages were skipped, the write ran again
     skipped = {r["stage"] for r in tables.read("runs").where((F.col("run_id") == res.run_id)
                                                              & (F.col("status") == "skipped")).collect()}
-    assert {"embed", "recall.item_cf", "recall.als", "train.din", "rank"} <= skipped
+    assert {"embed", "recall.item_cf", "recall.als", "train.din", "aggregate.creators", "rank"} <= skipped
     dw = tables.read("discover_weekly")
     assert dw.where(F.col("week_start") == W).count() == n_before
     assert sorted(tuple(r) for r in dw.where(F.col("week_start") == W_PREV)

@@ -9,6 +9,9 @@
   attention-pooling model and a mean-pooling model, and compares them on a held-out week.
 - :func:`creator_embeddings`: pools each creator's tracks (``groupBy().applyInPandas``) into
   ``creator_embeddings`` rows; :data:`CREATOR_EMBEDDINGS` is registered in the table registry.
+- :func:`aggregate_creators`: the weekly stage ``aggregate.creators`` (train on the weeks before W,
+  pool, replace week W's partition of ``creator_embeddings``); the re-ranking rules read it for
+  creator-level diversity.
 """
 
 from __future__ import annotations
@@ -74,7 +77,8 @@ def affinity_examples(interactions: DataFrame, tracks_df: DataFrame, week: dt.da
     -------
     DataFrame
         ``user_id string, creator_id string, label int, label_week date``. Only users with
-        engagement before ``week`` are included (they need a user vector).
+        engagement before ``week`` are included (they need a user vector); when ``creators`` is
+        given, positives and negatives are both restricted to it.
     """
     start = dt.datetime.combine(week, dt.time())
     end = start + dt.timedelta(days=7)
@@ -88,6 +92,8 @@ def affinity_examples(interactions: DataFrame, tracks_df: DataFrame, week: dt.da
            .join(known_users, "user_id", "left_semi"))
     if creators is None:
         creators = tc.select("creator_id").distinct()
+    else:  # only creators that can be represented (e.g. with an embedded track) are labelled
+        pos = pos.join(creators.select("creator_id").distinct(), "creator_id", "left_semi")
     idx = creators.select("creator_id").distinct().withColumn(
         "_ci", F.row_number().over(Window.orderBy("creator_id")) - 1)
     n_c = idx.agg(F.count(F.lit(1)).alias("_nc"))
@@ -180,7 +186,9 @@ def train_creator_attention(
         if frac_users > max_users:
             keep = _hash_unit(F.lit(seed), F.col("user_id")) < F.lit(max_users / frac_users)
             ex = ex.where(keep)
-        pdf = ex.join(uv, "user_id").toPandas()
+        # sorted: the same inputs give the same training order (reruns of a week reproduce it)
+        pdf = ex.join(uv, "user_id").toPandas().sort_values(["user_id", "creator_id", "label"],
+                                                             ignore_index=True)
         users = sorted(pdf["user_id"].unique())
         upos = {u: i for i, u in enumerate(users)}
         vecs = np.zeros((len(users), dim), dtype=np.float32)
@@ -314,3 +322,66 @@ def creator_embeddings(
 def for_diversity(creator_embeddings_df: DataFrame) -> DataFrame:
     """``creator_id, embedding``: the columns the re-ranking rules need."""
     return creator_embeddings_df.select("creator_id", "embedding")
+
+
+def aggregate_creators(
+    spark: SparkSession,
+    tables,
+    interactions: DataFrame,
+    tracks_df: DataFrame,
+    track_embeddings_df: DataFrame,
+    week: dt.date,
+    method: str = "attention",
+    train_weeks: int = 3,
+    max_tracks: int = 50,
+    n_negatives: int = 4,
+    proj_dim: int = 64,
+    hidden: int = 64,
+    epochs: int = 10,
+    lr: float = 3e-3,
+    max_users: int = 50000,
+    seed: int = 0,
+    model_version: str = "",
+    model_path: Optional[str] = None,
+) -> Dict[str, object]:
+    """The weekly stage: creator embeddings of week ``week`` into ``creator_embeddings``.
+
+    With ``method="attention"`` the pooling is trained on the ``train_weeks`` label weeks before
+    ``week`` (the oldest ``train_weeks - 1`` train it, the most recent one is the held-out week of
+    the attention-vs-mean comparison; only interactions before ``week`` are seen). When there is
+    too little data to train (no positives, fewer than two label weeks), mean pooling is used and
+    ``fallback`` says why. Replaces exactly partition ``week_start = week``.
+
+    Returns
+    -------
+    dict
+        ``creators`` (rows written), ``method`` used, the comparison AUCs when trained, and
+        ``fallback`` (reason) when attention was asked for but mean pooling was written.
+    """
+    from ..weeks import previous_weeks
+
+    start = dt.datetime.combine(week, dt.time())
+    inter = interactions.where(F.col("event_ts") < F.lit(start))
+    report: Dict[str, object] = {}
+    model = None
+    used = method
+    if method == "attention":
+        weeks = sorted(previous_weeks(week, max(int(train_weeks), 2)))
+        try:
+            model, rep = train_creator_attention(
+                spark, inter, tracks_df, track_embeddings_df, train_weeks=weeks[:-1], valid_week=weeks[-1],
+                max_tracks=max_tracks, n_negatives=n_negatives, proj_dim=proj_dim, hidden=hidden, epochs=epochs,
+                lr=lr, seed=seed, max_users=max_users)
+            report.update({k: v for k, v in rep.items() if isinstance(v, (int, float)) and v == v})
+            if model_path:
+                save_pooling(model, model_path)
+        except ValueError as exc:
+            log.warning("creator attention pooling not trained for %s (%s): mean pooling instead", week, exc)
+            report["fallback"] = f"mean pooling: attention not trained ({exc})"
+            used = "mean"
+    out = creator_embeddings(spark, tracks_df, track_embeddings_df, model=model, method=used, max_tracks=max_tracks,
+                             model_version=model_version, week=week)
+    tables.replace_partition("creator_embeddings", out, "week_start", week)
+    report["creators"] = tables.read("creator_embeddings").where(F.col("week_start") == F.lit(week)).count()
+    report["method"] = used
+    return report

@@ -68,3 +68,18 @@ def test_affinity_examples(spark, catalog):
     assert pos == [("u1", "k2")]
     assert len(neg) == 1 and neg[0] == ("u1", "k3")   # k1 known, k2 positive: only k3 is left
     assert {r.label_week for r in rows} == {W}
+
+
+def test_affinity_examples_only_label_given_creators(spark, catalog):
+    # creators without an embedded track cannot be pooled: with creators=[k1, k3] the k2 positive
+    # is not an example (the attention training would have no index for it)
+    tracks, _ = catalog
+    ts = dt.datetime.fromisoformat
+    inter = spark.createDataFrame([("u1", "a", ts("2024-01-02 09:00"), 1.0), ("u1", "d", ts("2024-01-10 09:00"), 2.0),
+                                   ("u1", "e", ts("2024-01-11 09:00"), 1.0)],
+                                  "user_id string, track_id string, event_ts timestamp, weight double")
+    creators = spark.createDataFrame([("k1",), ("k3",)], "creator_id string")
+    rows = affinity_examples(inter, tracks, W, n_negatives=1, seed=0, creators=creators).collect()
+    assert sorted((r.creator_id, r.label) for r in rows) == [("k3", 1)]
+    rows_all = affinity_examples(inter, tracks, W, n_negatives=1, seed=0).collect()
+    assert sorted((r.creator_id, r.label) for r in rows_all if r.label == 1) == [("k2", 1), ("k3", 1)]
