@@ -16,7 +16,8 @@ Results: ``benchmarks/results/pipeline_<size>.json``.
 ``--prepare-only`` generates and ingests the platform into the cache (and back-fills the
 embeddings of everything created before W-7, timed and cached, so the measured Monday embeds
 one week of new tracks and prompts as in production) and stops. ``--cold`` skips that back-fill
-(the measured run then embeds the whole catalog).
+(the measured run then embeds the whole catalog). ``--variant=NAME`` writes
+``pipeline_<size>_<NAME>.json`` (e.g. ``--variant=noemb embeddings.enabled=false``).
 """
 
 from __future__ import annotations
@@ -136,7 +137,10 @@ def main(args) -> int:
         "generator.partitions=16", f"storage.warehouse={cache}/warehouse", f"storage.model_dir={cache}/models",
         "spark.shuffle_partitions=16",
     ] + list(getattr(args, "extra", []) or [])
-    cfg = load_config(overrides=[o for o in overrides if "=" in o])
+    flags = [o for o in overrides if o.startswith("--")]
+    overrides = [o for o in overrides if "=" in o and not o.startswith("--")]
+    variant = next((f.split("=", 1)[1] for f in flags if f.startswith("--variant=")), "")
+    cfg = load_config(overrides=overrides)
     spark = get_spark(app_name=f"bench-pipeline-{args.size}", master="local[2]", driver_memory="12g",
                       shuffle_partitions=cfg.spark.shuffle_partitions,
                       extra={"spark.ui.enabled": "true", "spark.ui.port": "4077", "spark.ui.retainedJobs": "20000",
@@ -171,7 +175,8 @@ def main(args) -> int:
             as_of = dt.datetime.combine(WEEK - dt.timedelta(days=7), dt.time())
             ec = cfg.embeddings
             backfill = run_embedding_stage(spark, tables, EncoderSpec.from_conf(ec), batch_size=ec.batch_size,
-                                           run_id="bench-backfill", as_of=as_of)
+                                           run_id="bench-backfill", as_of=as_of,
+                                           track_prompts=cfg.recall.prompt.target == "track_prompt")
             backfill = {**backfill, "as_of": as_of.isoformat(), "seconds": round(time.time() - t0, 1)}
             with open(marker, "w") as fh:
                 json.dump(backfill, fh, indent=1)
@@ -191,7 +196,7 @@ def main(args) -> int:
     stages = [{"stage": r["stage"], "status": r["status"], "seconds": r["seconds"], "rows_in": r["rows_in"],
                "rows_out": r["rows_out"], "skipped": r["skipped"], **per.get(r["stage"], {})} for r in runs]
     out = {
-        "suite": "pipeline", "size": args.size, "platform": {**size, **counts}, "generate_seconds": round(gen_s, 1),
+        "suite": "pipeline", "size": args.size, "variant": variant, "platform": {**size, **counts}, "generate_seconds": round(gen_s, 1),
         "ingest": ingest, "embedding_backfill": backfill, "weekly_seconds": round(wall, 1), "users": res.users, "rows": res.rows,
         "short_users": res.short_users, "stages": stages,
         "peak_driver_jvm_heap_mb": round(sampler.peak / 2**20, 1),
@@ -202,7 +207,7 @@ def main(args) -> int:
         "machine": f"{os.cpu_count()} cores, local[2]",
         "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    path = os.path.join(args.out, f"pipeline_{args.size}.json")
+    path = os.path.join(args.out, f"pipeline_{args.size}{'_' + variant if variant else ''}.json")
     with open(path, "w") as fh:
         json.dump(out, fh, indent=1, default=str)
     print(json.dumps(out, indent=1, default=str))

@@ -233,6 +233,7 @@ class DINConf:
     num_processes: int = 1
     device: str = "auto"
     score_batch_size: int = 4096
+    prerank_top_n: int = 300  # candidates per user DIN scores (best fused recall score first); 0 = all
     seed: int = 0
     popularity_share: float = 0.5
     min_count: int = 1
@@ -243,9 +244,9 @@ class DINConf:
 class FusionConf:
     method: str = "rank"  # rank | minmax
     channel_weights: Dict[str, float] = field(
-        default_factory=lambda: {"item_cf": 1.0, "als": 1.0, "content": 0.5, "prompt": 0.5, "popular": 0.2}
+        default_factory=lambda: {"item_cf": 2.0, "als": 1.0, "content": 0.5, "prompt": 0.5, "popular": 0.5}
     )
-    din_weight: float = 1.0
+    din_weight: float = 0.25
     rrf_k: float = 60.0
     recall_weight: float = 1.0
     quality_weight: float = 0.0

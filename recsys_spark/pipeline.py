@@ -37,6 +37,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -242,7 +243,9 @@ def run_weekly(spark: SparkSession, cfg: Config, week: dt.date, run_id: Optional
 
             spec = EncoderSpec.from_conf(ec)
             emb_version = spec.resolved_model_version()
-            counts = run_embedding_stage(spark, tables, spec, batch_size=ec.batch_size, run_id=run_id)
+            counts = run_embedding_stage(spark, tables, spec, batch_size=ec.batch_size, run_id=run_id,
+                                         as_of=dt.datetime.combine(week, dt.time()),
+                                         track_prompts=cfg.recall.prompt.enabled and cfg.recall.prompt.target == "track_prompt")
             st.counts.update({k: float(v) for k, v in counts.items() if isinstance(v, (int, float, bool))})
             st.rows_out = int(counts.get("tracks_embedded", 0)) + int(counts.get("texts_embedded", 0))
             if counts.get("untrained"):
@@ -412,7 +415,8 @@ def run_weekly(spark: SparkSession, cfg: Config, week: dt.date, run_id: Optional
             fc = cfg.fusion
             st.rows_in = recall_all.count()
             fused = fuse(recall_all.drop("week_start"), fc.channel_weights, method=fc.method, rrf_k=fc.rrf_k,
-                         default_weight=fc.default_channel_weight)
+                         default_weight=fc.default_channel_weight,
+                         num_partitions=_shuffle_partitions(spark))
             qc = cfg.quality
             q = quality_scores(inp.tracks, prior_strength=qc.prior_strength, upvote_weight=qc.upvote_weight,
                                comment_weight=qc.comment_weight, mapping=qc.mapping,
@@ -425,6 +429,10 @@ def run_weekly(spark: SparkSession, cfg: Config, week: dt.date, run_id: Optional
                 fused = fused.join(q, "track_id", "left")
                 st.skipped = "quality filter disabled in config"
             if din_ready:
+                # scoring reads the candidates twice (grouped by user for the UDF, then joined back):
+                # persist them so fusion and the quality filter run once
+                fused = prerank(fused, dc.prerank_top_n).persist(StorageLevel.MEMORY_AND_DISK)
+                persisted.append(fused)
                 fused = score_din(spark, fused, inp.seeds, din_path, dc)
             else:
                 fused = fused.withColumn("din_score", F.lit(None).cast("double"))
@@ -507,6 +515,26 @@ def _creators_for_diversity(tables: Tables, week: dt.date) -> Optional[DataFrame
     return for_diversity(part)
 
 
+def _shuffle_partitions(spark: SparkSession) -> int:
+    """``spark.sql.shuffle.partitions`` as an int (0 when it is not a number, e.g. Databricks' ``auto``)."""
+    try:
+        return int(spark.conf.get("spark.sql.shuffle.partitions"))
+    except (TypeError, ValueError):
+        return 0
+
+
+def prerank(fused: DataFrame, top_n: int) -> DataFrame:
+    """Pre-ranking: keep each user's best ``top_n`` candidates by fused recall score (0 = all).
+
+    The fine ranker (DIN) costs O(candidates x history) per user; the candidates below the
+    cut rarely reach the final 30 (the re-ranking rules look at ``rerank.max_candidates``)."""
+    if top_n <= 0:
+        return fused
+    from .recall.popularity import top_n_per_user
+
+    return top_n_per_user(fused, top_n, score_col="recall_score").drop("rank")
+
+
 def score_din(spark: SparkSession, cands: DataFrame, seeds: DataFrame, din_path: str, dc) -> DataFrame:
     """DIN click probability for every candidate (pandas UDF; CUDA when the executor has one).
 
@@ -581,7 +609,7 @@ def evaluation_stages(spark: SparkSession, context, users: DataFrame, k: int):
                                           device=dc.device, min_count=dc.min_count, max_rows=dc.max_train_rows)
             path = tempfile.mkdtemp(prefix="din-eval-")
             artifact.save(path)
-            scored = score_din(spark, fused, seeds, path, dc).persist()
+            scored = score_din(spark, prerank(fused, dc.prerank_top_n), seeds, path, dc).persist()
             notes["din"] = f"auc={metrics.get('auc')} n_train={n_train}"
             notes["din_auc"] = metrics.get("auc")
             stages.append(("after DIN", scored.select("user_id", "track_id")))

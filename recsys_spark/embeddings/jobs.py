@@ -212,7 +212,9 @@ def embed_prompts(
 
 def run_embedding_stage(spark: SparkSession, tables, spec: EncoderSpec, batch_size: int = 16,
                         text_batch_size: int = 64, run_id: Optional[str] = None,
-                        now: Optional[dt.datetime] = None) -> Dict[str, float]:
+                        now: Optional[dt.datetime] = None,
+                        as_of: Optional[dt.datetime] = None,
+                        track_prompts: bool = True) -> Dict[str, float]:
     """Embed new tracks and prompts and write them (idempotent MERGEs), quarantining bad audio.
 
     Parameters
@@ -221,6 +223,13 @@ def run_embedding_stage(spark: SparkSession, tables, spec: EncoderSpec, batch_si
         Reads ``tracks``, ``user_prompts``, ``track_embeddings``, ``prompt_embeddings``; writes the
         two embedding tables (insert-new on their keys) and ``quarantine`` (insert-new on
         ``record_hash``).
+    as_of : datetime, optional
+        Embed only tracks and prompts created before this instant (the weekly run passes the
+        Monday it builds, so a rerun of an old week does not embed the future). Rows without
+        ``created_at`` are always included.
+    track_prompts : bool
+        Also embed the tracks' own prompt text (needed only by the prompt channel's
+        ``track_prompt`` target; with the ``audio`` target it is half the text work for nothing).
 
     Returns
     -------
@@ -230,6 +239,10 @@ def run_embedding_stage(spark: SparkSession, tables, spec: EncoderSpec, batch_si
     """
     version = spec.resolved_model_version()
     tracks = tables.read("tracks")
+    prompts = tables.read("user_prompts")
+    if as_of is not None:
+        tracks = tracks.where(F.col("created_at").isNull() | (F.col("created_at") < F.lit(as_of)))
+        prompts = prompts.where(F.col("created_at").isNull() | (F.col("created_at") < F.lit(as_of)))
     emb, q = embed_tracks(spark, tracks, tables.read("track_embeddings"), spec, batch_size, run_id, now)
     counts: Dict[str, float] = {"untrained": 0.0 if spec.has_checkpoint else 1.0}
     counts["tracks_embedded"] = float(emb.count())
@@ -238,7 +251,7 @@ def run_embedding_stage(spark: SparkSession, tables, spec: EncoderSpec, batch_si
         tables.merge_insert_new("track_embeddings", emb, ["track_id", "model_version"])
     if counts["audio_quarantined"]:
         tables.merge_insert_new("quarantine", q, ["record_hash"])
-    pemb, pq = embed_prompts(spark, tables.read("user_prompts"), tracks, tables.read("prompt_embeddings"), spec,
+    pemb, pq = embed_prompts(spark, prompts, tracks if track_prompts else None, tables.read("prompt_embeddings"), spec,
                              text_batch_size, run_id, now)
     counts["texts_embedded"] = float(pemb.count())
     counts["text_quarantined"] = float(pq.count())

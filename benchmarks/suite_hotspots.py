@@ -1,0 +1,207 @@
+"""Suite "hotspots": before/after figures of the scale fixes (issue 8), same data, same process.
+
+    python benchmarks/run.py --suite hotspots [--before=<git commit>]
+
+"Before" is the code at ``--before`` (default: the commit before the fixes), loaded with
+``git show`` into a throw-away module, so the old implementation is measured as it was, not as a
+copy kept in the tree. Each pair runs interleaved twice on the same inputs (best of two kept) and
+the outputs are compared, so a speed-up that changed the result would show.
+
+1. ``din``: DIN scoring, one row per candidate carrying the user's history (before) vs one row
+   per user (:func:`recsys_spark.ranking.din.predict_grouped`), plain torch, one thread.
+2. ``mmr``: the greedy re-ranking of one user's 150 candidates (``_mmr_select``), pure numpy.
+3. ``select``: the per-user selection in Spark, ``groupBy().applyInPandas`` (before) vs
+   ``mapInPandas`` over user-clustered rows (after), 3,000 users x 150 candidates.
+4. ``fuse``: channel fusion in Spark (window de-duplication + shuffles per aggregation, before;
+   one shuffle by user, after) on 2,000 users x 5 channels x 200 candidates.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import time
+
+BEFORE = "82a5cd4"
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _old_module(path: str, commit: str, name: str):
+    src = subprocess.run(["git", "show", f"{commit}:{path}"], cwd=REPO, check=True, capture_output=True,
+                         text=True).stdout
+    pkg = "recsys_spark." + ".".join(path[len("recsys_spark/"):-3].split("/")[:-1])
+    ns = {"__name__": f"{pkg}._before_{name}", "__package__": pkg}
+    exec(compile(src, f"{commit}:{path}", "exec"), ns)
+    return ns
+
+
+def _best(fn, reps: int = 2) -> float:
+    best = float("inf")
+    for _ in range(reps):
+        t = time.time()
+        fn()
+        best = min(best, time.time() - t)
+    return best
+
+
+def bench_din(users: int = 200, cands: int = 300, hist_len: int = 50) -> dict:
+    import numpy as np
+    import torch
+
+    from recsys_spark.ranking import din as D
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    g = np.random.default_rng(0)
+    n_items = 5000
+    cfg = D.DINConfig(n_items=n_items, n_id_items=n_items, embedding_dim=32, content_dim=512,
+                      attention_hidden=[64, 32], mlp_hidden=[128, 64], max_history=hist_len)
+    content = torch.nn.functional.normalize(torch.randn(n_items + D.N_SPECIAL, 512), dim=1)
+    content[D.PAD] = 0
+    model = D.DIN(cfg, content).eval()
+    vocab = {f"t{i}": i + D.N_SPECIAL for i in range(n_items)}
+    hist = [[f"t{i}" for i in g.integers(0, n_items, hist_len)] for _ in range(users)]
+    cand = [[f"t{i}" for i in g.integers(0, n_items, cands)] for _ in range(users)]
+
+    def before():
+        rows_h = [h for h, c in zip(hist, cand) for _ in c]
+        rows_c = [t for c in cand for t in c]
+        return D.predict(model, D.Batchable(hist=D.encode_histories(rows_h, vocab, hist_len),
+                                            cand=D.encode_ids(rows_c, vocab)), batch_size=4096)
+
+    def after():
+        flat = np.concatenate([np.asarray(c, dtype=object) for c in cand])
+        owner = np.repeat(np.arange(users), cands)
+        return D.predict_grouped(model, D.encode_histories(hist, vocab, hist_len), D.encode_ids(flat, vocab),
+                                 owner, batch_size=4096)
+
+    diff = float(np.abs(before() - after()).max())
+    tb, ta = _best(before), _best(after)
+    rows = users * cands
+    return {"rows": rows, "before_rows_per_s": round(rows / tb), "after_rows_per_s": round(rows / ta),
+            "speedup": round(tb / ta, 2), "max_abs_diff": diff}
+
+
+def _mmr_users(n_users: int, n: int = 150, dim: int = 512):
+    import numpy as np
+    import pandas as pd
+
+    g = np.random.default_rng(0)
+    out = []
+    for u in range(n_users):
+        emb = list(g.standard_normal((n, dim)).astype(np.float32))
+        for k in g.integers(0, n, n // 4):
+            emb[k] = None
+        out.append(pd.DataFrame({
+            "user_id": f"u{u}", "track_id": [f"t{i}" for i in g.integers(0, 3000, n)],
+            "final_score": g.random(n).round(3), "channels": [["als"]] * n, "seed_track_id": None,
+            "creator_id": [f"c{i}" for i in g.integers(0, 60, n)], "genre": [f"g{i}" for i in g.integers(0, 18, n)],
+            "is_fresh": g.random(n) < 0.1, "is_backfill": g.random(n) < 0.05, "embedding": emb}))
+    return out
+
+
+def bench_mmr(commit: str, n_users: int = 150) -> dict:
+    from recsys_spark.rerank import rules
+
+    old = _old_module("recsys_spark/rerank/rules.py", commit, "rules")["_mmr_select"]
+    users = _mmr_users(n_users)
+    args = (30, 2, 0.8, 3, True)
+    same = sum(list(old(p, *args).track_id) == list(rules._mmr_select(p, *args).track_id) for p in users)
+    tb = _best(lambda: [old(p, *args) for p in users])
+    ta = _best(lambda: [rules._mmr_select(p, *args) for p in users])
+    return {"users": n_users, "candidates_per_user": 150, "before_ms_per_user": round(tb / n_users * 1000, 2),
+            "after_ms_per_user": round(ta / n_users * 1000, 2), "speedup": round(tb / ta, 2),
+            "identical_playlists": f"{same}/{n_users}"}
+
+
+def bench_select(spark, commit: str, users: int = 3000, cands: int = 150) -> dict:
+    from pyspark.sql import functions as F
+
+    from recsys_spark.rerank import rules
+
+    old = _old_module("recsys_spark/rerank/rules.py", commit, "rules")["select_playlists"]
+    df = (spark.range(users * cands).select(
+        (F.col("id") % users).cast("string").alias("user_id"),
+        F.concat(F.lit("t"), (F.abs(F.xxhash64("id")) % 5000).cast("string")).alias("track_id"),
+        F.rand(1).alias("final_score"), F.array(F.lit("als")).alias("channels"),
+        F.lit(None).cast("string").alias("seed_track_id"),
+        F.concat(F.lit("c"), (F.abs(F.xxhash64("id", F.lit(1))) % 300).cast("string")).alias("creator_id"),
+        F.concat(F.lit("g"), (F.abs(F.xxhash64("id", F.lit(2))) % 18).cast("string")).alias("genre"),
+        (F.rand(2) < 0.1).alias("is_fresh"), F.lit(False).alias("is_backfill"),
+        F.array(*[F.randn(10 + k).cast("float") for k in range(64)]).alias("embedding"))).persist()
+    df.count()
+
+    def run(fn):
+        return fn(df, 30, 2, 0.8, 0.1, True).write.format("noop").mode("overwrite").save()
+
+    tb, ta = _best(lambda: run(old)), _best(lambda: run(rules.select_playlists))
+    a = old(df, 30, 2, 0.8, 0.1, True).select("user_id", "position", "track_id")
+    b = rules.select_playlists(df, 30, 2, 0.8, 0.1, True).select("user_id", "position", "track_id")
+    differ = a.exceptAll(b).count()
+    df.unpersist()
+    return {"users": users, "candidates_per_user": cands, "before_users_per_s": round(users / tb),
+            "after_users_per_s": round(users / ta), "speedup": round(tb / ta, 2), "rows_that_differ": differ}
+
+
+def bench_fuse(spark, commit: str, users: int = 2000, per_channel: int = 200) -> dict:
+    from pyspark.sql import functions as F
+
+    from recsys_spark.ranking import fusion
+
+    old = _old_module("recsys_spark/ranking/fusion.py", commit, "fusion")["fuse"]
+    chans = ["item_cf", "als", "content", "prompt", "popular"]
+    df = (spark.range(users * per_channel * len(chans)).select(
+        (F.col("id") % users).cast("string").alias("user_id"),
+        F.concat(F.lit("t"), (F.abs(F.xxhash64("id")) % 3000).cast("string")).alias("track_id"),
+        F.element_at(F.array(*[F.lit(c) for c in chans]),
+                     (F.floor(F.col("id") / users) % len(chans) + 1).cast("int")).alias("channel"),
+        F.rand(3).alias("score"), (F.floor(F.col("id") / (users * len(chans))) + 1).cast("int").alias("rank"),
+        F.lit(None).cast("string").alias("seed_track_id"))).persist()
+    n = df.count()
+    weights = {"item_cf": 1.0, "als": 1.0, "content": 0.5, "prompt": 0.5, "popular": 0.2}
+    parts = int(spark.conf.get("spark.sql.shuffle.partitions"))
+
+    def run(fn, **kw):
+        return fn(df, weights, **kw).write.format("noop").mode("overwrite").save()
+
+    tb = _best(lambda: run(old))
+    ta = _best(lambda: run(fusion.fuse, num_partitions=parts))
+    a = old(df, weights).select("user_id", "track_id", F.round("recall_score", 12).alias("s"), "channels")
+    b = fusion.fuse(df, weights, num_partitions=parts).select("user_id", "track_id",
+                                                              F.round("recall_score", 12).alias("s"), "channels")
+    differ = a.exceptAll(b).count()
+    df.unpersist()
+    return {"rows_in": n, "before_s": round(tb, 1), "after_s": round(ta, 1), "speedup": round(tb / ta, 2),
+            "rows_that_differ": differ}
+
+
+def main(args) -> int:
+    from recsys_spark.spark import get_spark
+
+    extra = getattr(args, "extra", []) or []
+    commit = next((e.split("=", 1)[1] for e in extra if e.startswith("--before=")), BEFORE)
+    parts = next((e.split("=", 1)[1] for e in extra if e.startswith("--parts=")), "din,mmr,select,fuse").split(",")
+    out = {"suite": "hotspots", "before_commit": commit, "machine": f"{os.cpu_count()} cores",
+           "load_average_at_start": os.getloadavg()[0]}
+    if "din" in parts:
+        out["din"] = bench_din()
+        print("din", out["din"], flush=True)
+    if "mmr" in parts:
+        out["mmr"] = bench_mmr(commit)
+        print("mmr", out["mmr"], flush=True)
+    if "select" in parts or "fuse" in parts:
+        spark = get_spark(app_name="bench-hotspots", master="local[2]", driver_memory="6g", shuffle_partitions=8)
+        if "select" in parts:
+            out["select"] = bench_select(spark, commit)
+            print("select", out["select"], flush=True)
+        if "fuse" in parts:
+            out["fuse"] = bench_fuse(spark, commit)
+            print("fuse", out["fuse"], flush=True)
+    out["load_average_at_end"] = os.getloadavg()[0]
+    out["measured_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    with open(os.path.join(args.out, "hotspots.json"), "w") as fh:
+        json.dump(out, fh, indent=1)
+    print(json.dumps(out, indent=1))
+    return 0
