@@ -243,6 +243,217 @@ def run(size: str, out_dir: str, parts) -> dict:
     return res
 
 
+# ---------------------------------------------------------------------------------------------
+# Part "offline": fusion tuned on a validation split, applied once to the test split
+# ---------------------------------------------------------------------------------------------
+
+SHARED = "/work/shared/data"
+OFFLINE_SETS = {
+    # name: (format, path, pipeline overrides used on both splits)
+    # DIN label weeks: the 3 weeks of the conf give 5 (MovieLens) / 0 (HetRec, dated by month)
+    # labelled examples before the cutoffs; 12 weeks give ~2,100-3,400 events to label
+    "movielens": ("movielens", os.path.join(SHARED, "movielens_latest_small"), {"din.train_weeks": 12}),
+    "hetrec": ("hetrec", os.path.join(SHARED, "lastfm_hetrec2011"), {"din.train_weeks": 12}),
+    # the pipeline suite's size-S platform (10K users); test users sampled (SAMPLE_USERS) for time
+    "platform_S": ("platform", os.path.join(ROOT, "benchmarks", "cache", "S", "warehouse"), {}),
+}
+SAMPLE_USERS = {"platform_S": 1500}
+
+
+def _sample_users(split, n, seed=0):
+    """The split restricted to about ``n`` test users (hash sample; truth and test users only)."""
+    from pyspark.sql import functions as F
+
+    total = split.test_users.count()
+    if total <= n:
+        return split
+    keep = (F.pmod(F.xxhash64(F.lit(seed), F.col("user_id")), F.lit(1 << 30)) / float(1 << 30)) < F.lit(n / total)
+    split.test_users = split.test_users.where(keep).cache()
+    split.truth = split.truth.join(split.test_users.select("user_id"), "user_id", "left_semi").cache()
+    return split
+# the settings of benchmarks/results/pipeline_eval/params.json (the "before" figures)
+PIPELINE_BASE = {"recall.item_cf.per_seed": 20, "recall.item_cf.min_support": 1,
+                 "recall.item_cf.max_items_per_user": 500, "din.epochs": 4}
+
+
+def fusion_grid():
+    from recsys_spark.evaluation.tuning import FusionGrid
+
+    return FusionGrid({"item_cf": (0.25, 0.5, 1.0, 2.0, 4.0), "popular": (0.0, 0.1, 0.2, 0.5, 1.0)},
+                      rrf_k=(1.0, 5.0, 15.0, 30.0, 60.0, 120.0), din_weight=(0.0, 0.1, 0.25, 0.5, 1.0, 2.0),
+                      fixed_weights={"als": 1.0, "content": 0.5, "prompt": 0.5})
+
+
+def conf_fusion_params():
+    """The fusion defaults before this tuning (conf/base.yaml until the tuned values replaced them)."""
+    from recsys_spark.evaluation.tuning import FusionParams
+
+    return FusionParams({"item_cf": 1.0, "als": 1.0, "content": 0.5, "prompt": 0.5, "popular": 0.2}, 60.0, 1.0, 1.0)
+
+
+def _load(spark, name):
+    from recsys_spark.evaluation.loaders import load_dataset
+
+    fmt, path, _ = OFFLINE_SETS[name]
+    if fmt == "platform":
+        from recsys_spark.config import load_config
+        from recsys_spark.tables import Tables
+
+        cfg = load_config(overrides=[f"storage.warehouse={path}"])
+        return load_dataset(spark, "platform", tables=Tables.from_config(spark, cfg.storage))
+    return load_dataset(spark, fmt, path)
+
+
+def _pipeline_on(spark, ds, split, overrides, k=30):
+    from recsys_spark.evaluation import methods as M
+    from recsys_spark.evaluation.evaluate import evaluate_recs, run_method
+    from recsys_spark.evaluation.tuning import candidate_table
+
+    ctx = M.MethodContext(spark=spark, dataset=ds, split=split, k=k, params={"pipeline": dict(overrides)}, seed=42)
+    recs, staged, seconds = run_method(spark, "pipeline", split, k, ctx)
+    spark_metrics = evaluate_recs(recs, split, k, beyond=False)
+    table = candidate_table(staged, split)
+    recs.unpersist()
+    return spark_metrics, table, staged.notes, seconds
+
+
+def _m(d, k=30):
+    return {kk: round(float(v), 4) for kk, v in d.items() if kk in (f"ndcg@{k}", f"recall@{k}", f"hit@{k}")}
+
+
+def full_pipeline_eval(spark, ds, split, table, params, lambdas=(1.0, 0.8), creator_weight=0.8, k=30):
+    """The re-ranking rules on top of the fused + DIN scores (data sets with a catalog only):
+    quality filter (conf threshold), exclusions, creator cap, MMR on track embeddings with and
+    without creator embeddings (mean pooling of the tracks), fresh share; metrics @k and diversity."""
+    from pyspark.sql import functions as F
+
+    from recsys_spark.aggregation.creators import creator_embeddings, for_diversity
+    from recsys_spark.config import load_config
+    from recsys_spark.evaluation import methods as M
+    from recsys_spark.evaluation.evaluate import evaluate_recs
+    from recsys_spark.filtering.quality import apply_quality_filter, quality_scores
+    from recsys_spark.rerank import rules
+
+    cfg = load_config()
+    rr, qc = cfg.rerank, cfg.quality
+    pdf = table.frame(params)
+    cands = spark.createDataFrame(
+        pdf[["user_id", "track_id", "channels", "final_score"]],
+        "user_id string, track_id string, channels array<string>, final_score double") \
+        .withColumn("seed_track_id", F.lit(None).cast("string"))
+    q = quality_scores(ds.tracks, prior_strength=qc.prior_strength, upvote_weight=qc.upvote_weight,
+                       comment_weight=qc.comment_weight, mapping=qc.mapping)
+    cands = apply_quality_filter(cands, q, threshold=qc.threshold, min_per_user=rr.playlist_size,
+                                 score_col="final_score").cache()
+    emb = ds.track_embeddings.select("track_id", "embedding").dropDuplicates(["track_id"]).cache()
+    cemb = for_diversity(creator_embeddings(spark, ds.tracks, emb, method="mean")).cache()
+    week = M.MethodContext(spark=spark, dataset=ds, split=split, k=k).week
+    users = split.test_users.select("user_id")
+    heard = split.train.select("user_id", "track_id")
+    out = {}
+    for lam in lambdas:
+        for name, ce in (("tracks", None), ("tracks+creators", cemb)):
+            if lam >= 1.0 and ce is not None:
+                continue   # lambda 1: no diversity term, creator embeddings change nothing
+            t0 = time.time()
+            pl = rules.build_playlists(cands, users, heard, ds.tracks, week, size=k, creator_cap=rr.creator_cap,
+                                       diversity_lambda=lam, fresh_share=rr.fresh_share, fresh_days=rr.fresh_days,
+                                       max_candidates=rr.max_candidates, embeddings=emb, creator_embeddings=ce,
+                                       creator_weight=creator_weight)
+            recs = pl.select("user_id", "track_id", "score", F.col("position").alias("rank")).cache()
+            m = evaluate_recs(recs, split, k, ds, beyond=True)
+            out[f"lambda={lam} {name}"] = {kk: (round(v, 4) if isinstance(v, float) else v) for kk, v in m.items()
+                                           if kk in (f"ndcg@{k}", f"recall@{k}", f"hit@{k}", "coverage", "diversity",
+                                                     "creator_diversity", "novelty")}
+            out[f"lambda={lam} {name}"]["seconds"] = round(time.time() - t0, 1)
+            log.info("full pipeline %s: %s", f"lambda={lam} {name}", out[f"lambda={lam} {name}"])
+            recs.unpersist()
+    cands.unpersist()
+    return out
+
+
+def tune_offline(spark, names, out_path, reuse_choice=False) -> dict:
+    """Validation grid per data set, shared choice, one test run per data set with it.
+
+    ``reuse_choice``: apply the ``shared_choice`` already in ``out_path`` (chosen on the other
+    data sets' validation splits) instead of choosing among ``names``."""
+    from recsys_spark.evaluation.split import temporal_split
+    from recsys_spark.evaluation.tuning import FusionParams, best_shared, validation_split
+
+    res = json.load(open(out_path)) if os.path.exists(out_path) else {}
+    res.setdefault("grid_points", len(fusion_grid().points()))
+    before = conf_fusion_params()
+    res["conf_before"] = before.as_dict()
+    searches = {}
+
+    def dump():
+        with open(out_path, "w") as fh:
+            json.dump(res, fh, indent=1, default=str)
+
+    datasets, splits = {}, {}
+    for name in names:
+        t0 = time.time()
+        ds = _load(spark, name)
+        test = temporal_split(ds.interactions).cache()
+        val = validation_split(test).cache()
+        if name in SAMPLE_USERS:
+            test, val = _sample_users(test, SAMPLE_USERS[name]), _sample_users(val, SAMPLE_USERS[name])
+        datasets[name], splits[name] = ds, (test, val)
+        ov = dict(PIPELINE_BASE, **OFFLINE_SETS[name][2])
+        sm, table, notes, sec = _pipeline_on(spark, ds, val, ov)
+        rows = table.search(fusion_grid().points())
+        searches[name] = rows
+        best = rows[0]
+        r = res.setdefault(name, {})
+        if ds.tracks is not None and ds.track_embeddings is not None:
+            r["validation_full_pipeline"] = full_pipeline_eval(spark, ds, val, table, rows[0]["params"])
+        r["validation"] = {
+            "cutoff": str(val.cutoff), "test_users": int(val.test_users.count()),
+            "candidates": table.n, "din_auc": notes.get("din_auc"), "din_note": notes.get("din"),
+            "spark_final_conf_before": _m(sm), "replica_conf_before": _m(table.evaluate(before)),
+            "recall_only_conf_before": _m(table.recall_only(before)), "din_only": _m(table.din_only()),
+            "best": {"params": best["params"].as_dict(), **_m(best)},
+            "top5": [{"params": x["params"].as_dict(), **_m(x)} for x in rows[:5]],
+            "best_without_din": next({"params": x["params"].as_dict(), **_m(x)} for x in rows
+                                     if x["params"].din_weight == 0),
+            "seconds": round(time.time() - t0, 1), "pipeline_seconds": round(sec, 1)}
+        log.info("%s validation: %s", name, r["validation"])
+        dump()
+    if reuse_choice and "shared_choice" in res:
+        chosen = FusionParams(**res["shared_choice"]["params"])
+        for n in names:
+            res["shared_choice"]["validation"][n] = _m(next(x for x in searches[n] if x["params"].key() == chosen.key()))
+    else:
+        shared = best_shared(searches)
+        chosen = shared["params"]
+        res["shared_choice"] = {"params": chosen.as_dict(), "mean_relative_ndcg": shared["mean_relative_ndcg"],
+                                "validation": {n: _m(next(x for x in searches[n] if x["params"].key() == chosen.key()))
+                                               for n in names}}
+    dump()
+    for name in names:
+        t0 = time.time()
+        test, _ = splits[name]
+        ov = dict(PIPELINE_BASE, **OFFLINE_SETS[name][2], **chosen.overrides())
+        sm, table, notes, sec = _pipeline_on(spark, datasets[name], test, ov)
+        own = FusionParams(**{kk: v for kk, v in res[name]["validation"]["best"]["params"].items()})
+        res[name]["test"] = {
+            "cutoff": str(test.cutoff), "test_users": int(test.test_users.count()), "candidates": table.n,
+            "din_auc": notes.get("din_auc"), "din_note": notes.get("din"),
+            "spark_final_tuned": _m(sm), "replica_tuned": _m(table.evaluate(chosen)),
+            "recall_only_tuned": _m(table.recall_only(chosen)),
+            "recall_only_conf_before": _m(table.recall_only(before)),
+            "with_din_conf_before": _m(table.evaluate(before)), "din_only": _m(table.din_only()),
+            "own_validation_best": _m(table.evaluate(own)),
+            "seconds": round(time.time() - t0, 1)}
+        log.info("%s test: %s", name, res[name]["test"])
+        dump()
+        ds = datasets[name]
+        if ds.tracks is not None and ds.track_embeddings is not None:
+            res[name]["test_full_pipeline"] = full_pipeline_eval(spark, ds, test, table, chosen)
+            dump()
+    return res
+
+
 def main(args) -> dict:
     parts = getattr(args, "parts", None) or "din,ndcg,speed,aggregation"
     return run(args.size, getattr(args, "out", None) or os.path.join(ROOT, "benchmarks", "results"),
@@ -255,4 +466,16 @@ if __name__ == "__main__":
     ap.add_argument("--size", default="S", choices=sorted(SIZES))
     ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results"))
     ap.add_argument("--parts", default="din,ndcg,speed,aggregation")
-    main(ap.parse_args())
+    ap.add_argument("--datasets", default="movielens,hetrec,platform_S", help="part 'offline'")
+    ap.add_argument("--reuse-choice", action="store_true", help="part 'offline': apply the stored shared choice")
+    a = ap.parse_args()
+    if a.parts == "offline":
+        from recsys_spark.spark import get_spark
+
+        # the plans are long (channels + 12 DIN label weeks): cap their string form, which Spark
+        # builds when caching (a 3g driver ran out of heap on it)
+        sp = get_spark(app_name="bench-ranking-offline", master="local[2]", driver_memory="4g", shuffle_partitions=4,
+                       extra={"spark.sql.maxPlanStringLength": "100000"})
+        tune_offline(sp, a.datasets.split(","), os.path.join(a.out, "ranking_offline.json"), a.reuse_choice)
+    else:
+        main(a)

@@ -113,6 +113,7 @@ class CandidateTable:
         t = ranks.reset_index().merge(din.reset_index(), on=["user_id", "track_id"], how="left")
         # order: user, then track id (the tie-break of the Spark top-k)
         t = t.sort_values(["user_id", "track_id"], kind="mergesort", ignore_index=True)
+        self.keys = t[["user_id", "track_id"]]
         self.channels = [ch for ch in ranks.columns]
         self.ranks = {ch: t[ch].to_numpy(dtype=float) for ch in self.channels}
         self.din = t["din_score"].to_numpy(dtype=float)
@@ -159,6 +160,18 @@ class CandidateTable:
             den += np.where(np.isnan(sc), 0.0, w)
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(den > 0, num / den, 0.0)
+
+    def frame(self, p: FusionParams) -> pd.DataFrame:
+        """``user_id, track_id, channels (list), recall_score, din_score, final_score`` under ``p``:
+        the input of the re-ranking rules."""
+        out = self.keys.copy()
+        present = np.stack([~np.isnan(self.ranks[ch]) for ch in self.channels], axis=1)
+        names = np.array(self.channels, dtype=object)
+        out["channels"] = [list(names[row]) for row in present]
+        out["recall_score"] = self.recall_score(p)
+        out["din_score"] = self.din
+        out["final_score"] = self.final_score(p)
+        return out
 
     def metrics(self, score: np.ndarray, k: int = 30) -> Dict[str, float]:
         """recall@k, NDCG@k and hit@k of the top ``k`` per user by ``score`` (ties: track id)."""
