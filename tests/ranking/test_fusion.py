@@ -67,3 +67,16 @@ def test_compare_rankings_recall_vs_final(spark):
     # b ranked 2nd by recall: DCG 1/log2(3); ranked 1st by the final score: 1
     assert out["recall_score"]["ndcg@30"] == pytest.approx(0.63093, abs=1e-5)
     assert out["final_score"]["ndcg@30"] == pytest.approx(1.0)
+
+
+def test_fuse_partitioned_by_user_gives_the_same_rows(spark):
+    # the weekly job hash-partitions by user before fusing; duplicates of a channel keep the best rank
+    rows = ROWS + [("u1", "x", "item_cf", 0.1, 7, "s7"),     # worse duplicate of (u1, x, item_cf): ignored
+                   ("u2", "x", "als", 1.0, 1, None), ("u2", "q", "content", 0.2, 3, "s4")]
+    df = spark.createDataFrame(rows, SCHEMA)
+    plain = fuse(df, WEIGHTS, method="rank", rrf_k=10)
+    split = fuse(df, WEIGHTS, method="rank", rrf_k=10, num_partitions=3)
+    assert_df_equality(split, plain, ignore_row_order=True, ignore_nullable=True)
+    got = {(r.user_id, r.track_id): (round(r.recall_score, 12), r.seed_track_id) for r in split.collect()}
+    assert got[("u1", "x")] == (round(2 / 12 + 1 / 11, 12), "s1")
+    assert got[("u2", "q")] == (round(0.5 / 13, 12), "s4")

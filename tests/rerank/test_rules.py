@@ -138,3 +138,32 @@ def test_reasons(spark):
     got = {r["position"]: r["reason"] for r in add_reasons(pl, tracks, prompts).collect()}
     assert got == {1: "because you played “Seed Song”", 2: "matches your prompt “dreamy synthwave at night”",
                    3: "popular in jazz, which you play", 4: "popular on the platform"}
+
+
+def test_selection_is_per_user_when_arrow_batches_split_users(spark):
+    # mapInPandas gets user-clustered rows in Arrow batches of 7 here: users straddle batch
+    # boundaries and must still be selected exactly as one pandas call per user would
+    import numpy as np
+
+    from recsys_spark.rerank.rules import select_playlists
+
+    g = np.random.default_rng(3)
+    rows = [(f"u{u}", f"t{int(t)}", ["als"], float(s), None, f"c{int(c)}", "pop", bool(f), False)
+            for u in range(6) for t, s, c, f in zip(g.choice(40, 11, replace=False), g.random(11),
+                                                     g.integers(0, 4, 11), g.random(11) < 0.2)]
+    schema = ("user_id string, track_id string, channels array<string>, final_score double, seed_track_id string, "
+              "creator_id string, genre string, is_fresh boolean, is_backfill boolean")
+    df = spark.createDataFrame(rows, schema)
+    prev = spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch")
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "7")
+    try:
+        got = {(r.user_id, r.position): r.track_id
+               for r in select_playlists(df, size=5, creator_cap=2, diversity_lambda=0.7, fresh_share=0.2).collect()}
+    finally:
+        spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", prev)
+    pdf = pd.DataFrame(rows, columns=[c.split()[0] for c in schema.split(", ")])
+    want = {}
+    for u, part in pdf.groupby("user_id"):
+        sel = _mmr_select(part, 5, 2, 0.7, 1, True)
+        want.update({(u, int(p)): t for p, t in zip(sel["position"], sel["track_id"])})
+    assert len(want) == 30 and got == want
