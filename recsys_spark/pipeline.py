@@ -414,6 +414,7 @@ def run_weekly(spark: SparkSession, cfg: Config, week: dt.date, run_id: Optional
 
             fc = cfg.fusion
             st.rows_in = recall_all.count()
+            cached = None
             fused = fuse(recall_all.drop("week_start"), fc.channel_weights, method=fc.method, rrf_k=fc.rrf_k,
                          default_weight=fc.default_channel_weight,
                          num_partitions=_shuffle_partitions(spark))
@@ -431,9 +432,8 @@ def run_weekly(spark: SparkSession, cfg: Config, week: dt.date, run_id: Optional
             if din_ready:
                 # scoring reads the candidates twice (grouped by user for the UDF, then joined back):
                 # persist them so fusion and the quality filter run once
-                fused = prerank(fused, dc.prerank_top_n).persist(StorageLevel.MEMORY_AND_DISK)
-                persisted.append(fused)
-                fused = score_din(spark, fused, inp.seeds, din_path, dc)
+                cached = prerank(fused, dc.prerank_top_n).persist(StorageLevel.MEMORY_AND_DISK)
+                fused = score_din(spark, cached, inp.seeds, din_path, dc)
             else:
                 fused = fused.withColumn("din_score", F.lit(None).cast("double"))
                 st.skipped = ((st.skipped + "; ") if st.skipped else "") + "DIN not trained for this week"
@@ -441,7 +441,11 @@ def run_weekly(spark: SparkSession, cfg: Config, week: dt.date, run_id: Optional
                                  quality_weight=fc.quality_weight)
             out = scored.select(F.lit(week).alias("week_start"), "user_id", "track_id", "channels", "recall_score",
                                 "din_score", "quality", "final_score", "seed_track_id")
-            tables.replace_partition("candidates", out, "week_start", week)
+            try:
+                tables.replace_partition("candidates", out, "week_start", week)
+            finally:
+                if cached is not None:  # the write stage reads the table, not this cache
+                    cached.unpersist()
             st.rows_out = tables.read("candidates").where(F.col("week_start") == F.lit(week)).count()
         crash_point("rank")
     ranked = tables.read("candidates").where(F.col("week_start") == F.lit(week)).drop("week_start")
