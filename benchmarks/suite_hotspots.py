@@ -14,6 +14,10 @@ the outputs are compared, so a speed-up that changed the result would show.
    ``mapInPandas`` over user-clustered rows (after), 3,000 users x 150 candidates.
 4. ``fuse``: channel fusion in Spark (window de-duplication + shuffles per aggregation, before;
    one shuffle by user, after) on 2,000 users x 5 channels x 200 candidates.
+5. ``din_lengths``: DIN scoring with M-like history lengths (mean ~13.5), batches padded to 50
+   (commit ``0530d8c``) vs batches cut to their longest history (``--parts=din_lengths``).
+6. ``als``: the ALS channel's top-K on one fitted model, ``topk="mllib"`` (before) vs
+   ``topk="faiss"`` (after), 30,000 users x 8,000 tracks, top 200 (``--parts=als``).
 """
 
 from __future__ import annotations
@@ -82,6 +86,46 @@ def bench_din(users: int = 200, cands: int = 300, hist_len: int = 50) -> dict:
     rows = users * cands
     return {"rows": rows, "before_rows_per_s": round(rows / tb), "after_rows_per_s": round(rows / ta),
             "speedup": round(tb / ta, 2), "max_abs_diff": diff}
+
+
+BEFORE_LENGTHS = "0530d8c"   # predict_grouped before batches were cut to their longest history
+
+
+def bench_din_lengths(users: int = 600, cands: int = 150, mean_len: float = 13.5, commit: str = BEFORE_LENGTHS) -> dict:
+    """DIN scoring with the history lengths of the M platform (geometric, mean ~13.5 seeds, cap
+    50): every batch padded to 50 positions (before) vs users sorted by history length and each
+    batch cut to its longest history (after). One thread, same model, same rows."""
+    import numpy as np
+    import torch
+
+    from recsys_spark.ranking import din as D
+
+    src = subprocess.run(["git", "show", f"{commit}:recsys_spark/ranking/din.py"], cwd=REPO, check=True,
+                         capture_output=True, text=True).stdout
+    ns = dict(vars(D))
+    exec(src[src.index("def predict_grouped("):src.index("def fit(")], ns)
+    old = ns["predict_grouped"]
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    g = np.random.default_rng(0)
+    n_items = 30000
+    cfg = D.DINConfig(n_items=n_items, n_id_items=n_items, embedding_dim=32, content_dim=512,
+                      attention_hidden=[64, 32], mlp_hidden=[128, 64], max_history=50)
+    model = D.DIN(cfg, torch.randn(n_items + D.N_SPECIAL, 512)).eval()
+    lens = np.minimum(50, g.geometric(1 / mean_len, size=users))
+    hist = np.zeros((users, 50), dtype=np.int64)
+    for u, n in enumerate(lens):
+        hist[u, :n] = g.integers(D.N_SPECIAL, n_items + D.N_SPECIAL, size=n)
+    owner = np.repeat(np.arange(users), cands)
+    cand = g.integers(D.N_SPECIAL, n_items + D.N_SPECIAL, size=users * cands)
+    with torch.no_grad():
+        a, b = old(model, hist, cand, owner, 4096), D.predict_grouped(model, hist, cand, owner, 4096)
+        tb = _best(lambda: old(model, hist, cand, owner, 4096))
+        ta = _best(lambda: D.predict_grouped(model, hist, cand, owner, 4096))
+    rows = users * cands
+    return {"rows": rows, "mean_history": round(float(lens.mean()), 1), "before_commit": commit,
+            "before_rows_per_s": round(rows / tb), "after_rows_per_s": round(rows / ta),
+            "speedup": round(tb / ta, 2), "max_abs_diff": float(np.abs(a - b).max())}
 
 
 def _mmr_users(n_users: int, n: int = 150, dim: int = 512):
@@ -177,21 +221,65 @@ def bench_fuse(spark, commit: str, users: int = 2000, per_channel: int = 200) ->
             "rows_that_differ": differ}
 
 
+def bench_als(spark, users: int = 30000, tracks: int = 8000, per_user: int = 25, n: int = 200) -> dict:
+    """ALS recall top-K on one fitted model: MLlib ``recommendForUserSubset`` + anti join + window
+    (before) vs broadcast item factors + faiss per batch of users (after), same ``n``."""
+    from pyspark.sql import functions as F
+
+    from recsys_spark.recall.als import ALSRecall
+
+    inter = (spark.range(users * per_user).select(
+        F.concat(F.lit("u"), (F.col("id") % users).cast("string")).alias("user_id"),
+        # a skewed catalog: half the events on the first 5% of the tracks
+        F.concat(F.lit("t"), F.when(F.rand(1) < 0.5, F.floor(F.rand(2) * (tracks // 20)))
+                 .otherwise(F.floor(F.rand(3) * tracks)).cast("int").cast("string")).alias("track_id"),
+        F.lit(dt.datetime(2026, 11, 1)).alias("event_ts"), F.lit("play").alias("event_type"),
+        F.lit(1.0).alias("weight"))).persist()
+    inter.count()
+    model = ALSRecall(rank=64, max_iter=5, reg_param=0.1, alpha=5.0, num_blocks=8, seed=0).fit(inter)
+    seeds = inter.select("user_id").distinct()
+    heard = inter.select("user_id", "track_id").distinct().persist()
+    heard.count()
+
+    def run(topk):
+        return model.recommend(seeds, heard, n=n, topk=topk).write.format("noop").mode("overwrite").save()
+
+    tb = _best(lambda: run("mllib"))
+    ta = _best(lambda: run("faiss"))
+    a = model.recommend(seeds, heard, n=n, topk="mllib").select("user_id", "track_id")
+    b = model.recommend(seeds, heard, n=n, topk="faiss").select("user_id", "track_id")
+    n_rows = b.count()
+    differ = a.exceptAll(b).count()
+    inter.unpersist()
+    heard.unpersist()
+    return {"users": users, "tracks": tracks, "n": n, "rows_out": n_rows, "before_s": round(tb, 1),
+            "after_s": round(ta, 1), "speedup": round(tb / ta, 2), "rows_that_differ": differ,
+            "note": "same fitted model; differing rows can only be float ties at the k-th score"}
+
+
 def main(args) -> int:
     from recsys_spark.spark import get_spark
 
     extra = getattr(args, "extra", []) or []
     commit = next((e.split("=", 1)[1] for e in extra if e.startswith("--before=")), BEFORE)
     parts = next((e.split("=", 1)[1] for e in extra if e.startswith("--parts=")), "din,mmr,select,fuse").split(",")
-    out = {"suite": "hotspots", "before_commit": commit, "machine": f"{os.cpu_count()} cores",
-           "load_average_at_start": os.getloadavg()[0]}
+    path = os.path.join(args.out, "hotspots.json")
+    out = {}
+    if os.path.exists(path):  # a run of some parts keeps the others' figures
+        with open(path) as fh:
+            out = json.load(fh)
+    out.update({"suite": "hotspots", "before_commit": commit, "machine": f"{os.cpu_count()} cores",
+                "load_average_at_start": os.getloadavg()[0]})
     if "din" in parts:
         out["din"] = bench_din()
         print("din", out["din"], flush=True)
+    if "din_lengths" in parts:
+        out["din_lengths"] = bench_din_lengths()
+        print("din_lengths", out["din_lengths"], flush=True)
     if "mmr" in parts:
         out["mmr"] = bench_mmr(commit)
         print("mmr", out["mmr"], flush=True)
-    if "select" in parts or "fuse" in parts:
+    if "select" in parts or "fuse" in parts or "als" in parts:
         spark = get_spark(app_name="bench-hotspots", master="local[2]", driver_memory="6g", shuffle_partitions=8)
         if "select" in parts:
             out["select"] = bench_select(spark, commit)
@@ -199,9 +287,12 @@ def main(args) -> int:
         if "fuse" in parts:
             out["fuse"] = bench_fuse(spark, commit)
             print("fuse", out["fuse"], flush=True)
+        if "als" in parts:
+            out["als"] = bench_als(spark)
+            print("als", out["als"], flush=True)
     out["load_average_at_end"] = os.getloadavg()[0]
     out["measured_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    with open(os.path.join(args.out, "hotspots.json"), "w") as fh:
+    with open(path, "w") as fh:
         json.dump(out, fh, indent=1)
     print(json.dumps(out, indent=1))
     return 0

@@ -454,6 +454,90 @@ def tune_offline(spark, names, out_path, reuse_choice=False) -> dict:
     return res
 
 
+def conf_fusion_now():
+    """The fusion point of the current conf/base.yaml."""
+    from recsys_spark.config import load_config
+    from recsys_spark.evaluation.tuning import FusionParams
+
+    fc = load_config().fusion
+    return FusionParams(dict(fc.channel_weights), fc.rrf_k, fc.din_weight, fc.recall_weight)
+
+
+DEPTH_GRID = {"als": (50, 100, 200), "popular": (25, 50, 100, 200), "item_cf": (100, 200)}
+PRERANK_GRID = (0, 150, 300)
+# the point chosen on the validation splits (conf/base.yaml since): applied once to the test splits
+DEPTH_CHOICE = ({"als": 100, "item_cf": 200, "popular": 50}, 150)
+
+
+def depth_study(spark, names, out_path) -> dict:
+    """Part "depth": how deep must each channel go? The channels are run once at the deepest
+    setting (200) on each data set's *validation* split, then every (depth per channel, pre-rank
+    cut) point is re-scored in numpy (``CandidateTable.truncated`` / ``preranked``) under the
+    conf's fusion. Recall rows per user drive the cost of the weekly ``rank`` stage (issue 8)."""
+    import itertools
+
+    from recsys_spark.evaluation.split import temporal_split
+    from recsys_spark.evaluation.tuning import validation_split
+
+    p = conf_fusion_now()
+    res = {"fusion": p.as_dict(), "grid": {k: list(v) for k, v in DEPTH_GRID.items()}, "prerank": list(PRERANK_GRID)}
+    for name in names:
+        t0 = time.time()
+        ds = _load(spark, name)
+        val = validation_split(temporal_split(ds.interactions).cache()).cache()
+        ov = dict(PIPELINE_BASE, **OFFLINE_SETS[name][2],
+                  **{f"recall.{c if c != 'popular' else 'popularity'}.candidates": max(v) for c, v in DEPTH_GRID.items()},
+                  **{"din.prerank_top_n": max(PRERANK_GRID)})
+        _, table, _, sec = _pipeline_on(spark, ds, val, ov)
+        rows = []
+        chans = sorted(DEPTH_GRID)
+        for combo in itertools.product(*(DEPTH_GRID[c] for c in chans)):
+            depths = dict(zip(chans, combo))
+            cut = table.truncated(depths)
+            for top in PRERANK_GRID:
+                t = cut.preranked(p, top)
+                rows.append({"depths": depths, "prerank": top, "rows_per_user": round(t.n / max(len(t.users), 1), 1),
+                             **_m(t.evaluate(p))})
+        deepest = next(r for r in rows if all(r["depths"][c] == max(DEPTH_GRID[c]) for c in chans) and r["prerank"] == 0)
+        for r in rows:
+            r["ndcg_vs_deepest"] = round(r["ndcg@30"] / deepest["ndcg@30"], 4) if deepest["ndcg@30"] else None
+        res[name] = {"validation_cutoff": str(val.cutoff), "test_users": int(val.test_users.count()),
+                     "pipeline_seconds": round(sec, 1), "seconds": round(time.time() - t0, 1), "deepest": deepest,
+                     "points": rows}
+        log.info("%s depth study: deepest %s", name, deepest)
+        with open(out_path, "w") as fh:
+            json.dump(res, fh, indent=1, default=str)
+    return res
+
+
+def depth_test(spark, names, out_path) -> dict:
+    """The chosen depths (``DEPTH_CHOICE``) against the deepest setting on each *test* split, once."""
+    from recsys_spark.evaluation.split import temporal_split
+
+    p = conf_fusion_now()
+    res = json.load(open(out_path)) if os.path.exists(out_path) else {}
+    depths, top = DEPTH_CHOICE
+    for name in names:
+        ds = _load(spark, name)
+        test = temporal_split(ds.interactions).cache()
+        ov = dict(PIPELINE_BASE, **OFFLINE_SETS[name][2],
+                  **{f"recall.{c if c != 'popular' else 'popularity'}.candidates": max(v) for c, v in DEPTH_GRID.items()},
+                  **{"din.prerank_top_n": max(PRERANK_GRID)})
+        _, table, _, sec = _pipeline_on(spark, ds, test, ov)
+        deep = table
+        chosen = table.truncated(depths).preranked(p, top)
+        r = {"test_users": int(test.test_users.count()), "chosen": {"depths": depths, "prerank": top},
+             "deepest": {"rows_per_user": round(deep.n / max(len(deep.users), 1), 1), **_m(deep.evaluate(p))},
+             "chosen_metrics": {"rows_per_user": round(chosen.n / max(len(chosen.users), 1), 1),
+                                **_m(chosen.evaluate(p))}, "pipeline_seconds": round(sec, 1)}
+        r["ndcg_vs_deepest"] = round(r["chosen_metrics"]["ndcg@30"] / r["deepest"]["ndcg@30"], 4)
+        res.setdefault(name, {})["test"] = r
+        log.info("%s depth test: %s", name, r)
+        with open(out_path, "w") as fh:
+            json.dump(res, fh, indent=1, default=str)
+    return res
+
+
 def main(args) -> dict:
     parts = getattr(args, "parts", None) or "din,ndcg,speed,aggregation"
     return run(args.size, getattr(args, "out", None) or os.path.join(ROOT, "benchmarks", "results"),
@@ -469,7 +553,14 @@ if __name__ == "__main__":
     ap.add_argument("--datasets", default="movielens,hetrec,platform_S", help="part 'offline'")
     ap.add_argument("--reuse-choice", action="store_true", help="part 'offline': apply the stored shared choice")
     a = ap.parse_args()
-    if a.parts == "offline":
+    if a.parts in ("depth", "depth_test"):
+        from recsys_spark.spark import get_spark
+
+        sp = get_spark(app_name="bench-ranking-depth", master="local[2]", driver_memory="4g", shuffle_partitions=4,
+                       extra={"spark.sql.maxPlanStringLength": "100000"})
+        fn = depth_study if a.parts == "depth" else depth_test
+        fn(sp, [d for d in a.datasets.split(",") if d != "platform_S"], os.path.join(a.out, "recall_depth.json"))
+    elif a.parts == "offline":
         from recsys_spark.spark import get_spark
 
         # the plans are long (channels + 12 DIN label weeks): cap their string form, which Spark

@@ -137,8 +137,10 @@ class ALSConf:
     alpha: float = 5.0
     block_size: int = 4096
     num_blocks: int = 8
-    candidates: int = 200
+    candidates: int = 100
     weighting: str = "log"
+    topk: str = "faiss"
+    topk_batch_size: int = 1024
 
 
 @dataclass(frozen=True)
@@ -170,7 +172,7 @@ class PromptConf:
 @dataclass(frozen=True)
 class PopularityConf:
     enabled: bool = True
-    candidates: int = 200
+    candidates: int = 50
     top_genres: int = 3
     per_genre_pool: int = 100
 
@@ -233,7 +235,7 @@ class DINConf:
     num_processes: int = 1
     device: str = "auto"
     score_batch_size: int = 4096
-    prerank_top_n: int = 300  # candidates per user DIN scores (best fused recall score first); 0 = all
+    prerank_top_n: int = 150  # candidates per user DIN scores (best fused recall score first); 0 = all
     seed: int = 0
     popularity_share: float = 0.5
     min_count: int = 1

@@ -290,7 +290,7 @@ def run_weekly(spark: SparkSession, cfg: Config, week: dt.date, run_id: Optional
             model.save(os.path.join(mdir, "als"))
         except Exception as exc:  # the candidates matter more than the saved copy
             log.warning("could not save the ALS model: %s", exc)
-        return model.recommend(inp.seeds, inp.heard, n=c.candidates)
+        return model.recommend(inp.seeds, inp.heard, n=c.candidates, topk=c.topk, batch_size=c.topk_batch_size)
 
     def content():
         from .recall.content import content_candidates
@@ -352,16 +352,25 @@ def run_weekly(spark: SparkSession, cfg: Config, week: dt.date, run_id: Optional
         din_ready = True
     else:
         with runlog.stage("train.din") as st:
-            from .ranking.din_spark import build_training_set, train_din
+            from .ranking.din_spark import build_training_set, estimate_training_rows, train_din
 
             label_weeks = previous_weeks(week, dc.train_weeks)
             pool = tables.read("recall_candidates").where(F.col("week_start").isin(*label_weeks)) \
                 .select("user_id", "track_id", "week_start")
+            # sample users *before* building histories and negatives when the set would exceed the
+            # cap (it is collected to the driver for training); train_din still enforces the cap
+            est = estimate_training_rows(inp.interactions, label_weeks, dc.negatives_per_positive)
+            frac = min(1.0, dc.max_train_rows / est) if (dc.max_train_rows and est) else 1.0
+            st.counts.update(estimated_rows=float(est), user_fraction=round(frac, 4))
+            if frac < 1.0:
+                log.info("train.din: ~%d examples estimated > max_train_rows %d: building them for %.1f%% of "
+                         "the users", est, dc.max_train_rows, 100 * frac)
             train = build_training_set(spark, inp.interactions, label_weeks, negatives_pool_df=pool,
                                        n_negatives=dc.negatives_per_positive, seed=dc.seed,
                                        max_history=dc.max_history, popularity_share=dc.popularity_share,
                                        this_week_share=cfg.history.this_week_share,
-                                       half_life_days=cfg.history.recency_half_life_days).persist()
+                                       half_life_days=cfg.history.recency_half_life_days,
+                                       user_fraction=frac).persist()
             persisted.append(train)
             n_train = train.count()
             st.rows_in = n_train
@@ -582,7 +591,8 @@ def evaluation_stages(spark: SparkSession, context, users: DataFrame, k: int):
     chans.append(("item_cf", cf.recommend(seeds.where(F.col("seed_rank") <= rc.item_cf.n_seeds), heard,
                                           n=rc.item_cf.candidates, per_seed=rc.item_cf.per_seed).persist()))
     als_model = ALSRecall.from_conf(rc.als, seed=cfg.pipeline.seed).fit(events)
-    chans.append(("als", als_model.recommend(seeds, heard, n=rc.als.candidates).persist()))
+    chans.append(("als", als_model.recommend(seeds, heard, n=rc.als.candidates, topk=rc.als.topk,
+                                             batch_size=rc.als.topk_batch_size).persist()))
     pop = events.groupBy("track_id").agg(F.countDistinct("user_id").alias("score"))
     pop = pop.orderBy(F.col("score").desc(), "track_id").limit(rc.popularity.candidates + 500)
     pop_c = users.select("user_id").crossJoin(F.broadcast(pop)).select(

@@ -130,6 +130,48 @@ class CandidateTable:
         self.is_test = np.array([u in nt for u in self.users])
         self.n = len(t)
 
+    def _subset(self, keep: np.ndarray, ranks: Optional[Dict[str, np.ndarray]] = None) -> "CandidateTable":
+        """A copy holding the rows in ``keep`` (row order, and so the tie-break, unchanged)."""
+        out = object.__new__(CandidateTable)
+        out.keys = self.keys[keep].reset_index(drop=True)
+        out.channels = list(self.channels)
+        out.ranks = {ch: (ranks or self.ranks)[ch][keep] for ch in self.channels}
+        out.din = self.din[keep]
+        out.hit = self.hit[keep]
+        users = out.keys["user_id"].to_numpy()
+        out.starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]]) if len(users) else np.zeros(0, int)
+        out.ends = np.r_[out.starts[1:], len(users)]
+        out.user_of = np.repeat(np.arange(len(out.starts)), out.ends - out.starts)
+        out.users = users[out.starts]
+        pos = {u: i for i, u in enumerate(self.users)}
+        idx = np.array([pos[u] for u in out.users], dtype=int)
+        out.n_truth = self.n_truth[idx] if len(idx) else np.zeros(0)
+        out.is_test = self.is_test[idx] if len(idx) else np.zeros(0, bool)
+        out.n_test_users = self.n_test_users
+        out.n = int(keep.sum())
+        return out
+
+    def truncated(self, depths: Mapping[str, int]) -> "CandidateTable":
+        """The table the channels would give with ``recall.<channel>.candidates = depths[channel]``:
+        ranks deeper than the depth are dropped, and rows no channel keeps disappear (DIN scores of
+        the kept rows are unchanged; DIN does not depend on the other candidates)."""
+        ranks = {ch: np.where(self.ranks[ch] <= depths.get(ch, np.inf), self.ranks[ch], np.nan)
+                 for ch in self.channels}
+        keep = np.zeros(self.n, bool)
+        for r in ranks.values():
+            keep |= ~np.isnan(r)
+        return self._subset(keep, ranks)
+
+    def preranked(self, p: FusionParams, top_n: int) -> "CandidateTable":
+        """Each user's best ``top_n`` rows by fused recall score (``pipeline.prerank``; 0 = all)."""
+        if top_n <= 0:
+            return self
+        score = self.recall_score(p)
+        order = np.lexsort((np.arange(self.n), -score, self.user_of))
+        pos = np.empty(self.n, dtype=int)
+        pos[order] = np.arange(self.n) - self.starts[self.user_of[order]]
+        return self._subset(pos < top_n)
+
     def _per_user_minmax(self, x: np.ndarray) -> np.ndarray:
         """Per-user min-max scaling with NaN kept; constant (non-null) groups scale to 1."""
         filled_lo = np.where(np.isnan(x), np.inf, x)

@@ -366,20 +366,35 @@ def predict_grouped(model: DIN, hist: np.ndarray, cand: np.ndarray, owner: np.nd
                     device: Optional[torch.device] = None) -> np.ndarray:
     """Click probabilities for candidates grouped by user (see :meth:`DIN.grouped_logits`).
 
-    ``hist`` [U, L] history indices, ``cand`` [N] candidate indices, ``owner`` [N] the row of
-    ``hist`` of each candidate. Candidates are processed ``batch_size`` at a time.
+    ``hist`` [U, L] history indices (left-aligned, padding last), ``cand`` [N] candidate indices,
+    ``owner`` [N] the row of ``hist`` of each candidate. Candidates are processed
+    ``batch_size`` at a time, their users taken in order of history length, and each batch's
+    histories are cut to its longest one: padding costs nothing (most users' histories are far
+    shorter than ``max_history``; padded positions contribute exactly zero either way).
     """
     device = device or next(model.parameters()).device
     model.eval()
     out = np.empty(len(cand), dtype=np.float64)
-    h = torch.as_tensor(hist, device=device)
+    if len(cand) == 0:
+        return out
+    hist = np.asarray(hist)
+    owner = np.asarray(owner, dtype=np.int64)
+    lengths = (hist != PAD).sum(axis=1)
+    by_len = np.argsort(lengths, kind="stable")                 # users, shortest history first
+    rank = np.empty_like(by_len)
+    rank[by_len] = np.arange(len(by_len))
+    order = np.argsort(rank[owner], kind="stable")              # candidates in that user order
+    s_owner = rank[owner[order]]
+    s_cand = np.asarray(cand)[order]
+    s_len = lengths[by_len]
+    h = torch.as_tensor(hist[by_len], device=device)
     for start in range(0, len(cand), batch_size):
         sl = slice(start, start + batch_size)
-        o = torch.as_tensor(owner[sl], device=device)
-        lo = int(o.min()) if len(o) else 0
-        hi = int(o.max()) + 1 if len(o) else 0
-        logits = model.grouped_logits(h[lo:hi], torch.as_tensor(cand[sl], device=device), o - lo)
-        out[sl] = torch.sigmoid(logits).double().cpu().numpy()
+        lo, hi = int(s_owner[sl].min()), int(s_owner[sl].max()) + 1
+        width = max(1, int(s_len[lo:hi].max()))
+        o = torch.as_tensor(s_owner[sl] - lo, device=device)
+        logits = model.grouped_logits(h[lo:hi, :width], torch.as_tensor(s_cand[sl], device=device), o)
+        out[order[sl]] = torch.sigmoid(logits).double().cpu().numpy()
     return out
 
 

@@ -63,6 +63,24 @@ def _hash_unit(*cols) -> "F.Column":
     return (F.pmod(h, F.lit(1 << 30)).cast("double") / float(1 << 30))
 
 
+def user_sample(seed: int, fraction: float) -> "F.Column":
+    """True for a deterministic ``fraction`` of the users (salted apart from the training cap)."""
+    return _hash_unit(F.lit(seed), F.lit("users"), F.col("user_id")) < F.lit(float(fraction))
+
+
+def estimate_training_rows(interactions: DataFrame, weeks: Sequence[dt.date], n_negatives: int) -> int:
+    """Upper estimate of :func:`build_training_set`'s rows: distinct positive (user, track) pairs
+    of the label weeks x (1 + negatives). One pass over the label weeks' events."""
+    if not weeks:
+        return 0
+    start = dt.datetime.combine(min(weeks), dt.time())
+    end = dt.datetime.combine(max(weeks), dt.time()) + dt.timedelta(days=7)
+    n_pos = (interactions.where((F.col("event_ts") >= F.lit(start)) & (F.col("event_ts") < F.lit(end))
+                                & (F.col("weight") > 0))
+             .select("user_id", "track_id", F.date_trunc("week", "event_ts").alias("_w")).distinct().count())
+    return int(n_pos) * (1 + int(n_negatives))
+
+
 def _history_arrays(seeds: DataFrame, max_history: int) -> DataFrame:
     """``user_id, hist_track_ids array<string>`` (seed_rank order, most recent first)."""
     s = seeds.where(F.col("seed_rank") <= int(max_history))
@@ -81,11 +99,15 @@ def _week_examples(
     max_history: int,
     popular_pool: int,
     history_kwargs: dict,
+    user_fraction: float = 1.0,
 ) -> DataFrame:
     from ..history import build_history  # the lead's history module (seeds contract)
 
     start = dt.datetime.combine(week, dt.time())
     end = start + dt.timedelta(days=7)
+    before_all = interactions.where(F.col("event_ts") < F.lit(start))
+    if user_fraction < 1.0:  # the sampled users' own events; popularity stays platform-wide
+        interactions = interactions.where(user_sample(seed, user_fraction))
     before = interactions.where(F.col("event_ts") < F.lit(start))
     in_week = interactions.where((F.col("event_ts") >= F.lit(start)) & (F.col("event_ts") < F.lit(end)))
 
@@ -113,7 +135,7 @@ def _week_examples(
              .select("user_id", "track_id"))
         negs.append(e)
     if n_pop_per > 0:
-        popularity = (before.where(F.col("weight") > 0).groupBy("track_id")
+        popularity = (before_all.where(F.col("weight") > 0).groupBy("track_id")
                       .agg(F.countDistinct("user_id").alias("pop"))
                       .orderBy(F.col("pop").desc(), F.col("track_id")).limit(int(popular_pool)))
         pw = Window.orderBy(F.col("pop").desc(), F.col("track_id"))
@@ -156,6 +178,7 @@ def build_training_set(
     popular_pool: int = 1000,
     this_week_share: float = 0.5,
     half_life_days: float = 21.0,
+    user_fraction: float = 1.0,
 ) -> DataFrame:
     """Labelled DIN examples for the label weeks ``weeks``, without leakage.
 
@@ -181,6 +204,10 @@ def build_training_set(
         Share of the negatives drawn by popularity (the rest from the pool).
     popular_pool : int
         The popularity sampler draws from this many most popular tracks before ``L``.
+    user_fraction : float
+        Build the examples of this deterministic share of the users only (:func:`user_sample`;
+        histories, positives and negatives of the others are never computed). The weekly job
+        sets it from :func:`estimate_training_rows` so the set stays near ``din.max_train_rows``.
 
     Returns
     -------
@@ -192,6 +219,8 @@ def build_training_set(
         raise ValueError("no label weeks given")
     if not 0.0 <= popularity_share <= 1.0:
         raise ValueError("popularity_share must be in [0, 1]")
+    if not 0.0 < user_fraction <= 1.0:
+        raise ValueError(f"user_fraction must be in (0, 1], got {user_fraction}")
     out = None
     for week in sorted(weeks):
         if week.weekday() != 0:
@@ -206,7 +235,7 @@ def build_training_set(
         share = popularity_share if pool is not None else 1.0
         ex = _week_examples(interactions, week, pool, n_negatives, share, seed, max_history,
                             popular_pool, {"this_week_share": this_week_share,
-                                           "half_life_days": half_life_days})
+                                           "half_life_days": half_life_days}, user_fraction)
         out = ex if out is None else out.unionByName(ex)
         log.info("DIN training examples defined for label week %s (pool=%s)", week, pool is not None)
     return out

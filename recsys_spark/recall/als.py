@@ -12,9 +12,19 @@
 3. ``pyspark.ml.recommendation.ALS`` with ``rank``, ``maxIter``, ``regParam``, ``alpha``,
    ``numUserBlocks = numItemBlocks = num_blocks`` and ``seed``.
 
-Recommendation never builds a users x items cross join: MLlib's ``recommendForUserSubset`` does
-a blocked top-K (GEMM on ``blockSize`` blocks of factors, a bounded priority queue per user). The
-heard tracks must be removed *after* the top-K, so a user needs ``n + |heard|`` raw results; users
+Recommendation never builds a users x items cross join. Two exact top-K paths (``topk``):
+
+* ``faiss`` (default): the item factors (catalog-sized: 100K tracks x rank 64 = 25 MB) are
+  collected once, sorted by track id and broadcast; each Python worker wraps them in a faiss
+  ``IndexFlatIP`` (blocked GEMM + heap) and searches its users' factors ``batch_size`` at a time
+  inside ``mapInPandas``, removing heard tracks there. Users are never collected, and no per-user
+  list of ``k`` results is shuffled: the output rows leave the task already final.
+* ``mllib``: MLlib's ``recommendForUserSubset`` (GEMM on ``blockSize`` blocks of factors, a bounded
+  priority queue per user and block, merged through a shuffle), then an anti join on heard and a
+  window. For catalogs too large to broadcast. At 100K users x 30K tracks it shuffled 5.6 GB
+  (``benchmarks/README.md``).
+
+Both remove the heard tracks *after* the top-K, so a user needs ``n + |heard|`` raw results; users
 are bucketed by that need rounded up to a power of two and each bucket asks for its own ``k``, so
 a handful of heavy users does not make every user pay for a huge ``k``. Users or tracks absent
 from training get no factors and therefore no candidates (other channels cover them).
@@ -29,13 +39,20 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Optional
+import threading
+import time
+import uuid
+from typing import Dict, Iterator, Optional, Tuple
+
+import numpy as np
+import pandas as pd
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from .. import schema as C
 from .base import (
+    CANDIDATE_SCHEMA,
     WEIGHTINGS,
     RecallModel,
     Timer,
@@ -51,6 +68,7 @@ log = logging.getLogger(__name__)
 USER_IDX = "user_idx"
 ITEM_IDX = "item_idx"
 MAX_INT = 2**31 - 1
+TOPK_METHODS = ("faiss", "mllib")
 
 
 def index_ids(df: DataFrame, col: str, idx_col: str) -> DataFrame:
@@ -213,7 +231,8 @@ class ALSRecallModel(RecallModel):
         return self.als_model.userFactors.join(
             self.user_index, F.col("id") == F.col(USER_IDX)).select(C.USER, "features")
 
-    def recommend(self, seeds: DataFrame, heard: Optional[DataFrame], n: int = 200) -> DataFrame:
+    def recommend(self, seeds: DataFrame, heard: Optional[DataFrame], n: int = 200, topk: str = "faiss",
+                  batch_size: int = 1024) -> DataFrame:
         """Top ``n`` unheard tracks by ``user_factor . item_factor`` for every user in ``seeds``.
 
         Parameters
@@ -224,13 +243,50 @@ class ALSRecallModel(RecallModel):
             ``user_id, track_id`` to exclude.
         n : int
             Candidates per user.
+        topk : {"faiss", "mllib"}
+            Exact top-K path (module docstring); both give the same tracks up to float ties.
+        batch_size : int
+            Users per faiss search call (``faiss`` only).
 
         Returns
         -------
         DataFrame
             :data:`recsys_spark.recall.base.CANDIDATE_SCHEMA`, ``channel = "als"``,
-            ``seed_track_id`` null. Users unknown to the model get no rows.
+            ``seed_track_id`` null, ties broken by ``track_id``. Users unknown to the model get no
+            rows.
         """
+        if n <= 0:
+            raise ValueError(f"n must be positive, got {n}")
+        if topk not in TOPK_METHODS:
+            raise ValueError(f"topk must be one of {TOPK_METHODS}, got {topk!r}")
+        if topk == "faiss":
+            return self._recommend_faiss(seeds, heard, n, batch_size)
+        return self._recommend_mllib(seeds, heard, n)
+
+    def _recommend_faiss(self, seeds: DataFrame, heard: Optional[DataFrame], n: int, batch_size: int) -> DataFrame:
+        from .faiss_index import heard_lists
+
+        spark = seeds.sparkSession
+        t0 = time.perf_counter()
+        items = self.item_factors().toPandas().sort_values(C.TRACK, kind="mergesort")  # the catalog, not users
+        if items.empty:
+            return empty_candidates(spark)
+        ids = items[C.TRACK].to_numpy(dtype=object)
+        factors = np.ascontiguousarray(np.stack(items["features"].map(
+            lambda a: np.asarray(a, dtype=np.float32)).to_numpy()), dtype=np.float32)
+        bc = spark.sparkContext.broadcast((ids, factors))
+        log.info("als: %d item factors (%d-d, %.1f MB) broadcast for faiss top-%d in %.2fs", len(ids),
+                 factors.shape[1], factors.nbytes / 2**20, n, time.perf_counter() - t0)
+        users = seeds.select(C.USER).distinct().join(self.user_factors(), C.USER)
+        hl = heard_lists(heard)
+        if hl is not None:
+            users = users.join(hl, C.USER, "left")
+        else:
+            users = users.withColumn("heard", F.lit(None).cast("array<string>"))
+        fn = _faiss_topk_fn(bc, uuid.uuid4().hex, int(n), self.channel, int(batch_size))
+        return users.select(C.USER, "features", "heard").mapInPandas(fn, CANDIDATE_SCHEMA)
+
+    def _recommend_mllib(self, seeds: DataFrame, heard: Optional[DataFrame], n: int) -> DataFrame:
         spark = seeds.sparkSession
         users = seeds.select(C.USER).distinct().join(self.user_index, C.USER)
         if heard is not None:
@@ -289,3 +345,68 @@ class ALSRecallModel(RecallModel):
             raise ValueError(f"{path} does not hold an ALSRecallModel (found {meta.get('class')})")
         return cls(ALSModel.load(f"{p}/als"), spark.read.parquet(f"{p}/user_index"),
                    spark.read.parquet(f"{p}/item_index"), meta["params"])
+
+
+_FACTOR_CACHE: Dict[str, Tuple[np.ndarray, Dict[str, int], object]] = {}
+_FACTOR_LOCK = threading.Lock()
+
+
+def _shipped_factors(bc, token: str) -> Tuple[np.ndarray, Dict[str, int], object]:
+    """``(ids, position by id, faiss IndexFlatIP)`` of a broadcast, built once per Python worker."""
+    with _FACTOR_LOCK:
+        hit = _FACTOR_CACHE.get(token)
+        if hit is None:
+            import faiss
+
+            ids, factors = bc.value
+            index = faiss.IndexFlatIP(int(factors.shape[1]))
+            index.add(factors)
+            hit = (ids, {t: i for i, t in enumerate(ids)}, index)
+            _FACTOR_CACHE.clear()  # one model per run: drop the previous run's copy
+            _FACTOR_CACHE[token] = hit
+        return hit
+
+
+def _faiss_topk_fn(bc, token: str, n: int, channel: str, batch_size: int):
+    """The ``mapInPandas`` function of :meth:`ALSRecallModel._recommend_faiss`.
+
+    Rows of the index are sorted by track id, so "ties broken by track id" is "ties broken by
+    position"; heard tracks are masked with one vectorised ``isin`` per bucket of users."""
+
+    def fn(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        import faiss
+
+        faiss.omp_set_num_threads(1)  # tasks already run in parallel
+        ids, pos, index = _shipped_factors(bc, token)
+        n_items = len(ids)
+        for pdf in batches:
+            for s in range(0, len(pdf), max(1, batch_size)):
+                chunk = pdf.iloc[s:s + batch_size]
+                q = np.ascontiguousarray(np.stack([np.asarray(v, dtype=np.float32) for v in chunk["features"]]))
+                heard_pos = [np.fromiter((p for p in (pos.get(t) for t in h) if p is not None), np.int64)
+                             if h is not None else np.zeros(0, np.int64) for h in chunk["heard"]]
+                need = np.asarray([n + len(h) for h in heard_pos], dtype=np.int64)
+                k_of = np.minimum(np.maximum(1 << max(0, math.ceil(math.log2(n))),
+                                             2 ** np.ceil(np.log2(need)).astype(np.int64)), n_items)
+                users = chunk["user_id"].to_numpy(dtype=object)
+                for k in np.unique(k_of):
+                    rows = np.flatnonzero(k_of == k)
+                    scores, found = index.search(q[rows], int(k))
+                    code = np.arange(len(rows))[:, None] * n_items + found
+                    hcode = np.concatenate([r * n_items + heard_pos[u] for r, u in enumerate(rows)] or
+                                           [np.zeros(0, np.int64)])
+                    bad = (found < 0) | ~np.isfinite(scores) | np.isin(code, hcode)
+                    key = np.where(bad, np.inf, -scores.astype(np.float64))
+                    order = np.lexsort((found, key), axis=-1)[:, :n]  # best first, ties: track id
+                    take_f = np.take_along_axis(found, order, axis=1)
+                    take_s = np.take_along_axis(scores, order, axis=1).astype(np.float64)
+                    ok = ~np.take_along_axis(bad, order, axis=1)
+                    r_idx, c_idx = np.nonzero(ok)
+                    if len(r_idx) == 0:
+                        continue
+                    yield pd.DataFrame({
+                        "user_id": users[rows[r_idx]], "track_id": ids[take_f[r_idx, c_idx]], "channel": channel,
+                        "score": take_s[r_idx, c_idx], "rank": (c_idx + 1).astype(np.int32),
+                        "seed_track_id": None})
+
+    return fn

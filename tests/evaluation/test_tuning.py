@@ -110,3 +110,38 @@ def test_validation_split_never_sees_the_test_period(spark):
     assert val.cutoff < test.cutoff
     last = val.truth.join(inter, ["user_id", "track_id"]).agg(F.max("event_ts")).first()[0]
     assert last < test.cutoff
+
+
+def test_truncated_and_preranked_equal_tables_built_from_shallower_channels():
+    """Truncating a deep table at depth d must equal the table of channels that returned d rows;
+    pre-ranking must keep each user's best N rows by fused recall score (pipeline.prerank)."""
+    rng = np.random.default_rng(11)
+    rows = []
+    for u in range(8):
+        for ch, n in (("item_cf", 20), ("als", 25), ("popular", 15)):
+            for r, tr in enumerate(rng.choice(40, n, replace=False)):
+                rows.append((f"u{u}", f"t{tr:02d}", ch, float(n - r), r + 1, None, float(rng.random())))
+    cands = pd.DataFrame(rows, columns=["user_id", "track_id", "channel", "score", "rank", "seed_track_id", "din_score"])
+    cands["din_score"] = cands.groupby(["user_id", "track_id"])["din_score"].transform("max")
+    truth = pd.DataFrame([(f"u{u}", f"t{t:02d}") for u in range(8) for t in rng.choice(40, 6, replace=False)],
+                         columns=["user_id", "track_id"])
+    users = truth.groupby("user_id").size().rename("n_truth").reset_index()
+    p = FusionParams({"item_cf": 2.0, "als": 1.0, "popular": 0.5}, 60.0, 0.25)
+    deep = CandidateTable(cands, truth, users)
+    depths = {"item_cf": 20, "als": 6, "popular": 3}
+    shallow = CandidateTable(cands[cands["rank"] <= cands["channel"].map(depths)], truth, users)
+    cut = deep.truncated(depths)
+    assert cut.n == shallow.n < deep.n
+    assert cut.keys.equals(shallow.keys)
+    for k in (5, 30):
+        assert cut.evaluate(p, k) == pytest.approx(shallow.evaluate(p, k))
+    assert deep.evaluate(p) != pytest.approx(cut.evaluate(p))
+
+    pre = deep.preranked(p, 10)
+    assert pre.n == 8 * 10
+    rs = deep.recall_score(p)
+    frame = deep.keys.assign(rs=rs)
+    best = (frame.sort_values(["user_id", "rs", "track_id"], ascending=[True, False, True])
+            .groupby("user_id").head(10).sort_values(["user_id", "track_id"]).reset_index(drop=True))
+    assert pre.keys.equals(best[["user_id", "track_id"]])
+    assert deep.preranked(p, 0) is deep

@@ -10,8 +10,8 @@ from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
 from recsys_spark.ranking import din as D
-from recsys_spark.ranking.din_spark import (DINArtifact, build_training_set, score_candidates,
-                                            score_pandas, train_din)
+from recsys_spark.ranking.din_spark import (DINArtifact, build_training_set, estimate_training_rows,
+                                            score_candidates, score_pandas, train_din, user_sample)
 
 L1, L2 = dt.date(2024, 1, 8), dt.date(2024, 1, 15)
 INTER = "user_id string, track_id string, event_ts timestamp, event_type string, weight double"
@@ -76,6 +76,31 @@ def test_popularity_negatives_are_never_heard_or_positive(spark, interactions):
     # deterministic given the seed
     again = build_training_set(spark, interactions, [L1], n_negatives=3, seed=3, max_history=10)
     assert sorted(map(tuple, again.collect())) == sorted(tuple(r) for r in rows if r.label_week == L1)
+
+
+def test_user_fraction_builds_exactly_the_sampled_users_rows(spark):
+    """Sampling users before the build must give the full set's rows of those users, no more and
+    no other (popularity negatives still come from the whole platform); the estimate bounds it."""
+    rng = np.random.default_rng(2)
+    rows = []
+    for u in range(60):
+        for t in rng.choice(25, size=8, replace=False):
+            day = int(rng.integers(0, 20))
+            rows.append((f"u{u:02d}", f"t{t:02d}", dt.datetime(2024, 1, 1) + dt.timedelta(days=day, hours=u % 7),
+                         "play", 1.0))
+    inter = spark.createDataFrame(rows, INTER)
+    pool = spark.createDataFrame([(f"u{u:02d}", f"t{t:02d}", w) for u in range(60) for t in range(25, 31)
+                                  for w in (L1, L2)], "user_id string, track_id string, week_start date")
+    kw = dict(negatives_pool_df=pool, n_negatives=2, popularity_share=0.5, seed=4, max_history=10)
+    full = build_training_set(spark, inter, [L1, L2], **kw)
+    part = build_training_set(spark, inter, [L1, L2], user_fraction=0.4, **kw)
+    want = full.where(user_sample(4, 0.4))
+    assert 0 < part.count() < full.count()
+    assert part.select("user_id").distinct().count() < full.select("user_id").distinct().count()
+    assert_df_equality(part, want, ignore_row_order=True, ignore_nullable=True)
+    assert full.count() <= estimate_training_rows(inter, [L1, L2], 2)
+    with pytest.raises(ValueError, match="user_fraction"):
+        build_training_set(spark, inter, [L1], user_fraction=0.0)
 
 
 def _planted_pdf(rng, n_users, week, n_items=30, hist_len=5):

@@ -183,3 +183,16 @@ def test_grouped_scoring_equals_forward_per_candidate(softmax, content_dim):
     grouped = D.predict_grouped(model, hist, cand, owner, batch_size=5)   # batches split users
     np.testing.assert_allclose(grouped, direct, atol=1e-6)
     assert np.ptp(grouped) > 1e-3            # not a constant
+
+    # histories of every length 0..6 (left-aligned), owners unsorted, batches cut to their own
+    # longest history: still forward() on per-candidate rows, in the caller's order
+    hist = g.integers(1, 50 + D.N_SPECIAL, size=(14, 6))
+    for u in range(14):
+        hist[u, u % 7:] = D.PAD
+    owner = g.integers(0, 14, size=90)
+    cand = g.integers(1, 50 + D.N_SPECIAL, size=90)
+    with torch.no_grad():
+        direct = torch.sigmoid(model(torch.as_tensor(hist[owner]), torch.as_tensor(cand))).numpy()
+    for bs in (1, 7, 4096):
+        np.testing.assert_allclose(D.predict_grouped(model, hist, cand, owner, batch_size=bs), direct, atol=1e-6)
+    assert len(D.predict_grouped(model, hist, cand[:0], owner[:0])) == 0

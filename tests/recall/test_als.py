@@ -52,33 +52,36 @@ def test_index_ids_sorted_contiguous(spark):
     assert_df_equality(got, expected, ignore_nullable=True)
 
 
-def test_known_top1_and_heard_exclusion(spark, inter, model):
+@pytest.mark.parametrize("topk", ["faiss", "mllib"])
+def test_known_top1_and_heard_exclusion(spark, inter, model, topk):
     seeds = spark.createDataFrame([("a4",), ("b4",), ("a4",)], "user_id string")
-    top1 = model.recommend(seeds, heard_of(inter), n=1)
+    top1 = model.recommend(seeds, heard_of(inter), n=1, topk=topk)
     got = sorted((r.user_id, r.track_id, r.channel, r.rank) for r in top1.collect())
     assert got == [("a4", "r", "als", 1), ("b4", "z", "als", 1)]
 
-    all_unheard = model.recommend(seeds.where("user_id = 'a4'"), heard_of(inter), n=10)
+    all_unheard = model.recommend(seeds.where("user_id = 'a4'"), heard_of(inter), n=10, topk=topk)
     rows = all_unheard.orderBy("rank").collect()
     assert [r.track_id for r in rows][:1] == ["r"]
     assert sorted(r.track_id for r in rows) == ["r", "x", "y", "z"]
     assert [r.rank for r in rows] == [1, 2, 3, 4]
 
 
-def test_cold_users_and_tracks(spark, inter, model):
+@pytest.mark.parametrize("topk", ["faiss", "mllib"])
+def test_cold_users_and_tracks(spark, inter, model, topk):
     # "newbie" is unknown to the model; "fresh" is a track nobody played before training
     seeds = spark.createDataFrame([("newbie", "fresh"), ("a4", "fresh")], "user_id string, track_id string")
     heard = heard_of(inter).unionByName(seeds)
-    got = model.recommend(seeds, heard, n=10)
+    got = model.recommend(seeds, heard, n=10, topk=topk)
     assert got.where("user_id = 'newbie'").count() == 0
     assert got.where("track_id = 'fresh'").count() == 0
     assert got.where(F.isnan("score") | F.col("score").isNull()).count() == 0
     assert got.where("user_id = 'a4'").count() == 4
 
 
-def test_no_heard_means_top_n_over_all_tracks(spark, model):
+@pytest.mark.parametrize("topk", ["faiss", "mllib"])
+def test_no_heard_means_top_n_over_all_tracks(spark, model, topk):
     seeds = spark.createDataFrame([("a1",)], "user_id string")
-    got = model.recommend(seeds, None, n=3)
+    got = model.recommend(seeds, None, n=3, topk=topk)
     assert sorted(r.track_id for r in got.collect()) == ["p", "q", "r"]
 
 
@@ -100,6 +103,50 @@ def test_save_load_round_trip(spark, inter, model, tmp_path):
     assert_approx_df_equality(before, after, 1e-6, ignore_nullable=True)
 
 
-def test_invalid_params():
+def test_invalid_params(spark, model):
     with pytest.raises(ValueError):
         ALSRecall(weighting="sqrt")
+    seeds = spark.createDataFrame([("a1",)], "user_id string")
+    with pytest.raises(ValueError, match="topk"):
+        model.recommend(seeds, None, n=3, topk="annoy")
+
+
+def test_faiss_topk_equals_brute_force_and_mllib(spark):
+    """40 users x 60 tracks of random taste, heavy users with many heard tracks (buckets of k
+    differ within one batch of 7 users): the faiss path must equal a numpy brute force over the
+    fitted factors (tracks, order, ranks, scores) and list the same tracks as MLlib's path."""
+    import numpy as np
+
+    rng = np.random.default_rng(5)
+    rows = []
+    for u in range(40):
+        n_heard = 45 if u % 9 == 0 else int(rng.integers(2, 12))
+        for t in rng.choice(60, size=n_heard, replace=False):
+            rows.append((f"u{u:02d}", f"t{t:02d}", T0, "play", float(rng.integers(1, 5)), T0.date()))
+    inter = spark.createDataFrame(
+        rows, "user_id string, track_id string, event_ts timestamp, event_type string, weight double, event_date date")
+    m = ALSRecall(rank=6, max_iter=5, reg_param=0.1, alpha=5.0, num_blocks=2, seed=1).fit(inter)
+    seeds = inter.select("user_id").distinct()
+    heard = inter.select("user_id", "track_id").distinct()
+    n = 10
+    got = m.recommend(seeds, heard, n=n, topk="faiss", batch_size=7).toPandas()
+
+    items = m.item_factors().toPandas().sort_values("track_id")
+    users = m.user_factors().toPandas().set_index("user_id")
+    ivec = np.stack(items["features"].map(np.asarray))
+    heard_pd = heard.toPandas().groupby("user_id")["track_id"].apply(set)
+    expected = []
+    for u, f in users["features"].items():
+        sc = ivec @ np.asarray(f, dtype=np.float32)
+        cand = [(-float(s), t) for s, t in zip(sc, items["track_id"]) if t not in heard_pd[u]]
+        for r, (s, t) in enumerate(sorted(cand)[:n]):
+            expected.append((u, t, r + 1, -s))
+    got_rows = sorted(zip(got.user_id, got.track_id, got["rank"], got.score))
+    assert [r[:3] for r in got_rows] == sorted(r[:3] for r in sorted(expected))
+    assert np.allclose([r[3] for r in got_rows], [r[3] for r in sorted(expected)], atol=1e-5)
+    assert set(got["channel"]) == {"als"} and got["seed_track_id"].isna().all()
+    heavy = got[got.user_id == "u00"]
+    assert len(heavy) == n and not set(heavy.track_id) & heard_pd["u00"]
+
+    mllib = m.recommend(seeds, heard, n=n, topk="mllib").toPandas()
+    assert set(zip(mllib.user_id, mllib.track_id)) == set(zip(got.user_id, got.track_id))
