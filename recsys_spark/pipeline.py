@@ -359,8 +359,9 @@ def run_weekly(spark: SparkSession, cfg: Config, week: dt.date, run_id: Optional
                 .select("user_id", "track_id", "week_start")
             # sample users *before* building histories and negatives when the set would exceed the
             # cap (it is collected to the driver for training); train_din still enforces the cap
-            est = estimate_training_rows(inp.interactions, label_weeks, dc.negatives_per_positive)
-            frac = min(1.0, dc.max_train_rows / est) if (dc.max_train_rows and est) else 1.0
+            est = (estimate_training_rows(inp.interactions, label_weeks, dc.negatives_per_positive)
+                   if dc.max_train_rows else 0)  # no cap: no estimate pass over the label weeks
+            frac = min(1.0, dc.max_train_rows / est) if est else 1.0
             st.counts.update(estimated_rows=float(est), user_fraction=round(frac, 4))
             if frac < 1.0:
                 log.info("train.din: ~%d examples estimated > max_train_rows %d: building them for %.1f%% of "
