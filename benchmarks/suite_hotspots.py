@@ -18,6 +18,10 @@ the outputs are compared, so a speed-up that changed the result would show.
    (commit ``0530d8c``) vs batches cut to their longest history (``--parts=din_lengths``).
 6. ``als``: the ALS channel's top-K on one fitted model, ``topk="mllib"`` (before) vs
    ``topk="faiss"`` (after), 30,000 users x 8,000 tracks, top 200 (``--parts=als``).
+7. ``mmr_batch``: the greedy re-ranking called once per user (commit ``5608e7b``) vs once per
+   Arrow batch of users, vectorised across users (``--parts=mmr_batch``): pure numpy with and
+   without 512-d track embeddings, and the Spark ``select_playlists`` at M's shape
+   (20,000 users x 150 candidates, no embeddings).
 """
 
 from __future__ import annotations
@@ -160,6 +164,52 @@ def bench_mmr(commit: str, n_users: int = 150) -> dict:
             "identical_playlists": f"{same}/{n_users}"}
 
 
+def bench_mmr_batch(spark, commit: str = "5608e7b", n_users: int = 300, spark_users: int = 20000) -> dict:
+    import pandas as pd
+    from pyspark.sql import functions as F
+
+    from recsys_spark.rerank import rules
+
+    old_ns = _old_module("recsys_spark/rerank/rules.py", commit, "rules")
+    old = old_ns["_mmr_select"]
+    users = _mmr_users(n_users)
+    args = (30, 2, 0.8, 3, True)
+    out = {"before_commit": commit, "users": n_users, "candidates_per_user": 150}
+    for name, drop in (("embedding_512", []), ("no_embedding", ["embedding"])):
+        per_user = [p.drop(columns=drop) for p in users]
+        frame = pd.concat(per_user, ignore_index=True)
+        want = pd.concat([old(p, *args) for p in per_user], ignore_index=True)
+        got = rules._mmr_select(frame, *args)
+        tb = _best(lambda: [old(p, *args) for p in per_user], reps=3)
+        ta = _best(lambda: rules._mmr_select(frame, *args), reps=3)
+        out[name] = {"before_ms_per_user": round(tb / n_users * 1000, 3),
+                     "after_ms_per_user": round(ta / n_users * 1000, 3), "speedup": round(tb / ta, 2),
+                     "identical": bool(want.equals(got))}
+    df = (spark.range(spark_users * 150).select(
+        (F.col("id") % spark_users).cast("string").alias("user_id"),
+        F.concat(F.lit("t"), (F.abs(F.xxhash64("id")) % 30000).cast("string")).alias("track_id"),
+        F.rand(1).alias("final_score"), F.array(F.lit("als")).alias("channels"),
+        F.lit(None).cast("string").alias("seed_track_id"),
+        F.concat(F.lit("c"), (F.abs(F.xxhash64("id", F.lit(1))) % 3000).cast("string")).alias("creator_id"),
+        F.concat(F.lit("g"), (F.abs(F.xxhash64("id", F.lit(2))) % 18).cast("string")).alias("genre"),
+        (F.rand(2) < 0.1).alias("is_fresh"), (F.rand(3) < 0.02).alias("is_backfill"))).persist()
+    df.count()
+    old_select = old_ns["select_playlists"]
+
+    def run(fn):
+        return fn(df, 30, 2, 0.8, 0.1, True).write.format("noop").mode("overwrite").save()
+
+    tb = _best(lambda: run(old_select))
+    ta = _best(lambda: run(rules.select_playlists))
+    a = old_select(df, 30, 2, 0.8, 0.1, True).select("user_id", "position", "track_id")
+    b = rules.select_playlists(df, 30, 2, 0.8, 0.1, True).select("user_id", "position", "track_id")
+    out["spark_select"] = {"users": spark_users, "before_s": round(tb, 1), "after_s": round(ta, 1),
+                           "speedup": round(tb / ta, 2), "rows": b.count(),
+                           "rows_that_differ": a.exceptAll(b).count() + b.exceptAll(a).count()}
+    df.unpersist()
+    return out
+
+
 def bench_select(spark, commit: str, users: int = 3000, cands: int = 150) -> dict:
     from pyspark.sql import functions as F
 
@@ -279,7 +329,7 @@ def main(args) -> int:
     if "mmr" in parts:
         out["mmr"] = bench_mmr(commit)
         print("mmr", out["mmr"], flush=True)
-    if "select" in parts or "fuse" in parts or "als" in parts:
+    if "select" in parts or "fuse" in parts or "als" in parts or "mmr_batch" in parts:
         spark = get_spark(app_name="bench-hotspots", master="local[2]", driver_memory="6g", shuffle_partitions=8)
         if "select" in parts:
             out["select"] = bench_select(spark, commit)
@@ -290,6 +340,9 @@ def main(args) -> int:
         if "als" in parts:
             out["als"] = bench_als(spark)
             print("als", out["als"], flush=True)
+        if "mmr_batch" in parts:
+            out["mmr_batch"] = bench_mmr_batch(spark)
+            print("mmr_batch", out["mmr_batch"], flush=True)
     out["load_average_at_end"] = os.getloadavg()[0]
     out["measured_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     with open(path, "w") as fh:

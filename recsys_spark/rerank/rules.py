@@ -70,107 +70,173 @@ def backfill_candidates(users: DataFrame, tracks: DataFrame, heard: DataFrame, p
                        F.lit(None).cast("string").alias("seed_track_id"))
 
 
-def _unit_rows(values: pd.Series):
-    """``(matrix, has)``: L2-normalised rows of a column of arrays (zeros and ``False`` where missing)."""
-    has = values.map(lambda e: e is not None and len(e) > 0).to_numpy()
+def _unit_rows(values: np.ndarray) -> Optional[np.ndarray]:
+    """L2-normalised rows of an object array of vectors (zero rows where missing); None when no
+    row has one."""
+    has = np.fromiter((e is not None and len(e) > 0 for e in values), dtype=bool, count=len(values))
     if not has.any():
-        return None, has
-    rows = np.stack([np.asarray(v, dtype=np.float32) for v in values.to_numpy()[has]])
+        return None
+    rows = np.stack([np.asarray(v, dtype=np.float32) for v in values[has]])
     mat = np.zeros((len(values), rows.shape[1]), dtype=np.float32)
     mat[has] = rows / (np.linalg.norm(rows, axis=1, keepdims=True) + 1e-12)
-    return mat, has
+    return mat
 
 
-def _similarity(genres: np.ndarray, embeddings, creator_embeddings, use_diversity: bool,
-                creator_weight: float, creator_code: np.ndarray) -> Optional[np.ndarray]:
-    """The [n, n] MMR similarity of a user's candidates (see :func:`_mmr_select`), computed once."""
-    if not use_diversity:
-        return None
-    genre_code = pd.factorize(genres)[0]
-    sim = np.where(genre_code[:, None] == genre_code[None, :], 0.5, 0.0)
-    if embeddings is not None:
-        emb, has = _unit_rows(embeddings)
-        if emb is not None:
-            sim = np.maximum(sim, np.where(has[:, None] & has[None, :], emb @ emb.T, 0.0))
-    if creator_weight > 0 and creator_embeddings is not None:
-        cemb, has = _unit_rows(creator_embeddings)
-        if cemb is not None:
-            sim = np.maximum(sim, np.where(has[:, None] & has[None, :], creator_weight * (cemb @ cemb.T), 0.0))
-    return np.maximum(sim, np.where(creator_code[:, None] == creator_code[None, :], 1.0, 0.0))
+def _codes(values: np.ndarray) -> np.ndarray:
+    """Integer codes for equality tests; missing values (None) share one code of their own."""
+    return pd.factorize(values, use_na_sentinel=False)[0]
+
+
+# cells of the [users, n, n] similarity tensor held at once (float32: 4 MB)
+_CHUNK_CELLS = 1_000_000
 
 
 def _mmr_select(pdf: pd.DataFrame, size: int, creator_cap: int, lam: float, fresh_min: int,
                 use_diversity: bool, creator_weight: float = 0.0) -> pd.DataFrame:
-    """Greedy MMR selection for one user's candidates (pure pandas/numpy).
+    """Greedy MMR selection for the candidates of one or more users, rows clustered by user
+    (pure numpy; each user is selected independently of the others in the frame).
 
-    The similarity of candidate ``j`` to a picked track ``i`` is the maximum of: the cosine of
-    their track embeddings (``embedding``), 0.5 for the same genre, 1 for the same creator, and
-    ``creator_weight`` x the cosine of their creators' embeddings (``creator_embedding``, when
-    both creators have one). The similarity matrix is computed once per user (one matmul), the
-    creator cap is tracked with integer codes and the frame is handled as numpy columns, so each
-    greedy step is a few vector operations.
+    Per user the candidates are ordered back-fill last, then by ``final_score`` and ``track_id``,
+    one row per track (its best). The similarity of candidate ``j`` to a picked track ``i`` is the
+    maximum of: the cosine of their track embeddings (``embedding``), 0.5 for the same genre, 1 for
+    the same creator, and ``creator_weight`` x the cosine of their creators' embeddings
+    (``creator_embedding``, when both creators have one). Each greedy step picks
+    ``argmax(lam x relevance - (1 - lam) x max similarity to the picks)`` among the real
+    candidates whose creator is under ``creator_cap`` (the remaining slots are kept for fresh
+    tracks while ``fresh_min`` is not met and fresh ones are left), back-fill tracks in
+    popularity order once the real ones run out.
+
+    The users of a frame are handled together: the similarity matrices of a chunk of users are
+    stacked into one ``[users, n, n]`` tensor and each greedy step is a handful of vector
+    operations over the chunk, so the Python cost per user is a few microseconds, not a few
+    hundred.
     """
+    users_all = pdf["user_id"].to_numpy()
+    n_rows = len(users_all)
+    if n_rows == 0:
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in (
+            ("user_id", object), ("position", np.int32), ("track_id", object), ("score", float),
+            ("sources", object), ("seed_track_id", object))})
+    new_user = np.r_[True, users_all[1:] != users_all[:-1]]
+    seg = np.cumsum(new_user) - 1                                   # user index of each row
     backfill = pdf["is_backfill"].to_numpy(dtype=bool)
     scores_all = pdf["final_score"].to_numpy(dtype=float)
     tracks_all = pdf["track_id"].to_numpy().astype(str)
-    order = np.lexsort((tracks_all, -scores_all, backfill))       # back-fill last, best score, track id
-    _, first = np.unique(tracks_all[order], return_index=True)     # one row per track: its best
-    order = order[np.sort(first)]
-    n = len(order)
-    real = ~backfill[order]
-    scores = scores_all[order]
-    rel = np.zeros(n)
-    if real.any():
-        lo, hi = scores[real].min(), scores[real].max()
-        rel[real] = 1.0 if hi - lo < 1e-12 else (scores[real] - lo) / (hi - lo)
-    creator_code = pd.factorize(pdf["creator_id"].to_numpy()[order])[0]
-    per_creator = np.zeros(creator_code.max() + 1 if n else 0, dtype=np.int64)
-    fresh = pdf["is_fresh"].to_numpy(dtype=bool)[order]
+    # per user: back-fill last, best score, track id; then one row per track (its best)
+    order = np.lexsort((tracks_all, -scores_all, backfill, seg))
+    dup = pd.DataFrame({"s": seg[order], "t": tracks_all[order]}).duplicated().to_numpy()
+    order = order[~dup]
+    oseg = seg[order]
+    starts = np.flatnonzero(np.r_[True, oseg[1:] != oseg[:-1]])
+    counts = np.diff(np.r_[starts, len(order)])
+    pos = np.arange(len(order)) - np.repeat(starts, counts)
 
-    def col(name):
-        return pd.Series(pdf[name].to_numpy()[order]) if name in pdf.columns else None
+    creator_code = _codes(pdf["creator_id"].to_numpy())
+    genre_code = _codes(pdf["genre"].to_numpy()) if use_diversity else None
+    fresh_all = pdf["is_fresh"].to_numpy(dtype=bool)
+    emb = cemb = None
+    if use_diversity and "embedding" in pdf.columns:
+        emb = _unit_rows(pdf["embedding"].to_numpy())
+    if use_diversity and creator_weight > 0 and "creator_embedding" in pdf.columns:
+        cemb = _unit_rows(pdf["creator_embedding"].to_numpy())
 
-    sim = _similarity(pdf["genre"].to_numpy()[order], col("embedding"), col("creator_embedding"), use_diversity,
-                      creator_weight, creator_code)
-    max_sim = np.zeros(n)
-    chosen, used = [], np.zeros(n, dtype=bool)
-    fresh_left = min(fresh_min, int((fresh & real).sum()))
-    while len(chosen) < size:
-        slots_left = size - len(chosen)
-        ok = ~used & (per_creator[creator_code] < creator_cap)
-        if fresh_left >= slots_left:
-            ok_fresh = ok & (fresh | ~real)  # remaining slots reserved for fresh tracks while any are left
-            if (ok_fresh & real).any():
-                ok = ok_fresh
-            else:
-                fresh_left = 0
-        tier = ok & real
-        if not tier.any():
-            tier = ok & ~real
-            if not tier.any():
-                break
-            # back-fill: popularity order
-            i = int(np.flatnonzero(tier)[0])
-        else:
-            obj = lam * rel - (1.0 - lam) * max_sim if sim is not None else rel
-            obj = np.where(tier, obj, -np.inf)
-            i = int(np.argmax(obj))
-        chosen.append(i)
-        used[i] = True
-        per_creator[creator_code[i]] += 1
-        if fresh[i] and real[i]:
-            fresh_left = max(0, fresh_left - 1)
-        if sim is not None:
-            max_sim = np.maximum(max_sim, sim[i])
-    sel = order[np.asarray(chosen, dtype=np.int64)]
+    picks = []
+    n_users = len(starts)
+    u0 = 0
+    while u0 < n_users:
+        # as many users as fit the cell budget (at least one)
+        u1 = u0 + 1
+        width = counts[u0]
+        while u1 < n_users and (u1 - u0 + 1) * max(width, counts[u1]) ** 2 <= _CHUNK_CELLS:
+            width = max(width, counts[u1])
+            u1 += 1
+        lo_row, hi_row = starts[u0], (starts[u1] if u1 < n_users else len(order))
+        idx = np.full((u1 - u0, width), -1, dtype=np.int64)       # batch row of each (user, slot)
+        idx[oseg[lo_row:hi_row] - oseg[lo_row], pos[lo_row:hi_row]] = order[lo_row:hi_row]
+        picks.append(_greedy(idx, size, creator_cap, lam, fresh_min, backfill, scores_all, creator_code,
+                             fresh_all, genre_code, emb, cemb, creator_weight))
+        u0 = u1
+    picked = np.concatenate(picks)                                  # [users, size], -1 = none
+    _, slot = np.nonzero(picked >= 0)                                # row-major: user, then position
+    sel = picked[picked >= 0]
     return pd.DataFrame({
-        "user_id": pdf["user_id"].to_numpy()[sel],
-        "position": np.arange(1, len(chosen) + 1, dtype=np.int32),
+        "user_id": users_all[sel],
+        "position": (slot + 1).astype(np.int32),
         "track_id": tracks_all[sel].astype(object),
         "score": scores_all[sel],
         "sources": [list(c) for c in pdf["channels"].to_numpy()[sel]],
         "seed_track_id": pdf["seed_track_id"].to_numpy()[sel],
     })
+
+
+def _greedy(idx, size, creator_cap, lam, fresh_min, backfill, scores_all, creator_code, fresh_all, genre_code,
+            emb, cemb, creator_weight) -> np.ndarray:
+    """The greedy selection of one chunk of users; ``idx`` ``[users, n]`` holds each user's
+    candidate rows in preference order (-1 = padding). Returns ``[users, size]`` picked rows."""
+    n_u, n = idx.shape
+    valid = idx >= 0
+    safe = np.where(valid, idx, 0)
+    real = valid & ~backfill[safe]
+    scores = np.where(valid, scores_all[safe], 0.0)
+    fresh = valid & fresh_all[safe]
+    cc = np.where(valid, creator_code[safe], -1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        lo = np.where(real, scores, np.inf).min(axis=1, keepdims=True)
+        hi = np.where(real, scores, -np.inf).max(axis=1, keepdims=True)
+        span = hi - lo
+        rel = np.where(real, np.where(span < 1e-12, 1.0, (scores - lo) / span), 0.0)
+    sim = None
+    if genre_code is not None:
+        # float32 holds every value exactly (0.5, 1, cosines), so picks equal a float64 matrix's;
+        # built user by user (cache-sized blocks), used stacked by the vectorised steps below
+        sim = np.zeros((n_u, n, n), dtype=np.float32)
+        half, one = np.float32(0.5), np.float32(1.0)
+        for u in range(n_u):
+            rows = idx[u, valid[u]]
+            k = len(rows)
+            s = sim[u, :k, :k]
+            g = genre_code[rows]
+            s[g[:, None] == g[None, :]] = half
+            for mat, w in ((emb, None), (cemb, creator_weight)):
+                if mat is not None:  # rows without a vector are zero: their cosines are 0
+                    e = mat[rows]
+                    np.maximum(s, e @ e.T if w is None else w * (e @ e.T), out=s)
+            c = cc[u, :k]
+            np.maximum(s, np.where(c[:, None] == c[None, :], one, np.float32(0.0)), out=s)
+    ar = np.arange(n_u)
+    max_sim = np.zeros((n_u, n))
+    used = ~valid
+    per_creator = np.zeros((n_u, n), dtype=np.int64)               # picks so far by each slot's creator
+    fresh_left = np.minimum(fresh_min, (fresh & real).sum(axis=1))
+    active = np.ones(n_u, dtype=bool)
+    out = np.full((n_u, size), -1, dtype=np.int64)
+    for step in range(size):
+        slots_left = size - step
+        ok = ~used & (per_creator < creator_cap)
+        reserve = fresh_left >= slots_left                          # remaining slots kept for fresh
+        ok_fresh = ok & (fresh | ~real)
+        has_fresh = (ok_fresh & real).any(axis=1)
+        ok = np.where((reserve & has_fresh)[:, None], ok_fresh, ok)
+        fresh_left = np.where(reserve & ~has_fresh, 0, fresh_left)
+        tier = ok & real
+        any_real = tier.any(axis=1)
+        tier_bf = ok & ~real & valid
+        active &= any_real | tier_bf.any(axis=1)
+        if not active.any():
+            break
+        obj = lam * rel - (1.0 - lam) * max_sim if sim is not None else rel
+        i = np.where(any_real, np.argmax(np.where(tier, obj, -np.inf), axis=1),
+                     np.argmax(tier_bf, axis=1))                    # back-fill: popularity order
+        rows = ar[active]
+        i = i[active]
+        out[rows, step] = idx[rows, i]
+        used[rows, i] = True
+        per_creator[rows] += cc[rows] == cc[rows, i][:, None]
+        took_fresh = fresh[rows, i] & real[rows, i]
+        fresh_left[rows] = np.where(took_fresh, np.maximum(0, fresh_left[rows] - 1), fresh_left[rows])
+        if sim is not None:
+            max_sim[rows] = np.maximum(max_sim[rows], sim[rows, i])
+    return out
 
 
 def select_playlists(cands: DataFrame, size: int = 30, creator_cap: int = 2, diversity_lambda: float = 0.8,
@@ -198,7 +264,7 @@ def select_playlists(cands: DataFrame, size: int = 30, creator_cap: int = 2, div
             carry = pdf[tail]
             done = pdf[~tail]
             if len(done):
-                yield pd.concat([select(g) for _, g in done.groupby("user_id", sort=False)], ignore_index=True)
+                yield select(done)
         if carry is not None and len(carry):
             yield select(carry)
 

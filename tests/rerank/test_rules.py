@@ -126,6 +126,41 @@ def test_fresh_share_reserves_slots():
     assert list(out["track_id"]) == ["o0", "o1", "f1"]
 
 
+def test_users_selected_together_equal_users_selected_alone(monkeypatch):
+    # many users in one frame (the mapInPandas path), in chunks with padding: no cap, freshness
+    # reservation or similarity may leak from one user to another
+    import numpy as np
+
+    from recsys_spark.rerank import rules
+
+    g = np.random.default_rng(11)
+    frames = []
+    for u in range(9):
+        n = int(g.integers(3, 40))
+        emb = [None if g.random() < 0.3 else g.standard_normal(4).astype(np.float32) for _ in range(n)]
+        frames.append(pd.DataFrame({
+            "user_id": f"u{u}", "track_id": [f"t{i}" for i in g.integers(0, 30, n)],  # duplicates too
+            "final_score": g.random(n).round(2), "channels": [["als"]] * n, "seed_track_id": None,
+            "creator_id": [f"c{i}" for i in g.integers(0, 4, n)], "genre": [f"g{i}" for i in g.integers(0, 3, n)],
+            "is_fresh": g.random(n) < 0.3, "is_backfill": g.random(n) < 0.2, "embedding": emb,
+            "creator_embedding": [g.standard_normal(4).astype(np.float32) for _ in range(n)]}))
+    frame = pd.concat(frames, ignore_index=True)
+    args = (8, 2, 0.6, 2, True, 0.5)
+    alone = pd.concat([_mmr_select(f, *args) for f in frames], ignore_index=True)
+    monkeypatch.setattr(rules, "_CHUNK_CELLS", 3 * 40 * 40)  # a few users per chunk
+    together = _mmr_select(frame, *args)
+    pd.testing.assert_frame_equal(together, alone)
+    assert set(together["user_id"]) == {f"u{u}" for u in range(9)}
+    assert together.groupby("user_id")["position"].apply(lambda p: list(p) == list(range(1, len(p) + 1))).all()
+
+
+def test_creator_cap_counts_missing_creators_as_one():
+    rows = [("u", "a", 3.0, ["als"], None, None, "g", False, False, None),
+            ("u", "b", 2.0, ["als"], None, None, "g", False, False, None),
+            ("u", "c", 1.0, ["als"], None, "k", "g", False, False, None)]
+    assert list(_mmr_select(_pdf(rows), 3, 1, 1.0, 0, False)["track_id"]) == ["a", "c"]
+
+
 def test_reasons(spark):
     tracks = _tracks(spark, [("s1", "c", "Seed Song", "rock", OLD, 1, 1, 1), ("x", "c", "X", "rock", OLD, 1, 1, 1),
                              ("y", "c", "Y", "jazz", OLD, 1, 1, 1), ("z", "c", "Z", "jazz", OLD, 1, 1, 1)])
