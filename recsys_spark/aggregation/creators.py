@@ -113,18 +113,29 @@ def affinity_examples(interactions: DataFrame, tracks_df: DataFrame, week: dt.da
             .withColumn("label_week", F.lit(week).cast("date")))
 
 
-def user_vectors(interactions: DataFrame, track_embeddings_df: DataFrame, week: dt.date, last_n: int = 50) -> DataFrame:
-    """``user_id, user_vec array<float>``: mean embedding of the user's seeds before ``week``."""
+def user_vectors(interactions: DataFrame, track_embeddings_df: DataFrame, week: dt.date, last_n: int = 50,
+                 users: Optional[DataFrame] = None) -> DataFrame:
+    """``user_id, user_vec array<float>``: mean embedding of the user's seeds before ``week``
+    (seeds without an embedding are left out; users with none get no row).
+
+    ``users`` (``user_id``) restricts the work to those users (the sampled training users): the
+    histories are built and averaged for them only. The mean is taken over whole vectors
+    (``aggregate`` over the user's list of seed embeddings), one row per user throughout: no
+    row per (user, dimension).
+    """
     from ..history import build_history
 
     start = dt.datetime.combine(week, dt.time())
-    seeds = build_history(interactions.where(F.col("event_ts") < F.lit(start)), week, last_n=last_n)
+    before = interactions.where(F.col("event_ts") < F.lit(start))
+    if users is not None:
+        before = before.join(users.select("user_id").distinct(), "user_id", "left_semi")
+    seeds = build_history(before, week, last_n=last_n)
     emb = track_embeddings_df.select("track_id", "embedding").dropDuplicates(["track_id"])
-    per_dim = (seeds.select("user_id", "track_id").join(emb, "track_id")
-               .select("user_id", F.posexplode("embedding").alias("i", "v"))
-               .groupBy("user_id", "i").agg(F.avg("v").alias("v")))
-    return per_dim.groupBy("user_id").agg(
-        F.transform(F.sort_array(F.collect_list(F.struct("i", "v"))), lambda s: s["v"].cast("float")).alias("user_vec"))
+    vecs = (seeds.select("user_id", "track_id").join(emb, "track_id")
+            .groupBy("user_id").agg(F.collect_list(F.col("embedding").cast("array<double>")).alias("_e")))
+    total = F.aggregate(F.slice("_e", 2, 1 << 30), F.element_at("_e", 1),
+                        lambda acc, x: F.zip_with(acc, x, lambda a, b: a + b))
+    return vecs.select("user_id", F.transform(total, lambda v: (v / F.size("_e")).cast("float")).alias("user_vec"))
 
 
 def _dense_sets(sets_pdf: pd.DataFrame, creators: Sequence[str], max_tracks: int, dim: int):
@@ -180,15 +191,17 @@ def train_creator_attention(
     creators_df = spark.createDataFrame([(c,) for c in creators], "creator_id string")
 
     def collect(week):
-        ex = affinity_examples(interactions, tracks_df, week, n_negatives, seed, creators=creators_df)
-        uv = user_vectors(interactions, track_embeddings_df, week)
+        # persisted: counted, then read for the sampled users' vectors and for the collect
+        ex = affinity_examples(interactions, tracks_df, week, n_negatives, seed, creators=creators_df).persist()
         frac_users = ex.select("user_id").distinct().count()
         if frac_users > max_users:
             keep = _hash_unit(F.lit(seed), F.col("user_id")) < F.lit(max_users / frac_users)
             ex = ex.where(keep)
+        uv = user_vectors(interactions, track_embeddings_df, week, users=ex.select("user_id"))
         # sorted: the same inputs give the same training order (reruns of a week reproduce it)
         pdf = ex.join(uv, "user_id").toPandas().sort_values(["user_id", "creator_id", "label"],
                                                              ignore_index=True)
+        ex.unpersist()
         users = sorted(pdf["user_id"].unique())
         upos = {u: i for i, u in enumerate(users)}
         vecs = np.zeros((len(users), dim), dtype=np.float32)

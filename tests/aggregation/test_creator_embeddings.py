@@ -8,7 +8,7 @@ import torch
 
 from recsys_spark.aggregation import attention as A
 from recsys_spark.aggregation.creators import (affinity_examples, creator_embeddings, for_diversity,
-                                               load_pooling, save_pooling)
+                                               load_pooling, save_pooling, user_vectors)
 
 TRACKS = "track_id string, creator_id string, play_count long"
 EMBS = "track_id string, embedding array<float>"
@@ -50,6 +50,24 @@ def test_attention_creator_embeddings_match_torch(spark, catalog, tmp_path):
     assert got["k2"] == pytest.approx([2.0, 2.0, 2.0])
     with pytest.raises(ValueError):
         creator_embeddings(spark, tracks, embs, method="attention")
+
+
+def test_user_vectors_mean_seed_embeddings_for_the_given_users(spark, catalog):
+    _, embs = catalog
+    ts = dt.datetime.fromisoformat
+    inter = spark.createDataFrame([
+        ("u1", "a", ts("2024-01-02 09:00"), "play", 1.0),
+        ("u1", "b", ts("2024-01-03 09:00"), "play", 1.0),
+        ("u1", "e", ts("2024-01-04 09:00"), "play", 1.0),   # e has no embedding: left out of the mean
+        ("u1", "c", ts("2024-01-09 09:00"), "play", 1.0),   # in week W: not history
+        ("u2", "d", ts("2024-01-05 09:00"), "play", 1.0),
+        ("u3", "c", ts("2024-01-10 09:00"), "play", 1.0),   # nothing before W: no vector
+    ], "user_id string, track_id string, event_ts timestamp, event_type string, weight double")
+    got = {r.user_id: r.user_vec for r in user_vectors(inter, embs, W).collect()}
+    assert got == {"u1": pytest.approx([0.5, 0.5, 0.0]), "u2": pytest.approx([2.0, 2.0, 2.0])}
+    users = spark.createDataFrame([("u1",), ("u3",), ("u1",)], "user_id string")
+    only = {r.user_id: r.user_vec for r in user_vectors(inter, embs, W, users=users).collect()}
+    assert only == {"u1": pytest.approx([0.5, 0.5, 0.0])}
 
 
 def test_affinity_examples(spark, catalog):
