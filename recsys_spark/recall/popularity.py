@@ -69,7 +69,9 @@ def popularity_candidates(users: DataFrame, seeds: DataFrame, tracks: DataFrame,
     # genres run dry are back-filled by the re-ranking stage, so no users x pool cross join here
     cold = users.select("user_id").distinct().join(seeds.select("user_id").distinct(), "user_id", "left_anti")
     everyone = cold.crossJoin(F.broadcast(glob.select("track_id", (0.1 * F.col("pop_norm")).alias("score"))))
-    cands = by_taste.unionByName(everyone).groupBy("user_id", "track_id").agg(F.max("score").alias("score"))
+    # (user, track) is unique without a de-duplicating aggregation: a track has one genre, a
+    # user's genres are distinct, and cold users (no seeds) have no taste rows
+    cands = by_taste.unionByName(everyone)
     cands = cands.join(heard, ["user_id", "track_id"], "left_anti")
     return (top_n_per_user(cands, n)
             .select("user_id", "track_id", F.lit(CHANNEL).alias("channel"), F.col("score").cast("double"),
