@@ -22,6 +22,9 @@ the outputs are compared, so a speed-up that changed the result would show.
    Arrow batch of users, vectorised across users (``--parts=mmr_batch``): pure numpy with and
    without 512-d track embeddings, and the Spark ``select_playlists`` at M's shape
    (20,000 users x 150 candidates, no embeddings).
+8. ``din_table``: DIN scoring projecting the content vectors per candidate row and history
+   position (commit ``5608e7b``) vs once per vocabulary row (:meth:`DIN.item_table`), M-like
+   history lengths, one thread (``--parts=din_table``).
 """
 
 from __future__ import annotations
@@ -30,7 +33,9 @@ import datetime as dt
 import json
 import os
 import subprocess
+import sys
 import time
+import types
 
 BEFORE = "82a5cd4"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -40,9 +45,11 @@ def _old_module(path: str, commit: str, name: str):
     src = subprocess.run(["git", "show", f"{commit}:{path}"], cwd=REPO, check=True, capture_output=True,
                          text=True).stdout
     pkg = "recsys_spark." + ".".join(path[len("recsys_spark/"):-3].split("/")[:-1])
-    ns = {"__name__": f"{pkg}._before_{name}", "__package__": pkg}
-    exec(compile(src, f"{commit}:{path}", "exec"), ns)
-    return ns
+    mod = types.ModuleType(f"{pkg}._before_{name}")
+    mod.__package__ = pkg
+    sys.modules[mod.__name__] = mod  # dataclasses look their module up
+    exec(compile(src, f"{commit}:{path}", "exec"), mod.__dict__)
+    return mod.__dict__
 
 
 def _best(fn, reps: int = 2) -> float:
@@ -130,6 +137,44 @@ def bench_din_lengths(users: int = 600, cands: int = 150, mean_len: float = 13.5
     return {"rows": rows, "mean_history": round(float(lens.mean()), 1), "before_commit": commit,
             "before_rows_per_s": round(rows / tb), "after_rows_per_s": round(rows / ta),
             "speedup": round(tb / ta, 2), "max_abs_diff": float(np.abs(a - b).max())}
+
+
+def bench_din_table(users: int = 600, cands: int = 150, mean_len: float = 13.5, commit: str = "5608e7b") -> dict:
+    import numpy as np
+    import torch
+
+    from recsys_spark.ranking import din as D
+
+    old_d = _old_module("recsys_spark/ranking/din.py", commit, "din")
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    g = np.random.default_rng(0)
+    n_items = 30000
+    cfg = D.DINConfig(n_items=n_items, n_id_items=n_items, embedding_dim=32, content_dim=512,
+                      attention_hidden=[64, 32], mlp_hidden=[128, 64], max_history=50)
+    content = torch.randn(n_items + D.N_SPECIAL, 512)
+    model = D.DIN(cfg, content).eval()
+    old_model = old_d["DIN"](old_d["DINConfig"](**vars(cfg)), content).eval()
+    old_model.load_state_dict(model.state_dict())
+    lens = np.minimum(50, g.geometric(1 / mean_len, size=users))
+    hist = np.zeros((users, 50), dtype=np.int64)
+    for u, n in enumerate(lens):
+        hist[u, :n] = g.integers(D.N_SPECIAL, n_items + D.N_SPECIAL, size=n)
+    owner = np.repeat(np.arange(users), cands)
+    cand = g.integers(D.N_SPECIAL, n_items + D.N_SPECIAL, size=users * cands)
+    with torch.no_grad():
+        t = time.time()
+        model.item_table()
+        table_s = time.time() - t
+        a = old_d["predict_grouped"](old_model, hist, cand, owner, 4096)
+        b = D.predict_grouped(model, hist, cand, owner, 4096)
+        tb = _best(lambda: old_d["predict_grouped"](old_model, hist, cand, owner, 4096), reps=3)
+        ta = _best(lambda: D.predict_grouped(model, hist, cand, owner, 4096), reps=3)
+    rows = users * cands
+    return {"rows": rows, "vocabulary": n_items, "mean_history": round(float(lens.mean()), 1), "before_commit": commit,
+            "before_rows_per_s": round(rows / tb), "after_rows_per_s": round(rows / ta),
+            "speedup": round(tb / ta, 2), "item_table_seconds_once_per_worker": round(table_s, 2),
+            "max_abs_diff": float(np.abs(a - b).max())}
 
 
 def _mmr_users(n_users: int, n: int = 150, dim: int = 512):
@@ -326,6 +371,9 @@ def main(args) -> int:
     if "din_lengths" in parts:
         out["din_lengths"] = bench_din_lengths()
         print("din_lengths", out["din_lengths"], flush=True)
+    if "din_table" in parts:
+        out["din_table"] = bench_din_table()
+        print("din_table", out["din_table"], flush=True)
     if "mmr" in parts:
         out["mmr"] = bench_mmr(commit)
         print("mmr", out["mmr"], flush=True)

@@ -176,6 +176,21 @@ class DIN(nn.Module):
             e = torch.cat([e, p], dim=-1)
         return e
 
+    @torch.no_grad()
+    def item_table(self, chunk: int = 65536) -> torch.Tensor:
+        """Every vocabulary row's item vector, ``[n_items + 2, item_dim]`` (scoring: the content
+        projection then runs once per track, not once per candidate row and history position).
+
+        Cached until any parameter changes (in place, as an optimizer step does, or replaced)."""
+        key = tuple((p.data_ptr(), p._version) for p in self.parameters())
+        if getattr(self, "_item_table_key", None) != key:
+            n = self.config.n_items + N_SPECIAL
+            dev = self.id_embedding.weight.device
+            self._item_table = torch.cat([self.item(torch.arange(s, min(s + chunk, n), device=dev))
+                                          for s in range(0, n, chunk)])
+            self._item_table_key = key
+        return self._item_table
+
     # -- forward -------------------------------------------------------------------------------
     def forward(self, hist_idx: torch.Tensor, cand_idx: torch.Tensor,
                 user_features: Optional[torch.Tensor] = None,
@@ -244,9 +259,10 @@ class DIN(nn.Module):
         w = first.weight                                       # H, 4D
         w_h, w_c, w_d, w_p = w[:, :d], w[:, d:2 * d], w[:, 2 * d:3 * d], w[:, 3 * d:]
         mask = (hist_idx != PAD)
-        hu = self.item(hist_idx) * mask.unsqueeze(-1).float()    # U, L, D (padding rows zero)
+        table = self.item_table()
+        hu = table[hist_idx] * mask.unsqueeze(-1).float()        # U, L, D (padding rows zero)
         h_part = hu @ (w_h + w_d).T + first.bias                 # U, L, H   once per user
-        c = self.item(cand_idx)                                  # N, D
+        c = table[cand_idx]                                      # N, D
         c_part = c @ (w_c - w_d).T                               # N, H
         h = hu[owner]                                            # N, L, D
         x = h_part[owner] + c_part.unsqueeze(1) + (h * c.unsqueeze(1)) @ w_p.T

@@ -196,3 +196,30 @@ def test_grouped_scoring_equals_forward_per_candidate(softmax, content_dim):
     for bs in (1, 7, 4096):
         np.testing.assert_allclose(D.predict_grouped(model, hist, cand, owner, batch_size=bs), direct, atol=1e-6)
     assert len(D.predict_grouped(model, hist, cand[:0], owner[:0])) == 0
+
+
+def test_item_table_follows_weight_updates():
+    # scoring caches every track's item vector; a training step (in place) or loaded weights
+    # must not leave stale vectors behind
+    model = _model(content_dim=6).eval()
+    g = np.random.default_rng(2)
+    hist = g.integers(2, 22, size=(3, 4))
+    owner = np.repeat(np.arange(3), 5)
+    cand = g.integers(2, 22, size=15)
+
+    def direct():
+        with torch.no_grad():
+            return torch.sigmoid(model(torch.as_tensor(hist[owner]), torch.as_tensor(cand))).numpy()
+
+    before = D.predict_grouped(model, hist, cand, owner)
+    np.testing.assert_allclose(before, direct(), atol=1e-6)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    model.train()
+    loss = model(torch.as_tensor(hist[owner]), torch.as_tensor(cand)).sum()
+    loss.backward()
+    opt.step()
+    after = D.predict_grouped(model, hist, cand, owner)
+    np.testing.assert_allclose(after, direct(), atol=1e-6)
+    assert np.abs(after - before).max() > 1e-3
+    model.load_state_dict(_model(content_dim=6, seed=5).state_dict())
+    np.testing.assert_allclose(D.predict_grouped(model, hist, cand, owner), direct(), atol=1e-6)
