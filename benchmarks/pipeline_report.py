@@ -21,13 +21,21 @@ ORDER = ["XS", "S", "M", "L"]
 
 
 def load(results: str = RESULTS) -> Dict[str, dict]:
+    """The result of every size: ``pipeline_<size>.json``, else its ``noemb`` variant (the run
+    with ``embeddings.enabled=false``: no embed, content, prompt or creator stages)."""
     out = {}
     for size in ORDER:
-        path = os.path.join(results, f"pipeline_{size}.json")
-        if os.path.exists(path):
-            with open(path) as fh:
-                out[size] = json.load(fh)
+        for name in (f"pipeline_{size}.json", f"pipeline_{size}_noemb.json"):
+            path = os.path.join(results, name)
+            if os.path.exists(path):
+                with open(path) as fh:
+                    out[size] = json.load(fh)
+                break
     return out
+
+
+def _label(size: str, res: dict) -> str:
+    return f"{size} ({res['variant']})" if res.get("variant") else size
 
 
 def _mb(x) -> str:
@@ -44,7 +52,7 @@ def _stages(res: dict) -> Dict[str, dict]:
 
 def stage_table(size: str, res: dict) -> List[str]:
     p = res["platform"]
-    lines = [f"**{size}**: {p.get('n_users', 0):,} users, {p.get('n_tracks', 0):,} tracks, "
+    lines = [f"**{_label(size, res)}**: {p.get('n_users', 0):,} users, {p.get('n_tracks', 0):,} tracks, "
              f"{p.get('interactions', 0):,} interactions, {p.get('user_prompts', 0):,} prompts; weekly run "
              f"**{res['weekly_seconds']:,.0f} s** for {res['users']:,} users ({res['short_users']} short of 30); "
              f"measured {res.get('measured_at', '?')} on {res.get('machine', '?')}.", "",
@@ -64,14 +72,17 @@ def growth_table(results: Dict[str, dict]) -> List[str]:
         ra, rb = results[a], results[b]
         users = rb["users"] / max(ra["users"], 1)
         inter = rb["platform"].get("interactions", 0) / max(ra["platform"].get("interactions", 1), 1)
-        lines += ["", f"Growth {a} -> {b}: users x{users:.1f}, interactions x{inter:.1f}, "
-                      f"whole run x{rb['weekly_seconds'] / max(ra['weekly_seconds'], 1e-9):.1f}.", "",
+        sa, sb = _stages(ra), _stages(rb)
+        both = [n for n in sb if n in sa and sa[n]["seconds"] and sb[n]["seconds"]]
+        whole = f"whole run x{rb['weekly_seconds'] / max(ra['weekly_seconds'], 1e-9):.1f}"
+        if ra.get("variant") != rb.get("variant"):  # e.g. M with embeddings vs L without
+            common = sum(sb[n]["seconds"] for n in both) / max(sum(sa[n]["seconds"] for n in both), 1e-9)
+            whole = (f"the stages both runs have x{common:.1f} ({_label(a, ra)} and {_label(b, rb)} "
+                     f"differ in the stages they run)")
+        lines += ["", f"Growth {a} -> {b}: users x{users:.1f}, interactions x{inter:.1f}, {whole}.", "",
                   "| stage | seconds " + a + " | seconds " + b + " | time growth | vs users | shuffle growth |",
                   "|---|---:|---:|---:|---|---:|"]
-        sa, sb = _stages(ra), _stages(rb)
-        for name in sb:
-            if name not in sa or not sa[name]["seconds"]:
-                continue
+        for name in both:
             g = (sb[name]["seconds"] or 0) / sa[name]["seconds"]
             sh_a = sa[name].get("shuffle_write_bytes") or 0
             sh_b = sb[name].get("shuffle_write_bytes") or 0
@@ -90,7 +101,7 @@ def memory_table(results: Dict[str, dict]) -> List[str]:
             continue
         r = results[size]
         ex = (r.get("executor_peaks") or {}).get("driver", {})
-        lines.append(f"| {size} | {r['users']:,} | {r.get('peak_driver_jvm_heap_mb', '')} | "
+        lines.append(f"| {_label(size, r)} | {r['users']:,} | {r.get('peak_driver_jvm_heap_mb', '')} | "
                      f"{r.get('peak_driver_jvm_live_heap_after_gc_mb', '')} | {r.get('peak_driver_python_rss_mb', '')} | "
                      f"{_mb(ex.get('JVMHeapMemory'))} |")
     return lines
@@ -107,11 +118,13 @@ def plot(results: Dict[str, dict], path: str) -> bool:
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     users = [results[s]["users"] for s in sizes]
-    names = [n for n in _stages(results[sizes[-1]]) if all(n in _stages(results[s]) for s in sizes)]
+    names = [n for n in _stages(results[sizes[-1]])
+             if all((_stages(results[s]).get(n) or {}).get("seconds") for s in sizes)]
     for n in names:
         ys = [max(_stages(results[s])[n]["seconds"] or 0, 0.1) for s in sizes]
         ax.plot(users, ys, marker="o", label=n)
-    ax.plot(users, [results[s]["weekly_seconds"] for s in sizes], "k--", marker="s", label="whole run")
+    ax.plot(users, [results[s]["weekly_seconds"] for s in sizes], "k--", marker="s",
+            label="whole run" + ("".join(f", {_label(s, results[s])}" for s in sizes if results[s].get("variant"))))
     base = results[sizes[0]]["weekly_seconds"]
     ax.plot(users, [base * u / users[0] for u in users], ":", color="grey", label="linear in users")
     ax.set_xscale("log")

@@ -2,6 +2,7 @@
 
 import datetime as dt
 import os
+import shutil
 import subprocess
 import sys
 
@@ -14,6 +15,7 @@ from recsys_spark.pipeline import run_weekly
 from recsys_spark.tables import Tables
 
 W = dt.date.fromisoformat(TINY_WEEK)
+PREV = W - dt.timedelta(days=7)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -23,12 +25,26 @@ def _playlist(tables, week=W):
 
 
 @pytest.fixture(scope="module")
-def reference(spark, tiny_platform, tmp_path_factory):
-    """An uninterrupted run of W (the expected playlist)."""
-    cfg = load_config(overrides=copy_warehouse(tiny_platform, tmp_path_factory.mktemp("ref")))
+def weeks_done(spark, tiny_platform, tmp_path_factory):
+    """Week W-7 written (a snapshot of the warehouse then, for the kill tests to start from), then
+    an uninterrupted run of W on top of it: the expected playlist. (The exception test starts
+    without W-7 and must still get this playlist.)"""
+    root = tmp_path_factory.mktemp("ref")
+    cfg = load_config(overrides=copy_warehouse(tiny_platform, root))
     tables = Tables.from_config(spark, cfg.storage)
+    run_weekly(spark, cfg, PREV, tables=tables)
+    snap = tmp_path_factory.mktemp("prev")
+    for sub in ("warehouse", "models"):
+        if (root / sub).exists():
+            shutil.copytree(root / sub, snap / sub)
+    prev_rows = _playlist(tables, PREV)
     run_weekly(spark, cfg, W, tables=tables)
-    return _playlist(tables)
+    return {"snapshot": snap, "prev_rows": prev_rows, "reference": _playlist(tables)}
+
+
+@pytest.fixture(scope="module")
+def reference(weeks_done):
+    return weeks_done["reference"]
 
 
 def _kill_run(overrides, stage, timeout=900):
@@ -42,14 +58,17 @@ def _kill_run(overrides, stage, timeout=900):
 
 
 @pytest.mark.parametrize("stage", ["recall.als", "write.during_commit"])
-def test_sigkill_then_rerun_equals_uninterrupted(spark, tiny_platform, tmp_path, reference, stage):
-    overrides = copy_warehouse(tiny_platform, tmp_path)
+def test_sigkill_then_rerun_equals_uninterrupted(spark, tiny_platform, tmp_path, weeks_done, reference, stage):
+    # starts from the warehouse as it was after week W-7: that earlier week must stay untouched
+    for sub in ("warehouse", "models"):
+        if (weeks_done["snapshot"] / sub).exists():
+            shutil.copytree(weeks_done["snapshot"] / sub, tmp_path / sub)
+    overrides = tiny_platform["overrides"] + [f"storage.warehouse={tmp_path / 'warehouse'}",
+                                              f"storage.model_dir={tmp_path / 'models'}"]
     cfg = load_config(overrides=overrides)
     tables = Tables.from_config(spark, cfg.storage)
-    # an earlier week, written before the crash, must stay untouched
-    prev = W - dt.timedelta(days=7)
-    run_weekly(spark, cfg, prev, tables=tables)
-    prev_rows = _playlist(tables, prev)
+    prev, prev_rows = PREV, weeks_done["prev_rows"]
+    assert prev_rows and _playlist(tables, prev) == prev_rows
     proc = _kill_run(overrides, stage)
     assert proc.returncode == -9, proc.stdout[-2000:] + proc.stderr[-2000:]
     # nothing of week W is visible after the kill (the write is one atomic commit)
