@@ -89,3 +89,42 @@ def copy_warehouse(tiny, dest):
     """A private copy of the tiny platform's tables plus the config overrides pointing at it."""
     shutil.copytree(tiny["warehouse"], dest / "warehouse")
     return tiny["overrides"] + [f"storage.warehouse={dest / 'warehouse'}", f"storage.model_dir={dest / 'models'}"]
+
+
+def _week_rows(tables, week):
+    from pyspark.sql import functions as F
+
+    return sorted(tuple(r) for r in tables.read("discover_weekly").where(F.col("week_start") == week)
+                  .select("user_id", "position", "track_id").collect())
+
+
+@pytest.fixture(scope="session")
+def tiny_weeks(spark, tiny_platform, tmp_path_factory):
+    """Weeks W-7 and W of the tiny platform, each run once per session (a weekly run is the
+    costliest thing the suite does).
+
+    ``after_prev``: a snapshot (warehouse and models) taken between the two runs, for tests that
+    start from "W-7 done" (they copy it). ``cfg``/``tables``: the live warehouse after W (the
+    end-to-end module asserts on it and reruns W in place). ``playlist_prev``/``playlist_w``: the
+    ``(user_id, position, track_id)`` rows of each week as first written.
+    """
+    import datetime as dt
+
+    from recsys_spark.config import load_config
+    from recsys_spark.pipeline import run_weekly
+    from recsys_spark.tables import Tables
+
+    week = dt.date.fromisoformat(TINY_WEEK)
+    prev = week - dt.timedelta(days=7)
+    root = tmp_path_factory.mktemp("tiny-weeks")
+    cfg = load_config(overrides=copy_warehouse(tiny_platform, root))
+    tables = Tables.from_config(spark, cfg.storage)
+    res_prev = run_weekly(spark, cfg, prev, tables=tables)
+    playlist_prev = _week_rows(tables, prev)
+    snap = tmp_path_factory.mktemp("tiny-after-prev")
+    for sub in ("warehouse", "models"):
+        if (root / sub).exists():
+            shutil.copytree(root / sub, snap / sub)
+    res = run_weekly(spark, cfg, week, tables=tables)
+    return {"cfg": cfg, "tables": tables, "res_prev": res_prev, "res": res, "after_prev": snap,
+            "playlist_prev": playlist_prev, "playlist_w": _week_rows(tables, week)}

@@ -25,21 +25,12 @@ def _playlist(tables, week=W):
 
 
 @pytest.fixture(scope="module")
-def weeks_done(spark, tiny_platform, tmp_path_factory):
-    """Week W-7 written (a snapshot of the warehouse then, for the kill tests to start from), then
-    an uninterrupted run of W on top of it: the expected playlist. (The exception test starts
-    without W-7 and must still get this playlist.)"""
-    root = tmp_path_factory.mktemp("ref")
-    cfg = load_config(overrides=copy_warehouse(tiny_platform, root))
-    tables = Tables.from_config(spark, cfg.storage)
-    run_weekly(spark, cfg, PREV, tables=tables)
-    snap = tmp_path_factory.mktemp("prev")
-    for sub in ("warehouse", "models"):
-        if (root / sub).exists():
-            shutil.copytree(root / sub, snap / sub)
-    prev_rows = _playlist(tables, PREV)
-    run_weekly(spark, cfg, W, tables=tables)
-    return {"snapshot": snap, "prev_rows": prev_rows, "reference": _playlist(tables)}
+def weeks_done(tiny_weeks):
+    """Week W-7 written (a snapshot of the warehouse then, for the kill tests to start from) and
+    W's playlist from an uninterrupted run on top of it, the expected one (conftest's session run;
+    the exception test starts without W-7 and must still get this playlist)."""
+    return {"snapshot": tiny_weeks["after_prev"], "prev_rows": tiny_weeks["playlist_prev"],
+            "reference": tiny_weeks["playlist_w"]}
 
 
 @pytest.fixture(scope="module")

@@ -5,10 +5,7 @@ import datetime as dt
 import pytest
 from pyspark.sql import functions as F
 
-from conftest import copy_warehouse
-from recsys_spark.config import load_config
 from recsys_spark.pipeline import run_weekly
-from recsys_spark.tables import Tables
 
 W = dt.date(2026, 11, 23)
 W_PREV = dt.date(2026, 11, 16)
@@ -16,12 +13,10 @@ END = dt.datetime(2026, 11, 23)
 
 
 @pytest.fixture(scope="module")
-def platform(spark, tiny_platform, tmp_path_factory):
-    cfg = load_config(overrides=copy_warehouse(tiny_platform, tmp_path_factory.mktemp("e2e")))
-    tables = Tables.from_config(spark, cfg.storage)
-    res_prev = run_weekly(spark, cfg, W_PREV, tables=tables)
-    res = run_weekly(spark, cfg, W, tables=tables)
-    return cfg, tables, tiny_platform["reports"], res_prev, res
+def platform(tiny_platform, tiny_weeks):
+    # weeks W-7 and W run once per session on a copy of the tiny platform (conftest)
+    return (tiny_weeks["cfg"], tiny_weeks["tables"], tiny_platform["reports"], tiny_weeks["res_prev"],
+            tiny_weeks["res"])
 
 
 def test_ingestion_reconciles_and_quarantines(platform):

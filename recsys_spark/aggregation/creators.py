@@ -22,7 +22,7 @@ import json
 import logging
 import os
 import time
-from typing import Dict, Iterable, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
