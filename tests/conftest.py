@@ -104,7 +104,8 @@ def tiny_weeks(spark, tiny_platform, tmp_path_factory):
     costliest thing the suite does).
 
     ``after_prev``: a snapshot (warehouse and models) taken between the two runs, for tests that
-    start from "W-7 done" (they copy it). ``cfg``/``tables``: the live warehouse after W (the
+    start from "W-7 done" (they copy it); ``after_w``: one taken after W, for read-only users that
+    must not see later changes (the notebooks). ``cfg``/``tables``: the live warehouse after W (the
     end-to-end module asserts on it and reruns W in place). ``playlist_prev``/``playlist_w``: the
     ``(user_id, position, track_id)`` rows of each week as first written.
     """
@@ -126,5 +127,9 @@ def tiny_weeks(spark, tiny_platform, tmp_path_factory):
         if (root / sub).exists():
             shutil.copytree(root / sub, snap / sub)
     res = run_weekly(spark, cfg, week, tables=tables)
+    after_w = tmp_path_factory.mktemp("tiny-after-w")
+    for sub in ("warehouse", "models"):
+        if (root / sub).exists():
+            shutil.copytree(root / sub, after_w / sub)
     return {"cfg": cfg, "tables": tables, "res_prev": res_prev, "res": res, "after_prev": snap,
-            "playlist_prev": playlist_prev, "playlist_w": _week_rows(tables, week)}
+            "after_w": after_w, "playlist_prev": playlist_prev, "playlist_w": _week_rows(tables, week)}

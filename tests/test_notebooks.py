@@ -1,39 +1,33 @@
-"""The notebooks run end to end (as plain Python) on one tiny synthetic platform."""
+"""The notebooks run end to end (as plain Python) on the session's tiny synthetic platform."""
 
 import datetime as dt
 import runpy
-from pathlib import Path
+import shutil
 
 import pytest
 
-from recsys_spark.config import REPO_ROOT, load_config
-from recsys_spark.data.generator import PlatformSpec, generate_platform
-from recsys_spark.data.ingest import Rules, ingest_all
-from recsys_spark.pipeline import run_weekly
+from conftest import TINY_OVERRIDES
+from recsys_spark.config import REPO_ROOT
 from recsys_spark.tables import Tables
 
 NB = REPO_ROOT / "notebooks"
 W = dt.date(2026, 11, 23)
 W_PREV = dt.date(2026, 11, 16)
-SETTINGS = ["generator.n_users=50", "generator.n_tracks=200", "generator.n_creators=40", "generator.n_weeks=3",
-            "generator.events_per_user_week=6", "generator.audio_tracks=0", "generator.partitions=1",
-            "generator.bad_row_rate=0.02", "recall.popularity.per_genre_pool=40"]
+SETTINGS = TINY_OVERRIDES
 
 
 @pytest.fixture(scope="module")
-def platform(spark, tmp_path_factory):
+def platform(spark, tiny_weeks, tmp_path_factory):
+    # the session's tiny platform after weeks W-7 and W (conftest), copied as it was after W
     root = tmp_path_factory.mktemp("nb")
-    cfg = load_config(overrides=[f"storage.warehouse={root / 'warehouse'}", f"storage.model_dir={root / 'models'}",
-                                 *SETTINGS])
-    generate_platform(spark, str(root / "raw"), PlatformSpec.from_conf(cfg.generator), W)
-    tables = Tables.from_config(spark, cfg.storage)
-    ingest_all(spark, tables, str(root / "raw"), Rules.from_conf(cfg.ingest), "ingest-nb", now=dt.datetime(2026, 11, 23))
-    run_weekly(spark, cfg, W_PREV, tables=tables)
-    res = run_weekly(spark, cfg, W, tables=tables)
+    for sub in ("warehouse", "models"):
+        if (tiny_weeks["after_w"] / sub).exists():
+            shutil.copytree(tiny_weeks["after_w"] / sub, root / sub)
+    tables = Tables(spark, warehouse=str(root / "warehouse"))
     # a user served both weeks (chosen from the data only to have something to show)
     user = sorted(r["user_id"] for r in tables.read("discover_weekly").groupBy("user_id").count()
                   .where("count > 40").collect())[0]
-    return root, tables, res, user
+    return root, tables, tiny_weeks["res"], user
 
 
 def _run(nb, monkeypatch, capsys, root, **env):
