@@ -140,15 +140,19 @@ def _mmr_select(pdf: pd.DataFrame, size: int, creator_cap: int, lam: float, fres
     if use_diversity and creator_weight > 0 and "creator_embedding" in pdf.columns:
         cemb = _unit_rows(pdf["creator_embedding"].to_numpy())
 
+    # back-fill rows come last per user and never need a similarity (see _greedy): the [n, n]
+    # matrices cover the real candidates only, however large a short user's back-fill pool grows
+    n_real = np.add.reduceat((~backfill[order]).astype(np.int64), starts)
     picks = []
     n_users = len(starts)
     u0 = 0
     while u0 < n_users:
         # as many users as fit the cell budget (at least one)
         u1 = u0 + 1
-        width = counts[u0]
-        while u1 < n_users and (u1 - u0 + 1) * max(width, counts[u1]) ** 2 <= _CHUNK_CELLS:
-            width = max(width, counts[u1])
+        width, rwidth = counts[u0], n_real[u0]
+        while (u1 < n_users and (u1 - u0 + 1) * max(rwidth, n_real[u1]) ** 2 <= _CHUNK_CELLS
+               and (u1 - u0 + 1) * max(width, counts[u1]) <= _CHUNK_CELLS):
+            width, rwidth = max(width, counts[u1]), max(rwidth, n_real[u1])
             u1 += 1
         lo_row, hi_row = starts[u0], (starts[u1] if u1 < n_users else len(order))
         idx = np.full((u1 - u0, width), -1, dtype=np.int64)       # batch row of each (user, slot)
@@ -186,13 +190,16 @@ def _greedy(idx, size, creator_cap, lam, fresh_min, backfill, scores_all, creato
         span = hi - lo
         rel = np.where(real, np.where(span < 1e-12, 1.0, (scores - lo) / span), 0.0)
     sim = None
+    r = int(real.sum(axis=1).max())                                 # real candidates lead each row
     if genre_code is not None:
+        # Only among real candidates: back-fill is picked in popularity order, and only once no
+        # real candidate is allowed any more (used and capped only grow), so no real pick follows.
         # float32 holds every value exactly (0.5, 1, cosines), so picks equal a float64 matrix's;
-        # built user by user (cache-sized blocks), used stacked by the vectorised steps below
-        sim = np.zeros((n_u, n, n), dtype=np.float32)
+        # built user by user (cache-sized blocks), used stacked by the vectorised steps below.
+        sim = np.zeros((n_u, r, r), dtype=np.float32)
         half, one = np.float32(0.5), np.float32(1.0)
         for u in range(n_u):
-            rows = idx[u, valid[u]]
+            rows = idx[u, real[u]]
             k = len(rows)
             s = sim[u, :k, :k]
             g = genre_code[rows]
@@ -235,7 +242,9 @@ def _greedy(idx, size, creator_cap, lam, fresh_min, backfill, scores_all, creato
         took_fresh = fresh[rows, i] & real[rows, i]
         fresh_left[rows] = np.where(took_fresh, np.maximum(0, fresh_left[rows] - 1), fresh_left[rows])
         if sim is not None:
-            max_sim[rows] = np.maximum(max_sim[rows], sim[rows, i])
+            took_real = real[rows, i]                                # (back-fill: see above)
+            rr, ir = rows[took_real], i[took_real]
+            max_sim[rr, :r] = np.maximum(max_sim[rr, :r], sim[rr, ir])
     return out
 
 

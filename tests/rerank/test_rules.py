@@ -154,6 +154,18 @@ def test_users_selected_together_equal_users_selected_alone(monkeypatch):
     assert together.groupby("user_id")["position"].apply(lambda p: list(p) == list(range(1, len(p) + 1))).all()
 
 
+def test_large_backfill_pool_fills_after_real_candidates_in_popularity_order():
+    # a short user's back-fill pool grows with each retry (up to the catalog); the real candidates
+    # come first (MMR among them), then back-fill in popularity order (its scores: -rank)
+    real = [("u", "r1", 0.9, ["als"], None, "k1", "g", False, False, [1.0, 0.0]),
+            ("u", "r2", 0.8, ["als"], None, "k2", "g", False, False, [1.0, 0.0])]
+    pool = [("u", f"b{p}", -float(p), ["popular_backfill"], None, f"k{p % 7}", "g", False, True, None)
+            for p in range(1, 5001)]
+    out = _mmr_select(_pdf(real + pool), 30, 1000, 0.5, 0, True)
+    assert list(out["track_id"]) == ["r1", "r2"] + [f"b{p}" for p in range(1, 29)]
+    assert list(out["position"]) == list(range(1, 31))
+
+
 def test_creator_cap_counts_missing_creators_as_one():
     rows = [("u", "a", 3.0, ["als"], None, None, "g", False, False, None),
             ("u", "b", 2.0, ["als"], None, None, "g", False, False, None),
