@@ -224,10 +224,28 @@ RUNS = TableSpec(
     comment="One row per stage of each run: what it did, how many rows, how long, what it skipped.",
 )
 
+# in the core registry (not registered by its module on import): the write stage and the
+# maintenance job must know it even in a run that never imports the aggregation code
+CREATOR_EMBEDDINGS = TableSpec(
+    "creator_embeddings",
+    T.StructType([
+        _f("week_start", T.DateType(), False, "partition: week the embeddings were computed for"),
+        _f("creator_id", T.StringType(), False, "creator"),
+        _f("model_version", T.StringType(), False, "track embedding model version + pooling model id"),
+        _f("method", T.StringType(), False, "attention | mean"),
+        _f("embedding", EMB, False, "pooled creator embedding in the track-embedding space"),
+        _f("n_tracks", T.IntegerType(), False, "tracks pooled"),
+        _f("created_at", T.TimestampType(), comment="when computed"),
+    ]),
+    key=("week_start", "creator_id", "method", "model_version"),
+    partition_by=("week_start",),
+    comment="Creator embeddings pooled from their tracks' CLAP embeddings (creator-level diversity).",
+)
+
 ALL_TABLES: Dict[str, TableSpec] = {
     t.name: t
     for t in (TRACKS, INTERACTIONS, USER_PROMPTS, QUARANTINE, TRACK_EMBEDDINGS, PROMPT_EMBEDDINGS,
-              ITEM_NEIGHBORS, RECALL_CANDIDATES, CANDIDATES, DISCOVER_WEEKLY, RUNS)
+              ITEM_NEIGHBORS, RECALL_CANDIDATES, CANDIDATES, DISCOVER_WEEKLY, RUNS, CREATOR_EMBEDDINGS)
 }
 
 

@@ -108,3 +108,24 @@ def test_other_engine_reads_the_table(platform):
     pdf = dt_.to_pandas(filters=[("week_start", "=", W)])
     assert len(pdf) > 0 and pdf.groupby("user_id").size().eq(30).all()
     assert dt_.metadata().partition_columns == ["week_start"]
+
+
+def test_weekly_run_without_embeddings(spark, tiny_platform, tmp_path):
+    # embeddings.enabled=false (no CLAP yet, or a run that must not wait for it): the content,
+    # prompt and creator stages are skipped with their reason, every user still gets exactly 30,
+    # and the write stage does not need the creator table (never created in this warehouse)
+    from conftest import copy_warehouse
+    from recsys_spark.config import load_config
+    from recsys_spark.tables import Tables
+
+    cfg = load_config(overrides=copy_warehouse(tiny_platform, tmp_path) + ["embeddings.enabled=false"])
+    assert cfg.rerank.diversity_enabled and cfg.rerank.creator_similarity_weight > 0
+    tables = Tables.from_config(spark, cfg.storage)
+    res = run_weekly(spark, cfg, W, tables=tables)
+    assert res.users > 100 and res.short_users == 0 and res.rows == 30 * res.users
+    runs = {r["stage"]: r for r in tables.read("runs").where(F.col("run_id") == res.run_id).collect()}
+    for stage in ("embed", "recall.content", "recall.prompt", "aggregate.creators"):
+        assert runs[stage]["status"] == "skipped" and "embeddings disabled" in runs[stage]["skipped"], stage
+    for stage in ("recall.popular", "recall.item_cf", "recall.als", "train.din", "rank", "write"):
+        assert runs[stage]["status"] == "succeeded", stage
+    assert not tables.exists("creator_embeddings")

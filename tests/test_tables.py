@@ -192,3 +192,24 @@ def test_table_paths_stay_under_the_warehouse(spark, tmp_path):
     s3 = Tables(spark, warehouse="s3a://bucket/recsys/wh/")
     assert s3.path("runs") == "s3a://bucket/recsys/wh/runs"
     assert s3.qualified("runs") == "delta.`s3a://bucket/recsys/wh/runs`"
+
+
+def test_every_pipeline_table_is_known_without_importing_its_writer():
+    # the write stage asks for creator_embeddings in runs that never import the aggregation code
+    # (embeddings disabled); the maintenance job iterates the registry: both need it registered
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys; from recsys_spark.tables import ALL_TABLES; "
+            "assert 'recsys_spark.aggregation.creators' not in sys.modules; "
+            "assert {'creator_embeddings', 'track_embeddings', 'discover_weekly'} <= set(ALL_TABLES)")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=root, env=dict(os.environ, PYTHONPATH=root))
+
+
+def test_creators_for_diversity_is_none_without_the_table(tables):
+    from recsys_spark.pipeline import _creators_for_diversity
+
+    assert not tables.exists("creator_embeddings")
+    assert _creators_for_diversity(tables, dt.date(2026, 11, 23)) is None

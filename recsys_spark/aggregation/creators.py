@@ -8,7 +8,7 @@
 - :func:`train_creator_attention`: collects a (user-sampled) training set to the driver, trains an
   attention-pooling model and a mean-pooling model, and compares them on a held-out week.
 - :func:`creator_embeddings`: pools each creator's tracks (``groupBy().applyInPandas``) into
-  ``creator_embeddings`` rows; :data:`CREATOR_EMBEDDINGS` is registered in the table registry.
+  ``creator_embeddings`` rows (:data:`recsys_spark.tables.CREATOR_EMBEDDINGS`).
 - :func:`aggregate_creators`: the weekly stage ``aggregate.creators`` (train on the weeks before W,
   pool, replace week W's partition of ``creator_embeddings``); the re-ranking rules read it for
   creator-level diversity.
@@ -31,26 +31,10 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from ..tables import EMB, TableSpec, _f, register
+from ..tables import CREATOR_EMBEDDINGS, EMB  # noqa: F401  (CREATOR_EMBEDDINGS: the table this module writes)
 from . import attention as A
 
 log = logging.getLogger(__name__)
-
-CREATOR_EMBEDDINGS = register(TableSpec(
-    "creator_embeddings",
-    T.StructType([
-        _f("week_start", T.DateType(), False, "partition: week the embeddings were computed for"),
-        _f("creator_id", T.StringType(), False, "creator"),
-        _f("model_version", T.StringType(), False, "track embedding model version + pooling model id"),
-        _f("method", T.StringType(), False, "attention | mean"),
-        _f("embedding", EMB, False, "pooled creator embedding in the track-embedding space"),
-        _f("n_tracks", T.IntegerType(), False, "tracks pooled"),
-        _f("created_at", T.TimestampType(), comment="when computed"),
-    ]),
-    key=("week_start", "creator_id", "method", "model_version"),
-    partition_by=("week_start",),
-    comment="Creator embeddings pooled from their tracks' CLAP embeddings (creator-level diversity).",
-))
 
 STATE_FILE = "pooling_state.pt"
 HPARAMS_FILE = "pooling_config.json"
