@@ -88,7 +88,7 @@ def growth_table(results: Dict[str, dict]) -> List[str]:
             sh_b = sb[name].get("shuffle_write_bytes") or 0
             verdict = "sub-linear" if g < 0.9 * users else ("linear" if g <= 1.15 * users else "**super-linear**")
             lines.append(f"| {name} | {sa[name]['seconds']:,.1f} | {sb[name]['seconds']:,.1f} | x{g:.1f} | {verdict} | "
-                         f"{'x%.1f' % (sh_b / sh_a) if sh_a else ''} |")
+                         f"{'x%.1f' % (sh_b / sh_a) if sh_a and sh_b else ''} |")
     return lines
 
 

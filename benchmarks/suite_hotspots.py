@@ -47,8 +47,11 @@ def _old_module(path: str, commit: str, name: str):
     pkg = "recsys_spark." + ".".join(path[len("recsys_spark/"):-3].split("/")[:-1])
     mod = types.ModuleType(f"{pkg}._before_{name}")
     mod.__package__ = pkg
-    sys.modules[mod.__name__] = mod  # dataclasses look their module up
-    exec(compile(src, f"{commit}:{path}", "exec"), mod.__dict__)
+    sys.modules[mod.__name__] = mod  # dataclasses look their module up while the classes are made
+    try:
+        exec(compile(src, f"{commit}:{path}", "exec"), mod.__dict__)
+    finally:  # not importable afterwards, so Spark ships its functions by value to the workers
+        del sys.modules[mod.__name__]
     return mod.__dict__
 
 
