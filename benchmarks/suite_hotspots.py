@@ -102,6 +102,30 @@ def bench_din(users: int = 200, cands: int = 300, hist_len: int = 50) -> dict:
             "speedup": round(tb / ta, 2), "max_abs_diff": diff}
 
 
+def _din_m_like(users: int, cands: int, mean_len: float):
+    """A DIN (30K items, 512-d content, seeded) and grouped inputs with the M platform's history
+    lengths (geometric, cap 50), one torch thread: ``(cfg, model, lens, hist, owner, cand)``."""
+    import numpy as np
+    import torch
+
+    from recsys_spark.ranking import din as D
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    g = np.random.default_rng(0)
+    n_items = 30000
+    cfg = D.DINConfig(n_items=n_items, n_id_items=n_items, embedding_dim=32, content_dim=512,
+                      attention_hidden=[64, 32], mlp_hidden=[128, 64], max_history=50)
+    model = D.DIN(cfg, torch.randn(n_items + D.N_SPECIAL, 512)).eval()
+    lens = np.minimum(50, g.geometric(1 / mean_len, size=users))
+    hist = np.zeros((users, 50), dtype=np.int64)
+    for u, n in enumerate(lens):
+        hist[u, :n] = g.integers(D.N_SPECIAL, n_items + D.N_SPECIAL, size=n)
+    owner = np.repeat(np.arange(users), cands)
+    cand = g.integers(D.N_SPECIAL, n_items + D.N_SPECIAL, size=users * cands)
+    return cfg, model, lens, hist, owner, cand
+
+
 BEFORE_LENGTHS = "0530d8c"   # predict_grouped before batches were cut to their longest history
 
 
@@ -119,19 +143,7 @@ def bench_din_lengths(users: int = 600, cands: int = 150, mean_len: float = 13.5
     ns = dict(vars(D))
     exec(src[src.index("def predict_grouped("):src.index("def fit(")], ns)
     old = ns["predict_grouped"]
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    g = np.random.default_rng(0)
-    n_items = 30000
-    cfg = D.DINConfig(n_items=n_items, n_id_items=n_items, embedding_dim=32, content_dim=512,
-                      attention_hidden=[64, 32], mlp_hidden=[128, 64], max_history=50)
-    model = D.DIN(cfg, torch.randn(n_items + D.N_SPECIAL, 512)).eval()
-    lens = np.minimum(50, g.geometric(1 / mean_len, size=users))
-    hist = np.zeros((users, 50), dtype=np.int64)
-    for u, n in enumerate(lens):
-        hist[u, :n] = g.integers(D.N_SPECIAL, n_items + D.N_SPECIAL, size=n)
-    owner = np.repeat(np.arange(users), cands)
-    cand = g.integers(D.N_SPECIAL, n_items + D.N_SPECIAL, size=users * cands)
+    cfg, model, lens, hist, owner, cand = _din_m_like(users, cands, mean_len)
     with torch.no_grad():
         a, b = old(model, hist, cand, owner, 4096), D.predict_grouped(model, hist, cand, owner, 4096)
         tb = _best(lambda: old(model, hist, cand, owner, 4096))
@@ -149,22 +161,9 @@ def bench_din_table(users: int = 600, cands: int = 150, mean_len: float = 13.5, 
     from recsys_spark.ranking import din as D
 
     old_d = _old_module("recsys_spark/ranking/din.py", commit, "din")
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    g = np.random.default_rng(0)
-    n_items = 30000
-    cfg = D.DINConfig(n_items=n_items, n_id_items=n_items, embedding_dim=32, content_dim=512,
-                      attention_hidden=[64, 32], mlp_hidden=[128, 64], max_history=50)
-    content = torch.randn(n_items + D.N_SPECIAL, 512)
-    model = D.DIN(cfg, content).eval()
-    old_model = old_d["DIN"](old_d["DINConfig"](**vars(cfg)), content).eval()
+    cfg, model, lens, hist, owner, cand = _din_m_like(users, cands, mean_len)
+    old_model = old_d["DIN"](old_d["DINConfig"](**vars(cfg)), model.content).eval()
     old_model.load_state_dict(model.state_dict())
-    lens = np.minimum(50, g.geometric(1 / mean_len, size=users))
-    hist = np.zeros((users, 50), dtype=np.int64)
-    for u, n in enumerate(lens):
-        hist[u, :n] = g.integers(D.N_SPECIAL, n_items + D.N_SPECIAL, size=n)
-    owner = np.repeat(np.arange(users), cands)
-    cand = g.integers(D.N_SPECIAL, n_items + D.N_SPECIAL, size=users * cands)
     with torch.no_grad():
         t = time.time()
         model.item_table()
@@ -174,7 +173,7 @@ def bench_din_table(users: int = 600, cands: int = 150, mean_len: float = 13.5, 
         tb = _best(lambda: old_d["predict_grouped"](old_model, hist, cand, owner, 4096), reps=3)
         ta = _best(lambda: D.predict_grouped(model, hist, cand, owner, 4096), reps=3)
     rows = users * cands
-    return {"rows": rows, "vocabulary": n_items, "mean_history": round(float(lens.mean()), 1), "before_commit": commit,
+    return {"rows": rows, "vocabulary": cfg.n_items, "mean_history": round(float(lens.mean()), 1), "before_commit": commit,
             "before_rows_per_s": round(rows / tb), "after_rows_per_s": round(rows / ta),
             "speedup": round(tb / ta, 2), "item_table_seconds_once_per_worker": round(table_s, 2),
             "max_abs_diff": float(np.abs(a - b).max())}
