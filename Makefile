@@ -5,21 +5,21 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cat setup.py | sha1sum | cut -c1-10)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | sha1sum | cut -c1-10)
 CONF ?= conf/local.yaml
 WEEK ?=
 WEEK_ARG := $(if $(WEEK),--week $(WEEK),)
 PYTEST_ARGS ?=
 
-.PHONY: run test setup blas generate weekly show evaluate bench clean-data clean
+.PHONY: run test setup blas generate weekly show evaluate bench wheel lock cluster-test clean-data clean
 
 setup: $(STAMP)
 
-$(STAMP): setup.py
+$(STAMP): pyproject.toml requirements.lock
 	@command -v java >/dev/null || { echo "Java 17+ is required by Spark (apt-get install openjdk-17-jre-headless)"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip wheel setuptools
-	$(PY) -m pip install --quiet -e ".[dev,bench]"
+	$(PY) -m pip install --quiet -c requirements.lock -e ".[dev,bench]"
 	-@$(MAKE) --no-print-directory blas
 	rm -f $(VENV)/.installed-*; touch $(STAMP)
 
@@ -52,8 +52,24 @@ evaluate: setup
 bench: setup
 	$(PY) benchmarks/run.py --suite pipeline --size S
 
+# The wheel (conf files inside): dist/recsys_spark-<version>-py3-none-any.whl
+wheel: setup
+	rm -rf dist build
+	$(PY) -m pip wheel --quiet --no-deps --no-build-isolation --wheel-dir dist .
+
+# Re-pin requirements.lock to what the dev venv holds (after changing pyproject.toml's ranges).
+lock: setup
+	(echo "# Exact versions of the dev venv (constraints for \`pip install -c requirements.lock\`; the Makefile uses it)."; \
+	 echo "# Regenerate after changing pyproject.toml: make lock"; \
+	 $(PY) -m pip freeze --exclude-editable | grep -v -i '^recsys-spark') > requirements.lock
+
+# A Spark standalone master + 2 workers on 127.0.0.1, the wheel installed in a venv outside the
+# checkout, generate + weekly through spark-submit (tests/deploy/cluster_test.sh).
+cluster-test: wheel
+	PYTHON_DEV=$(abspath $(PY)) bash tests/deploy/cluster_test.sh
+
 clean-data:
 	rm -rf warehouse data artifacts spark-warehouse
 
 clean: clean-data
-	rm -rf $(VENV) *.egg-info
+	rm -rf $(VENV) *.egg-info dist build

@@ -1,25 +1,46 @@
-"""Shared command-line plumbing for the thin jobs in ``jobs/``: arguments, config, logging."""
+"""The ``recsys`` command line: one entry point, one subcommand per job.
+
+    recsys generate    [--week W] [--out DIR] [--no-ingest] [--overwrite]
+    recsys ingest      --raw DIR | --entity NAME --path FILE
+    recsys weekly      [--week W] [--force] [--if-needed]
+    recsys show        [--week W] [--user ID]
+    recsys evaluate    --format movielens|hetrec|csv|platform ...
+    recsys maintenance [--week W|current] [--tables a,b] [--retention-hours H] ...
+    recsys last-run    [--week W] [--job weekly] [--history N]
+
+Every subcommand takes ``--conf`` (a file, or the name of a conf file shipped with the package:
+``local`` (default), ``cluster``, ``databricks``), ``--set key=value`` (repeatable), ``--root DIR``
+(what relative storage paths resolve against; default: the working directory, never the install
+folder) and ``--log-level``. ``jobs/*.py`` are thin wrappers around these functions, so
+``spark-submit jobs/weekly.py ...`` and ``recsys weekly ...`` are the same job.
+"""
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import logging
+import os
 import sys
-from typing import List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from .config import Config, ConfigError, load_config
+from .config import ROOT_ENV, ConfigError, load_config, resolve_path
 from .weeks import current_week, require_monday
 
 
-def base_parser(description: str, week: bool = True) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description)
-    p.add_argument("--conf", default=None, help="config overlay (default conf/local.yaml; base.yaml always applies)")
+def base_parser(description: str, week: bool = True, prog: Optional[str] = None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("--conf", default=None,
+                   help="config overlay: a file, or a packaged one by name (local, cluster, databricks); "
+                        "default local. The packaged base.yaml always applies first")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set rerank.creator_cap=3 (repeatable)")
+    p.add_argument("--root", default=None,
+                   help=f"folder relative storage paths resolve against (default: ${ROOT_ENV} or the working "
+                        "directory)")
     p.add_argument("--log-level", default="INFO")
     if week:
         p.add_argument("--week", default=None, help="Monday of the week (YYYY-MM-DD); default: this week's Monday")
+    p.set_defaults(_parse_week=week)
     return p
 
 
@@ -31,14 +52,19 @@ def setup_logging(level: str = "INFO") -> None:
 
 
 def parse(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None):
-    """Parse args and load the config; config errors exit with a clear one-line message."""
+    """Parse args and load the config; config errors exit with a clear one-line message.
+
+    Runs before any SparkSession exists, so a bad value stops the job at once.
+    """
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
+    if getattr(args, "root", None):
+        os.environ[ROOT_ENV] = os.path.abspath(args.root)
     try:
         cfg = load_config(args.conf, overrides=args.set)
     except ConfigError as exc:
         parser.exit(2, f"config error: {exc}\n")
-    if hasattr(args, "week"):
+    if getattr(args, "_parse_week", False):
         try:
             args.week = require_monday(args.week) if args.week else current_week()
         except ValueError as exc:
@@ -46,13 +72,270 @@ def parse(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None)
     return args, cfg
 
 
-def weekly_main(argv: Optional[List[str]] = None) -> int:
-    """Console entry point ``recsys-weekly`` (same as ``jobs/weekly.py``)."""
-    from .spark import spark_from_config
-    from .pipeline import run_weekly
+# --------------------------------------------------------------------------------------------
+# generate
+# --------------------------------------------------------------------------------------------
 
-    args, cfg = parse(base_parser("Build this week's Discover Weekly"), argv)
+
+def build_generate_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
+    p = base_parser("Generate the synthetic platform (raw files) and ingest it", prog=prog)
+    p.add_argument("--out", default=None, help="raw folder (default: storage.raw_dir/synthetic)")
+    p.add_argument("--no-ingest", action="store_true")
+    p.add_argument("--overwrite", action="store_true")
+    return p
+
+
+def generate_main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
+    args, cfg = parse(build_generate_parser(prog), argv)
+    from .data.generator import PlatformSpec, generate_platform
+    from .data.ingest import Rules, ingest_all
+    from .runlog import new_run_id
+    from .spark import spark_from_config
+    from .tables import Tables
+
     spark = spark_from_config(cfg)
-    res = run_weekly(spark, cfg, args.week)
-    print(res.summary)
+    raw = resolve_path(args.out or os.path.join(cfg.storage.raw_dir, "synthetic"))
+    counts = generate_platform(spark, raw, PlatformSpec.from_conf(cfg.generator), args.week, args.overwrite)
+    print(f"synthetic platform at {raw}: {counts}")
+    if not args.no_ingest:
+        tables = Tables.from_config(spark, cfg.storage)
+        reports = ingest_all(spark, tables, raw, Rules.from_conf(cfg.ingest), new_run_id("ingest", args.week))
+        for r in reports.values():
+            print(f"ingested {r.entity}: read={r.read} loaded={r.loaded} updated={r.updated} "
+                  f"already_present={r.already_present} quarantined={r.quarantined} {r.reasons}")
     return 0
+
+
+# --------------------------------------------------------------------------------------------
+# ingest
+# --------------------------------------------------------------------------------------------
+
+
+def build_ingest_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
+    p = base_parser("Ingest raw files (JSON lines / CSV / Parquet) into the Delta tables; bad rows to quarantine",
+                    week=False, prog=prog)
+    p.add_argument("--raw", help="folder holding tracks/, interactions/, user_prompts/")
+    p.add_argument("--entity", choices=["tracks", "interactions", "user_prompts"])
+    p.add_argument("--path", help="file or folder for --entity")
+    return p
+
+
+def ingest_main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
+    parser = build_ingest_parser(prog)
+    args, cfg = parse(parser, argv)
+    if not args.raw and not (args.entity and args.path):
+        parser.error("give --raw DIR, or --entity and --path")
+    from .data.ingest import Rules, ingest_all, ingest_entity
+    from .runlog import new_run_id
+    from .spark import spark_from_config
+    from .tables import Tables
+
+    spark = spark_from_config(cfg)
+    tables = Tables.from_config(spark, cfg.storage)
+    rules = Rules.from_conf(cfg.ingest)
+    run_id = new_run_id("ingest", None)
+    reports = ingest_all(spark, tables, resolve_path(args.raw), rules, run_id) if args.raw else \
+        {args.entity: ingest_entity(spark, tables, args.entity, resolve_path(args.path), rules, run_id)}
+    for r in reports.values():
+        print(f"{r.entity}: read={r.read} loaded={r.loaded} updated={r.updated} "
+              f"already_present={r.already_present} quarantined={r.quarantined} {r.reasons}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# weekly
+# --------------------------------------------------------------------------------------------
+
+
+def build_weekly_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
+    p = base_parser("Build week W's Discover Weekly into the discover_weekly Delta table", prog=prog)
+    p.add_argument("--force", action="store_true", help="rerun stages an earlier run of W completed")
+    p.add_argument("--if-needed", action="store_true", help="exit at once if week W is already complete")
+    return p
+
+
+def weekly_main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
+    """``recsys weekly`` (also the console script ``recsys-weekly`` and ``jobs/weekly.py``)."""
+    args, cfg = parse(build_weekly_parser(prog), argv)
+    from .pipeline import run_weekly
+    from .spark import spark_from_config
+
+    spark = spark_from_config(cfg)
+    result = run_weekly(spark, cfg, args.week, force=args.force, if_needed=args.if_needed)
+    print(result.summary)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# show / last-run
+# --------------------------------------------------------------------------------------------
+
+
+def build_show_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
+    p = base_parser("Show a user's seeds and Discover Weekly (title, tags, creator, why)", prog=prog)
+    p.add_argument("--user", default=None)
+    return p
+
+
+def show_main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
+    args, cfg = parse(build_show_parser(prog), argv)
+    from .show import format_user_week, pick_user
+    from .spark import spark_from_config
+    from .tables import Tables
+
+    spark = spark_from_config(cfg)
+    tables = Tables.from_config(spark, cfg.storage)
+    user = args.user or pick_user(tables, args.week)
+    if user is None:
+        print(f"no playlists for week {args.week}; run `recsys weekly` first")
+        return 1
+    print(format_user_week(tables, args.week, user))
+    print("\nTables (Delta):")
+    for name in ("discover_weekly", "candidates", "tracks", "interactions", "user_prompts", "quarantine", "runs"):
+        if tables.exists(name):
+            print(f"  {name:<16} {tables.path(name) if tables.mode == 'path' else tables.qualified(name)}")
+    q = tables.read("quarantine")
+    print("\nQuarantine by reason:")
+    for r in q.groupBy("entity", "reason").count().orderBy("entity", "reason").collect():
+        print(f"  {r['entity']:<13} {r['reason']:<24} {r['count']}")
+    return 0
+
+
+def build_last_run_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
+    p = base_parser("Summary of the last run from the runs table", week=False, prog=prog)
+    p.add_argument("--week", default=None, help="Monday (YYYY-MM-DD); default: the latest run of any week")
+    p.add_argument("--job", default="weekly", help="weekly | maintenance | ...")
+    p.add_argument("--history", type=int, default=0, help="also list the last N runs")
+    return p
+
+
+def last_run_main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
+    parser = build_last_run_parser(prog)
+    args, cfg = parse(parser, argv)
+    try:
+        week = require_monday(args.week) if args.week else None
+    except ValueError as exc:
+        parser.exit(2, f"--week: {exc}\n")
+    from .queries import last_run_summary, runs_overview
+    from .spark import spark_from_config
+    from .tables import Tables
+
+    spark = spark_from_config(cfg)
+    tables = Tables.from_config(spark, cfg.storage)
+    summary = last_run_summary(spark, tables, week=week, job=args.job)
+    if summary is None:
+        print(f"no {args.job} run recorded{f' for week {week}' if week else ''} in {tables.warehouse}")
+        return 1
+    print(summary.format())
+    if args.history:
+        runs_overview(spark, tables, job=args.job, limit=args.history).show(args.history, truncate=60)
+    return 0 if summary.status == "succeeded" else 1
+
+
+# --------------------------------------------------------------------------------------------
+# maintenance
+# --------------------------------------------------------------------------------------------
+
+
+def build_maintenance_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
+    p = base_parser("OPTIMIZE / Z-ORDER and VACUUM the Delta tables", week=False, prog=prog)
+    p.add_argument("--week", default=None,
+                   help="Monday (YYYY-MM-DD) or 'current': only optimize that week's partitions (default: all)")
+    p.add_argument("--tables", default="", help="comma list of tables (default: every existing table)")
+    p.add_argument("--retention-hours", type=float, default=None,
+                   help="VACUUM retention (default 168; 336 for discover_weekly)")
+    p.add_argument("--force-retention", action="store_true", help="allow a retention below 168 hours")
+    p.add_argument("--no-optimize", action="store_true")
+    p.add_argument("--no-vacuum", action="store_true")
+    return p
+
+
+def maintenance_main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
+    from .maintenance import DEFAULT_RETENTION_HOURS
+
+    parser = build_maintenance_parser(prog)
+    args, cfg = parse(parser, argv)
+    try:
+        week = current_week() if args.week == "current" else require_monday(args.week) if args.week else None
+    except ValueError as exc:
+        parser.exit(2, f"--week: {exc}\n")
+    if args.retention_hours is not None and args.retention_hours < DEFAULT_RETENTION_HOURS \
+            and not args.force_retention:
+        parser.exit(2, f"--retention-hours {args.retention_hours:g} is below {DEFAULT_RETENTION_HOURS:g}: time travel "
+                       f"and concurrent writers need those files; add --force-retention if you are sure\n")
+    names = [t.strip() for t in args.tables.split(",") if t.strip()] or None
+    from .maintenance import run_maintenance
+    from .spark import spark_from_config
+    from .tables import Tables
+
+    spark = spark_from_config(cfg)
+    tables = Tables.from_config(spark, cfg.storage)
+    try:
+        steps = run_maintenance(spark, tables, week=week, names=names, do_optimize=not args.no_optimize,
+                                do_vacuum=not args.no_vacuum, retention_hours=args.retention_hours,
+                                force_retention=args.force_retention, config_hash=cfg.fingerprint())
+    except (ValueError, KeyError) as exc:
+        parser.exit(2, f"maintenance: {exc}\n")
+    for s in steps:
+        extra = {k: v for k, v in s.items() if k not in ("table", "operation")}
+        print(f"{s['operation']:<9} {s['table']:<18} {extra}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# evaluate (the job lives with the evaluation package)
+# --------------------------------------------------------------------------------------------
+
+
+def evaluate_main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
+    """``recsys evaluate``: :func:`recsys_spark.evaluation.job.main` (imported only when used)."""
+    from .evaluation import job
+
+    if prog and "evaluate" not in os.path.basename(sys.argv[0]):
+        sys.argv[0] = prog  # argparse's usage line reads `recsys evaluate`
+    return job.main(list(argv) if argv is not None else None)
+
+
+# --------------------------------------------------------------------------------------------
+# recsys <command>
+# --------------------------------------------------------------------------------------------
+
+#: name -> (main, one-line help)
+COMMANDS: Dict[str, Tuple[Callable[..., int], str]] = {
+    "generate": (generate_main, "generate the synthetic platform's raw files and ingest them"),
+    "ingest": (ingest_main, "ingest raw exports into the Delta tables (bad rows to quarantine)"),
+    "weekly": (weekly_main, "build week W's Discover Weekly (resumable; --force, --if-needed)"),
+    "show": (show_main, "print one user's Discover Weekly and where the tables are"),
+    "evaluate": (evaluate_main, "offline evaluation: temporal split, metrics @K, peers, report"),
+    "maintenance": (maintenance_main, "OPTIMIZE / Z-ORDER and VACUUM the Delta tables"),
+    "last-run": (last_run_main, "what happened in the last run (from the runs table)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="recsys",
+        description="recsys-spark: a weekly Discover Weekly on Spark + Delta. "
+                    "`recsys COMMAND --help` lists a command's options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="commands:\n" + "\n".join(f"  {name:<12} {help_}" for name, (_, help_) in COMMANDS.items()),
+    )
+    p.add_argument("command", choices=list(COMMANDS), metavar="COMMAND", help="one of: " + ", ".join(COMMANDS))
+    p.add_argument("args", nargs=argparse.REMAINDER, help="the command's options")
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Console entry point ``recsys``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if not argv or argv[0] in ("-h", "--help"):
+        parser.print_help()
+        return 0 if argv else 2
+    ns = parser.parse_args(argv[:1])
+    fn, _ = COMMANDS[ns.command]
+    return fn(argv[1:], prog=f"recsys {ns.command}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.resources
 import json
 import os
 import re
@@ -32,8 +33,13 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import yaml
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+# The conf files ship inside the package (package data), so an installed wheel finds them; the
+# checkout's top-level conf/ holds the same files (links) for people who read or copy them.
+CONF_DIR = Path(str(importlib.resources.files("recsys_spark").joinpath("conf")))
+# The folder above the package: the checkout when run from source, site-packages when installed.
+# Only tests and tools of the checkout use it; storage paths never resolve against it (resolve_path).
 REPO_ROOT = Path(__file__).resolve().parent.parent
+ROOT_ENV = "RECSYS_ROOT"
 
 
 class ConfigError(ValueError):
@@ -443,6 +449,37 @@ def parse_override(text: str) -> tuple:
     return key, yaml.safe_load(raw) if raw.strip() != "" else ""
 
 
+def resolve_path(path: str, root: Optional[str] = None) -> str:
+    """Resolve a relative storage path against ``root``, ``$RECSYS_ROOT`` or the working directory.
+
+    URIs (``s3a://``, ``file://``, ``dbfs:/``) and absolute paths (``/Volumes/...``) are returned
+    unchanged. Never resolves against the install folder, so an installed wheel writes where it is run.
+    """
+    if not path or "://" in path or path.startswith("dbfs:") or os.path.isabs(path):
+        return path
+    base = root or os.environ.get(ROOT_ENV) or os.getcwd()
+    return os.path.abspath(os.path.join(base, path))
+
+
+def conf_file(name: Optional[str]) -> Path:
+    """The conf file for ``--conf NAME``: an existing file path, else a file shipped with the package.
+
+    ``None`` means ``local.yaml``; ``cluster``, ``cluster.yaml`` and ``conf/cluster.yaml`` all name
+    the packaged ``cluster.yaml`` when no such file exists relative to the working directory.
+    """
+    name = name or "local.yaml"
+    p = Path(name).expanduser()
+    if p.exists():
+        return p
+    shipped = sorted(x.name for x in CONF_DIR.glob("*.yaml"))
+    stem = p.name if p.suffix in (".yaml", ".yml") else p.name + ".yaml"
+    is_shipped_name = len(p.parts) == 1 or (len(p.parts) == 2 and p.parts[0] == "conf")
+    if is_shipped_name and stem in shipped:
+        return CONF_DIR / stem
+    raise ConfigError(f"config file not found: {name} (not a file here, nor one of the packaged conf files: "
+                      f"{', '.join(shipped)})")
+
+
 def _read_yaml(path: Path) -> Dict[str, Any]:
     if not path.exists():
         raise ConfigError(f"config file not found: {path}")
@@ -463,7 +500,9 @@ def load_config(
     Parameters
     ----------
     path : str, optional
-        Overlay YAML (``conf/local.yaml`` when omitted). ``base.yaml`` is always applied first.
+        Overlay YAML: a file path, or the name of a packaged conf file (``local`` when omitted,
+        ``cluster``, ``databricks``; see :func:`conf_file`). The packaged ``base.yaml`` is always
+        applied first.
     overrides : sequence of str
         ``"section.key=value"`` strings; values are parsed as YAML (``3``, ``true``, ``[1, 2]``).
     base : str, optional
@@ -480,7 +519,7 @@ def load_config(
     base_path = Path(base) if base else CONF_DIR / "base.yaml"
     data = _read_yaml(base_path) if base_path.exists() else {}
     secrets += [f"{base_path}: {m}" for m in find_plaintext_secrets(data)]
-    overlay = Path(path) if path else CONF_DIR / "local.yaml"
+    overlay = conf_file(path)
     if overlay.resolve() != base_path.resolve():
         over = _read_yaml(overlay)
         secrets += [f"{overlay}: {m}" for m in find_plaintext_secrets(over)]

@@ -42,7 +42,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from . import history as hist
-from .config import REPO_ROOT, Config
+from .config import Config, resolve_path
 from .recall.popularity import popularity_candidates
 from .rerank import rules
 from .runlog import RunLog, new_run_id
@@ -105,7 +105,7 @@ def model_dir(cfg: Config, week: dt.date) -> str:
     """``<storage.model_dir>/week=<W>``, refused when it resolves outside the model folder (a symlink)."""
     d = cfg.storage.model_dir
     if not os.path.isabs(d) and not _is_uri(d):
-        d = str(REPO_ROOT / d)
+        d = resolve_path(d)
     return safe_path(d, f"week={require_monday(week).isoformat()}")
 
 

@@ -347,11 +347,11 @@ class Tables:
 
     @classmethod
     def from_config(cls, spark: SparkSession, storage) -> "Tables":
-        from .config import REPO_ROOT
+        from .config import resolve_path
 
         wh = storage.warehouse
-        if storage.mode == "path" and not os.path.isabs(wh) and "://" not in wh:
-            wh = str(REPO_ROOT / wh)
+        if storage.mode == "path":
+            wh = resolve_path(wh)  # relative: against --root / $RECSYS_ROOT / the working directory
         return cls(spark, warehouse=wh, mode=storage.mode, catalog=storage.catalog, schema=storage.schema)
 
     # -- names ---------------------------------------------------------------------------------
