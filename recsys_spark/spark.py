@@ -1,9 +1,20 @@
-"""SparkSession factory: a local session with Delta, or the session that is already active.
+"""SparkSession factory: the session that already exists, a submitted one, or a local one with Delta.
 
-On Databricks or inside a notebook a session already exists and is returned unchanged. Locally,
-``configure_spark_with_delta_pip`` adds the Delta jars (resolved from Maven Central by Ivy on the
-first start and cached in ``~/.ivy2``); when a ``jars_dir`` holding the Delta jars is given (the
-Makefile fills ``.jars/`` with Maven if Ivy cannot resolve them) those jars are used instead.
+Three situations, decided by :func:`plan_session` (a pure function, unit-tested):
+
+* **A session is active** (Databricks, a notebook, an outer job, Spark Connect): it is returned
+  unchanged.
+* **spark-submit** (the JVM was started by ``spark-submit``, ``PYSPARK_GATEWAY_PORT`` is set): the
+  submitted settings (``spark.master``, memory, ``--conf``, ``--packages``) are read from the
+  JVM's ``SparkConf`` and never overridden. Only settings the submit left unset are filled in:
+  the Delta extension/catalog and ``spark.sql.shuffle.partitions`` / ``spark.extra`` of the
+  config; the local defaults (UI off, small snapshot partitions, ...) only when the submitted
+  master is ``local[...]``. Delta's jars must come with the submit (``--packages``
+  :func:`delta_coordinates`); they cannot be added to a JVM that is already running.
+* **Nothing yet** (``python jobs/weekly.py``): a new session with ``spark.master`` of the config;
+  the local defaults and the driver memory apply only to a ``local[...]`` master, and
+  ``configure_spark_with_delta_pip`` adds the Delta jars (resolved by Ivy from Maven Central and
+  cached in ``~/.ivy2``), or the jars of ``jars_dir`` when given.
 """
 
 from __future__ import annotations
@@ -12,7 +23,8 @@ import glob
 import logging
 import os
 import sys
-from typing import Mapping, Optional
+from dataclasses import dataclass, field
+from typing import Dict, Mapping, Optional
 
 from pyspark.sql import SparkSession
 
@@ -21,9 +33,17 @@ log = logging.getLogger(__name__)
 DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
 DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
 
-LOCAL_DEFAULTS = {
+#: Needed on every cluster (filled in only where the cluster did not set them).
+DELTA_SETTINGS = {
     "spark.sql.extensions": DELTA_EXTENSION,
     "spark.sql.catalog.spark_catalog": DELTA_CATALOG,
+    # Delta 4.4 + Spark 4.2 drop named SQL parameters unless this is set (delta-io/delta#7640)
+    "spark.sql.legacy.parameterSubstitution.constantsOnly": "true",
+}
+
+#: Laptop / CI defaults: applied to ``local[...]`` masters only, never to a cluster.
+LOCAL_DEFAULTS = {
+    **DELTA_SETTINGS,
     "spark.sql.session.timeZone": "UTC",
     "spark.sql.adaptive.enabled": "true",
     "spark.sql.adaptive.coalescePartitions.enabled": "true",
@@ -35,16 +55,106 @@ LOCAL_DEFAULTS = {
     "spark.databricks.delta.snapshotPartitions": "2",
     "spark.databricks.delta.optimizeWrite.enabled": "false",
     "spark.sql.sources.partitionOverwriteMode": "static",
-    # Delta 4.4 + Spark 4.2 drop named SQL parameters unless this is set (delta-io/delta#7640)
-    "spark.sql.legacy.parameterSubstitution.constantsOnly": "true",
     "spark.driver.extraJavaOptions": "-Dio.netty.tryReflectionSetAccessible=true",
     "spark.executor.extraJavaOptions": "-Dio.netty.tryReflectionSetAccessible=true",
 }
 
 
+def is_local_master(master: Optional[str]) -> bool:
+    """``local``, ``local[4]``, ``local[*]``, ``local[2,3]``, ``local-cluster[...]``: one machine."""
+    return bool(master) and (master == "local" or master.startswith("local[") or master.startswith("local-cluster["))
+
+
+def delta_coordinates() -> str:
+    """The Maven coordinates of the Delta jar matching the installed pyspark and delta-spark.
+
+    The same rule as ``delta.configure_spark_with_delta_pip`` (``io.delta:delta-spark_<spark
+    major.minor>_2.13:<delta version>``, e.g. ``io.delta:delta-spark_4.2_2.13:4.4.0``): give it to
+    ``spark-submit --packages`` on a cluster.
+    """
+    import importlib.metadata
+
+    import pyspark
+
+    spark_mm = ".".join(pyspark.__version__.split(".")[:2])
+    return f"io.delta:delta-spark_{spark_mm}_2.13:{importlib.metadata.version('delta_spark')}"
+
+
+@dataclass
+class SessionPlan:
+    """What :func:`get_spark` does: the master to set (None: keep the submitted one) and the settings."""
+
+    master: Optional[str]
+    conf: Dict[str, str] = field(default_factory=dict)
+    local: bool = False
+    add_delta_jars: bool = False  # configure_spark_with_delta_pip / jars_dir (only for a JVM not yet started)
+
+
+def plan_session(
+    submitted: Optional[Mapping[str, str]],
+    master: Optional[str] = "local[*]",
+    driver_memory: str = "6g",
+    shuffle_partitions: int = 8,
+    extra: Optional[Mapping[str, str]] = None,
+    warehouse_dir: Optional[str] = None,
+) -> SessionPlan:
+    """Decide the master and settings of a new session.
+
+    Parameters
+    ----------
+    submitted : mapping or None
+        The JVM's ``SparkConf`` when spark-submit started it (None: no JVM yet). Its keys are
+        never overridden.
+    master, driver_memory, shuffle_partitions, extra, warehouse_dir
+        From the config (``spark.*``) or the caller.
+    """
+    if submitted is not None:
+        eff_master = submitted.get("spark.master") or master
+        set_master = None if submitted.get("spark.master") else master
+    else:
+        eff_master, set_master = master or "local[*]", master or "local[*]"
+    local = is_local_master(eff_master)
+    conf: Dict[str, str] = dict(LOCAL_DEFAULTS) if local else dict(DELTA_SETTINGS)
+    if local and submitted is None:
+        conf["spark.driver.memory"] = driver_memory  # a running JVM's memory cannot change
+    conf["spark.sql.shuffle.partitions"] = str(shuffle_partitions)
+    if warehouse_dir:
+        conf["spark.sql.warehouse.dir"] = os.path.abspath(warehouse_dir)
+    conf.update({k: str(v) for k, v in (extra or {}).items()})
+    if submitted is not None:
+        conf = {k: v for k, v in conf.items() if k not in submitted}
+    return SessionPlan(master=set_master, conf=conf, local=local, add_delta_jars=submitted is None)
+
+
+def submitted_conf() -> Optional[Dict[str, str]]:
+    """The SparkConf of a JVM started by spark-submit (or a pyspark shell), or None when there is none.
+
+    spark-submit starts the JVM first and gives the Python driver its gateway in
+    ``PYSPARK_GATEWAY_PORT``; the submitted ``--master`` / ``--conf`` are the JVM's system properties.
+    """
+    if not os.environ.get("PYSPARK_GATEWAY_PORT"):
+        return None
+    from pyspark import SparkConf, SparkContext
+
+    SparkContext._ensure_initialized()
+    return dict(SparkConf().getAll())
+
+
 def active_session() -> Optional[SparkSession]:
-    """The active SparkSession (Databricks, notebook, an outer job), or None."""
+    """The active SparkSession (Databricks, notebook, an outer job, Spark Connect), or None."""
     return SparkSession.getActiveSession()
+
+
+def is_connect(spark) -> bool:
+    """True for a Spark Connect session (no SparkContext, no JVM on this side)."""
+    try:
+        from pyspark.sql.utils import is_remote
+
+        if is_remote():
+            return True
+    except ImportError:  # pragma: no cover - older pyspark
+        pass
+    return type(spark).__module__.startswith("pyspark.sql.connect")
 
 
 def get_spark(
@@ -56,14 +166,14 @@ def get_spark(
     warehouse_dir: Optional[str] = None,
     jars_dir: str = "",
 ) -> SparkSession:
-    """Return the active session unchanged, or build a local one with Delta configured.
+    """Return the active session unchanged, or build one (see the module docstring and :func:`plan_session`).
 
     Parameters
     ----------
     app_name, master, driver_memory, shuffle_partitions
-        Settings for a *new* local session.
+        Settings for a *new* session; ``master`` and ``driver_memory`` are ignored under spark-submit.
     extra : mapping, optional
-        Further ``spark.*`` settings for a new session.
+        Further ``spark.*`` settings for a new session (never over a submitted one).
     warehouse_dir : str, optional
         ``spark.sql.warehouse.dir`` for the new session.
     jars_dir : str
@@ -75,31 +185,41 @@ def get_spark(
     """
     existing = active_session()
     if existing is not None:
-        log.info("using the active SparkSession (app %s)", existing.sparkContext.appName)
+        log.info("using the active SparkSession")
         return existing
 
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    builder = SparkSession.builder.appName(app_name).master(master)
-    conf = dict(LOCAL_DEFAULTS)
-    conf["spark.driver.memory"] = driver_memory
-    conf["spark.sql.shuffle.partitions"] = str(shuffle_partitions)
-    if warehouse_dir:
-        conf["spark.sql.warehouse.dir"] = os.path.abspath(warehouse_dir)
-    conf.update(extra or {})
-    for k, v in conf.items():
+    submitted = submitted_conf()
+    plan = plan_session(submitted, master=master, driver_memory=driver_memory,
+                        shuffle_partitions=shuffle_partitions, extra=extra, warehouse_dir=warehouse_dir)
+    if plan.local:
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    builder = SparkSession.builder.appName(app_name) if not (submitted or {}).get("spark.app.name") \
+        else SparkSession.builder
+    if plan.master:
+        builder = builder.master(plan.master)
+    for k, v in plan.conf.items():
         builder = builder.config(k, v)
 
-    jars = sorted(glob.glob(os.path.join(jars_dir, "*.jar"))) if jars_dir else []
-    if jars:
-        builder = builder.config("spark.jars", ",".join(os.path.abspath(j) for j in jars))
+    if not plan.add_delta_jars:
         spark = builder.getOrCreate()
+        if not any("delta" in j for j in ((submitted or {}).get("spark.jars", "") +
+                                          (submitted or {}).get("spark.jars.packages", "")).split(",")):
+            log.warning("spark-submit without Delta jars: add --packages %s (unless the cluster has them)",
+                        delta_coordinates())
     else:
-        from delta import configure_spark_with_delta_pip
+        jars = sorted(glob.glob(os.path.join(jars_dir, "*.jar"))) if jars_dir else []
+        if jars:
+            builder = builder.config("spark.jars", ",".join(os.path.abspath(j) for j in jars))
+            spark = builder.getOrCreate()
+        else:
+            from delta import configure_spark_with_delta_pip
 
-        spark = configure_spark_with_delta_pip(builder).getOrCreate()
-    spark.sparkContext.setLogLevel("WARN")
-    log.info("started local SparkSession %s (master %s)", app_name, master)
+            spark = configure_spark_with_delta_pip(builder).getOrCreate()
+    if plan.local:
+        spark.sparkContext.setLogLevel("WARN")
+    log.info("started SparkSession %s (master %s, %s settings applied)",
+             app_name, plan.master or (submitted or {}).get("spark.master"), "local" if plan.local else "cluster")
     return spark
 
 

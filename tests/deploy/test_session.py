@@ -1,0 +1,74 @@
+"""Session decisions: local defaults only for local masters, a submitted cluster's settings never overridden."""
+
+from pathlib import Path
+
+from recsys_spark.config import REPO_ROOT
+from recsys_spark.spark import (DELTA_SETTINGS, LOCAL_DEFAULTS, delta_coordinates, is_local_master,
+                                plan_session)
+
+
+def test_local_masters():
+    for m in ("local", "local[2]", "local[*]", "local[4,2]", "local-cluster[2,1,1024]"):
+        assert is_local_master(m), m
+    for m in ("yarn", "spark://127.0.0.1:7077", "k8s://https://h:443", "sc://localhost", "", None, "localhost"):
+        assert not is_local_master(m), m
+
+
+def test_no_jvm_yet_and_a_local_master_gets_the_local_defaults():
+    plan = plan_session(None, master="local[2]", driver_memory="3g", shuffle_partitions=4,
+                        extra={"spark.ui.enabled": "true"})
+    assert plan.master == "local[2]" and plan.local and plan.add_delta_jars
+    assert plan.conf["spark.driver.memory"] == "3g"
+    assert plan.conf["spark.sql.shuffle.partitions"] == "4"
+    assert plan.conf["spark.databricks.delta.snapshotPartitions"] == "2"
+    assert plan.conf["spark.ui.enabled"] == "true"  # extra wins over the local default
+
+
+def test_no_jvm_yet_and_a_cluster_master_gets_no_local_defaults():
+    plan = plan_session(None, master="yarn", driver_memory="8g", shuffle_partitions=800)
+    assert plan.master == "yarn" and not plan.local
+    assert set(plan.conf) == set(DELTA_SETTINGS) | {"spark.sql.shuffle.partitions"}
+    for key in ("spark.ui.enabled", "spark.driver.memory", "spark.driver.extraJavaOptions",
+                "spark.databricks.delta.snapshotPartitions"):
+        assert key not in plan.conf
+
+
+def test_spark_submit_to_a_cluster_keeps_every_submitted_setting():
+    submitted = {"spark.master": "spark://10.0.0.1:7077", "spark.driver.memory": "16g",
+                 "spark.sql.shuffle.partitions": "2000", "spark.driver.extraJavaOptions": "-Dx=1",
+                 "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension,my.Ext",
+                 "spark.app.name": "dw"}
+    plan = plan_session(submitted, master="local[*]", driver_memory="6g", shuffle_partitions=8,
+                        extra={"spark.sql.autoBroadcastJoinThreshold": "64m", "spark.driver.memory": "1g"})
+    assert plan.master is None  # the config's local[*] does not replace the submitted master
+    assert not plan.local and not plan.add_delta_jars
+    assert not set(plan.conf) & set(submitted)  # nothing submitted is overridden
+    assert plan.conf == {"spark.sql.catalog.spark_catalog": DELTA_SETTINGS["spark.sql.catalog.spark_catalog"],
+                         "spark.sql.legacy.parameterSubstitution.constantsOnly": "true",
+                         "spark.sql.autoBroadcastJoinThreshold": "64m"}
+
+
+def test_spark_submit_with_a_local_master_fills_only_unset_local_defaults():
+    submitted = {"spark.master": "local[3]", "spark.ui.enabled": "true", "spark.driver.memory": "2g"}
+    plan = plan_session(submitted, master="yarn", driver_memory="6g", shuffle_partitions=8)
+    assert plan.master is None and plan.local
+    assert "spark.ui.enabled" not in plan.conf and "spark.driver.memory" not in plan.conf
+    assert plan.conf["spark.databricks.delta.snapshotPartitions"] == LOCAL_DEFAULTS[
+        "spark.databricks.delta.snapshotPartitions"]
+
+
+def test_submitted_without_a_master_uses_the_configured_one():
+    plan = plan_session({"spark.app.name": "x"}, master="local[2]")
+    assert plan.master == "local[2]" and plan.local
+
+
+def test_documented_delta_coordinates_are_the_ones_the_tests_load(spark):
+    coords = delta_coordinates()
+    assert coords.startswith("io.delta:delta-spark_4.2_2.13:")
+    packages = spark.sparkContext.getConf().get("spark.jars.packages", "")
+    assert coords in packages.split(",")  # what configure_spark_with_delta_pip asked Ivy for
+    root = Path(REPO_ROOT)
+    for doc in ("README.md", "docs/OPERATIONS.md"):
+        text = (root / doc).read_text()
+        assert coords in text, doc
+        assert "io.delta:delta-spark_2.13:" not in text, doc
