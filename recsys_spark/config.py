@@ -2,8 +2,11 @@
 
 ``conf/base.yaml`` holds every key with its default; an overlay (``local.yaml``,
 ``cluster.yaml``, ``databricks.yaml``) changes only what differs per environment. The merged
-mapping is turned into nested frozen dataclasses; an unknown key or a value of the wrong type
-fails with a :class:`ConfigError` that names the dotted key.
+mapping is turned into nested frozen (pydantic) dataclasses; an unknown key, a value of the wrong
+type, or a value outside its enum or range (``fusion.method`` in {rank, minmax},
+``rerank.creator_cap >= 1``, ``quality.threshold`` in [0, 1], ...) fails with a
+:class:`ConfigError` naming the dotted key, the value and what is allowed. Jobs load the config
+before any SparkSession exists, so a bad value stops them at once.
 
 Secrets never live in conf: a string value ``${ENV:NAME}`` is replaced by the environment
 variable ``NAME`` at load time (a missing variable is an error naming the key), and
@@ -29,9 +32,11 @@ import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Annotated, Any, Dict, List, Literal, Mapping, Optional, Sequence
 
 import yaml
+from pydantic import AfterValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic.dataclasses import dataclass as _pydantic_dataclass
 
 # The conf files ship inside the package (package data), so an installed wheel finds them; the
 # checkout's top-level conf/ holds the same files (links) for people who read or copy them.
@@ -47,56 +52,133 @@ class ConfigError(ValueError):
 
 
 # --------------------------------------------------------------------------------------------
+# Value rules (pydantic v2). Each section is a frozen pydantic dataclass: attribute access and
+# dataclasses.asdict stay as before, and a value out of its enum or range is refused when the
+# config is built (before any SparkSession exists) with the key, the value and what is allowed.
+# --------------------------------------------------------------------------------------------
+
+_SECTION = ConfigDict(extra="forbid")
+
+
+def section(cls):
+    """A config section: a frozen dataclass whose values pydantic checks against the annotations."""
+    return _pydantic_dataclass(frozen=True, config=_SECTION)(cls)
+
+
+def _valid_timezone(name: str) -> str:
+    import zoneinfo
+
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError("must be an IANA time zone such as UTC or Europe/Berlin") from None
+    return name
+
+
+Pos = Annotated[int, Field(ge=1)]
+NonNeg = Annotated[int, Field(ge=0)]
+PosFloat = Annotated[float, Field(gt=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+Prob = Annotated[float, Field(ge=0.0, le=1.0)]
+NonEmpty = Annotated[str, Field(min_length=1)]
+# 1..30: the discover_weekly table's CHECK constraint holds positions 1..30 (recsys_spark.tables)
+PlaylistSize = Annotated[int, Field(ge=1, le=30)]
+Memory = Annotated[str, Field(pattern=r"^[0-9]+[kKmMgGtT]?$")]  # Spark memory string: 512m, 6g
+Device = Literal["auto", "cpu", "cuda"]
+Weighting = Literal["log", "raw", "binary"]
+TimeZone = Annotated[str, AfterValidator(_valid_timezone)]
+
+
+def _describe(err: Mapping[str, Any]) -> str:
+    """What is allowed, from a pydantic error: "one of 'rank', 'minmax'", ">= 1", ..."""
+    ctx = err.get("ctx") or {}
+    kind = err.get("type", "")
+    if kind == "literal_error":
+        return f"one of {ctx.get('expected')}"
+    bounds = {"greater_than_equal": ">= {ge}", "greater_than": "> {gt}", "less_than_equal": "<= {le}",
+              "less_than": "< {lt}", "string_too_short": "a non-empty string",
+              "string_pattern_mismatch": "a value matching {pattern}"}
+    if kind in bounds:
+        return bounds[kind].format(**{k: ctx.get(k) for k in ("ge", "gt", "le", "lt", "pattern")})
+    return str(err.get("msg", "")).replace("Value error, ", "")
+
+
+def _validation_message(exc: ValidationError, prefix: str) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(x) for x in err.get("loc", ()) if x != "__root__")
+        key = ".".join(x for x in (prefix, loc) if x) or "<root>"
+        if err.get("type") == "value_error":
+            msg = str(err.get("msg", "")).replace("Value error, ", "")
+            lines.append(f"config section '{key}': {msg}" if not loc else
+                         f"config key '{key}' = {err.get('input')!r} is not allowed: {msg}")
+        else:
+            lines.append(f"config key '{key}' = {err.get('input')!r} is not allowed: must be {_describe(err)}")
+    return "; ".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
 # Sections. Defaults here mirror conf/base.yaml so the library is usable without any file.
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@section
 class SparkConf:
-    master: str = "local[*]"
+    master: NonEmpty = "local[*]"
     app_name: str = "recsys-spark"
-    driver_memory: str = "6g"
-    shuffle_partitions: int = 8
+    driver_memory: Memory = "6g"
+    shuffle_partitions: Pos = 8
     # Extra Spark settings applied to a *new* local session only (never to an active one).
     extra: Dict[str, str] = field(default_factory=dict)
     # Directory with Delta jars (filled by `make jars`) used when Ivy cannot resolve them.
     jars_dir: str = ""
 
 
-@dataclass(frozen=True)
+@section
 class StorageConf:
     # "path": tables are Delta directories under `warehouse`; "catalog": <catalog>.<schema>.<name>.
-    mode: str = "path"
+    mode: Literal["path", "catalog"] = "path"
     warehouse: str = "warehouse"
     catalog: str = ""
     schema: str = "recsys"
-    model_dir: str = "artifacts/models"
-    raw_dir: str = "data/raw"
+    model_dir: NonEmpty = "artifacts/models"
+    raw_dir: NonEmpty = "data/raw"
+
+    @model_validator(mode="after")
+    def _mode_needs_its_location(self):
+        if self.mode == "path" and not self.warehouse.strip():
+            raise ValueError("storage.warehouse must be set when storage.mode is 'path'")
+        if self.mode == "catalog" and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", self.catalog or ""):
+            raise ValueError(f"storage.catalog must be a catalog identifier when storage.mode is 'catalog', "
+                             f"got {self.catalog!r}")
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", self.schema):
+            raise ValueError(f"storage.schema must be a schema identifier, got {self.schema!r}")
+        return self
 
 
-@dataclass(frozen=True)
+@section
 class GeneratorConf:
-    n_users: int = 2000
-    n_tracks: int = 1500
-    n_creators: int = 300
-    n_weeks: int = 8
-    events_per_user_week: float = 12.0
-    prompt_user_share: float = 0.35
-    audio_tracks: int = 120
-    audio_seconds: float = 4.0
-    audio_sample_rate: int = 48000
-    bad_row_rate: float = 0.002
-    partitions: int = 8
+    n_users: Pos = 2000
+    n_tracks: Pos = 1500
+    n_creators: Pos = 300
+    n_weeks: Pos = 8
+    events_per_user_week: PosFloat = 12.0
+    prompt_user_share: Prob = 0.35
+    audio_tracks: NonNeg = 120
+    audio_seconds: PosFloat = 4.0
+    audio_sample_rate: Pos = 48000
+    bad_row_rate: Prob = 0.002
+    partitions: Pos = 8
     seed: int = 7
 
 
-@dataclass(frozen=True)
+@section
 class IngestConf:
-    max_text_chars: int = 4000
-    max_title_chars: int = 300
-    future_tolerance_hours: int = 24
-    min_event_year: int = 2000
-    default_weights: Dict[str, float] = field(
+    max_text_chars: Pos = 4000
+    max_title_chars: Pos = 300
+    future_tolerance_hours: NonNeg = 24
+    min_event_year: Pos = 2000
+    default_weights: Dict[str, NonNegFloat] = field(
         default_factory=lambda: {
             "play": 1.0,
             "complete": 2.0,
@@ -110,80 +192,80 @@ class IngestConf:
     )
 
 
-@dataclass(frozen=True)
+@section
 class HistoryConf:
-    last_n: int = 50
-    this_week_share: float = 0.5
-    recency_half_life_days: float = 21.0
+    last_n: Pos = 50
+    this_week_share: Prob = 0.5
+    recency_half_life_days: PosFloat = 21.0
 
 
-@dataclass(frozen=True)
+@section
 class ItemCFConf:
     enabled: bool = True
-    k: int = 100
-    per_seed: int = 5
-    n_seeds: int = 50
-    similarity: str = "cosine"  # cosine | bm25 | tfidf
-    min_support: int = 2
-    max_items_per_user: int = 200
-    weighting: str = "log"  # log | raw | binary
-    bm25_k1: float = 1.2
-    bm25_b: float = 0.75
-    shrinkage: float = 10.0
-    candidates: int = 200
-    num_blocks: int = 0  # item blocks of the distributed product; 0 = max(shuffle partitions, nnz/250k)
+    k: Pos = 100
+    per_seed: Pos = 5
+    n_seeds: Pos = 50
+    similarity: Literal["cosine", "bm25", "tfidf"] = "cosine"  # cosine | bm25 | tfidf
+    min_support: Pos = 2
+    max_items_per_user: Pos = 200
+    weighting: Weighting = "log"  # log | raw | binary
+    bm25_k1: NonNegFloat = 1.2
+    bm25_b: Prob = 0.75
+    shrinkage: NonNegFloat = 10.0
+    candidates: Pos = 200
+    num_blocks: NonNeg = 0  # item blocks of the distributed product; 0 = max(shuffle partitions, nnz/250k)
 
 
-@dataclass(frozen=True)
+@section
 class ALSConf:
     enabled: bool = True
-    rank: int = 64
-    max_iter: int = 10
-    reg_param: float = 0.1
-    alpha: float = 5.0
-    block_size: int = 4096
-    num_blocks: int = 8
-    candidates: int = 100
-    weighting: str = "log"
-    topk: str = "faiss"
-    topk_batch_size: int = 1024
+    rank: Pos = 64
+    max_iter: Pos = 10
+    reg_param: NonNegFloat = 0.1
+    alpha: NonNegFloat = 5.0
+    block_size: Pos = 4096
+    num_blocks: Pos = 8
+    candidates: Pos = 100
+    weighting: Weighting = "log"
+    topk: Literal["faiss", "mllib"] = "faiss"
+    topk_batch_size: Pos = 1024
 
 
-@dataclass(frozen=True)
+@section
 class ContentConf:
     enabled: bool = True
-    candidates: int = 100
-    n_seeds: int = 20
-    index: str = "flat"  # flat | ivf | hnsw
-    ivf_nlist: int = 256
-    ivf_nprobe: int = 16
-    hnsw_m: int = 32
-    hnsw_ef_search: int = 128
-    batch_size: int = 2048  # users per faiss search batch inside mapInPandas
-    seed_weighting: str = "recency_log_weight"  # recency_log_weight | recency | uniform
+    candidates: Pos = 100
+    n_seeds: Pos = 20
+    index: Literal["flat", "ivf", "hnsw"] = "flat"  # flat | ivf | hnsw
+    ivf_nlist: Pos = 256
+    ivf_nprobe: Pos = 16
+    hnsw_m: Pos = 32
+    hnsw_ef_search: Pos = 128
+    batch_size: Pos = 2048  # users per faiss search batch inside mapInPandas
+    seed_weighting: Literal["recency_log_weight", "recency", "uniform"] = "recency_log_weight"  # recency_log_weight | recency | uniform
     seed: int = 0  # IVF k-means seed
 
 
-@dataclass(frozen=True)
+@section
 class PromptConf:
     enabled: bool = True
-    candidates: int = 100
-    max_prompts: int = 20
-    half_life_days: float = 30.0
+    candidates: Pos = 100
+    max_prompts: Pos = 20
+    half_life_days: PosFloat = 30.0
     combine_with_history: bool = False
-    history_weight: float = 0.5
-    target: str = "audio"  # audio: track audio embeddings (CLAP text->audio) | track_prompt: tracks' prompt text
+    history_weight: Prob = 0.5
+    target: Literal["audio", "track_prompt"] = "audio"  # audio: track audio embeddings (CLAP text->audio) | track_prompt: tracks' prompt text
 
 
-@dataclass(frozen=True)
+@section
 class PopularityConf:
     enabled: bool = True
-    candidates: int = 50
-    top_genres: int = 3
-    per_genre_pool: int = 100
+    candidates: Pos = 50
+    top_genres: Pos = 3
+    per_genre_pool: Pos = 100
 
 
-@dataclass(frozen=True)
+@section
 class RecallConf:
     item_cf: ItemCFConf = field(default_factory=ItemCFConf)
     als: ALSConf = field(default_factory=ALSConf)
@@ -192,7 +274,7 @@ class RecallConf:
     popularity: PopularityConf = field(default_factory=PopularityConf)
 
 
-@dataclass(frozen=True)
+@section
 class EmbeddingConf:
     enabled: bool = True
     audio_model: str = "HTSAT-base"
@@ -202,104 +284,104 @@ class EmbeddingConf:
     trust_checkpoint: bool = False  # allow a full (pickle) torch.load when weights_only loading fails
     enable_fusion: bool = False
     model_version: str = ""
-    batch_size: int = 16
-    window_seconds: float = 10.0
-    max_windows: int = 6
-    sample_rate: int = 48000
-    device: str = "auto"  # auto | cpu | cuda
+    batch_size: Pos = 16
+    window_seconds: PosFloat = 10.0
+    max_windows: Pos = 6
+    sample_rate: Pos = 48000
+    device: Device = "auto"  # auto | cpu | cuda
     seed: int = 0
 
 
-@dataclass(frozen=True)
+@section
 class QualityConf:
     enabled: bool = True
-    threshold: float = 0.3
-    prior_strength: float = 20.0
-    upvote_weight: float = 1.0
-    comment_weight: float = 2.0
+    threshold: Prob = 0.3
+    prior_strength: NonNegFloat = 20.0
+    upvote_weight: NonNegFloat = 1.0
+    comment_weight: NonNegFloat = 2.0
     aesthetics_table: str = ""
-    aesthetics_weight: float = 0.0
-    mapping: str = "ratio"  # ratio (s / (s + mu), prior -> 0.5) | percentile
+    aesthetics_weight: NonNegFloat = 0.0
+    mapping: Literal["ratio", "percentile"] = "ratio"  # ratio (s / (s + mu), prior -> 0.5) | percentile
 
 
-@dataclass(frozen=True)
+@section
 class DINConf:
     enabled: bool = True
-    embedding_dim: int = 32
-    attention_hidden: List[int] = field(default_factory=lambda: [64, 32])
-    mlp_hidden: List[int] = field(default_factory=lambda: [128, 64])
+    embedding_dim: Pos = 32
+    attention_hidden: List[Pos] = field(default_factory=lambda: [64, 32])
+    mlp_hidden: List[Pos] = field(default_factory=lambda: [128, 64])
     use_content: bool = True
     softmax_attention: bool = False
-    train_weeks: int = 3
-    negatives_per_positive: int = 4
-    max_history: int = 50
-    epochs: int = 8
-    batch_size: int = 1024
-    lr: float = 0.003
-    patience: int = 2
+    train_weeks: Pos = 3
+    negatives_per_positive: Pos = 4
+    max_history: Pos = 50
+    epochs: Pos = 8
+    batch_size: Pos = 1024
+    lr: PosFloat = 0.003
+    patience: NonNeg = 2
     use_torch_distributor: bool = False
-    num_processes: int = 1
-    device: str = "auto"
-    score_batch_size: int = 4096
-    prerank_top_n: int = 150  # candidates per user DIN scores (best fused recall score first); 0 = all
+    num_processes: Pos = 1
+    device: Device = "auto"
+    score_batch_size: Pos = 4096
+    prerank_top_n: NonNeg = 150  # candidates per user DIN scores (best fused recall score first); 0 = all
     seed: int = 0
-    popularity_share: float = 0.5
-    min_count: int = 1
-    max_train_rows: int = 2000000
+    popularity_share: Prob = 0.5
+    min_count: Pos = 1
+    max_train_rows: NonNeg = 2000000
 
 
-@dataclass(frozen=True)
+@section
 class FusionConf:
-    method: str = "rank"  # rank | minmax
-    channel_weights: Dict[str, float] = field(
+    method: Literal["rank", "minmax"] = "rank"  # rank | minmax
+    channel_weights: Dict[str, NonNegFloat] = field(
         default_factory=lambda: {"item_cf": 2.0, "als": 1.0, "content": 0.5, "prompt": 0.5, "popular": 0.5}
     )
-    din_weight: float = 0.25
-    rrf_k: float = 60.0
-    recall_weight: float = 1.0
-    quality_weight: float = 0.0
-    default_channel_weight: float = 0.0
+    din_weight: NonNegFloat = 0.25
+    rrf_k: PosFloat = 60.0
+    recall_weight: NonNegFloat = 1.0
+    quality_weight: NonNegFloat = 0.0
+    default_channel_weight: NonNegFloat = 0.0
 
 
-@dataclass(frozen=True)
+@section
 class AggregationConf:
     enabled: bool = True
-    method: str = "attention"  # attention | mean
-    max_tracks: int = 50
-    train_weeks: int = 3
-    n_negatives: int = 4
-    proj_dim: int = 64
-    hidden: int = 64
-    epochs: int = 10
-    lr: float = 0.003
-    max_users: int = 50000
+    method: Literal["attention", "mean"] = "attention"  # attention | mean
+    max_tracks: Pos = 50
+    train_weeks: Pos = 3
+    n_negatives: Pos = 4
+    proj_dim: Pos = 64
+    hidden: Pos = 64
+    epochs: Pos = 10
+    lr: PosFloat = 0.003
+    max_users: Pos = 50000
     seed: int = 0
 
 
-@dataclass(frozen=True)
+@section
 class RerankConf:
-    playlist_size: int = 30
-    creator_cap: int = 2
-    diversity_lambda: float = 0.8
+    playlist_size: PlaylistSize = 30
+    creator_cap: Pos = 2
+    diversity_lambda: Prob = 0.8
     diversity_enabled: bool = True
-    creator_similarity_weight: float = 0.8  # MMR: weight of the creators' embedding cosine (0 = off)
-    fresh_share: float = 0.1
-    fresh_days: int = 14
-    max_candidates: int = 150
+    creator_similarity_weight: Prob = 0.8  # MMR: weight of the creators' embedding cosine (0 = off)
+    fresh_share: Prob = 0.1
+    fresh_days: NonNeg = 14
+    max_candidates: Pos = 150
     plugin: str = ""
-    plugin_top_n: int = 50
+    plugin_top_n: Pos = 50
     plugin_options: Dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@section
 class PipelineConf:
     seed: int = 42
-    timezone: str = "UTC"
-    model_version: str = "dw-0.1"
+    timezone: TimeZone = "UTC"
+    model_version: NonEmpty = "dw-0.1"
     write_candidates: bool = True
 
 
-@dataclass(frozen=True)
+@section
 class Config:
     env: str = "local"
     spark: SparkConf = field(default_factory=SparkConf)
@@ -430,7 +512,10 @@ def _build(cls: Any, data: Any, prefix: str = "") -> Any:
         if name in data:
             key = f"{prefix}.{name}" if prefix else name
             kwargs[name] = _check_type(key, hints[name], data[name])
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ValidationError as exc:
+        raise ConfigError(_validation_message(exc, prefix)) from None
 
 
 def from_dict(data: Mapping[str, Any]) -> Config:
