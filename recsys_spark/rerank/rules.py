@@ -368,8 +368,14 @@ def build_playlists(cands: DataFrame, users: DataFrame, heard: DataFrame, tracks
     return result
 
 
-def add_reasons(playlists: DataFrame, tracks: DataFrame, prompts: Optional[DataFrame] = None) -> DataFrame:
-    """Add ``reason``: "because you played “X”", "matches your prompt “…”", etc."""
+def add_reasons(playlists: DataFrame, tracks: DataFrame, prompts: Optional[DataFrame] = None,
+                content_trained: bool = True) -> DataFrame:
+    """Add ``reason``: "because you played “X”", "matches your prompt “…”", etc.
+
+    ``content_trained=False`` (the CLAP model version is untrained: no checkpoint was loaded) keeps
+    the reasons that rest on audio/text embeddings from promising what the model cannot know: they
+    name the channel and say that its embeddings are untrained instead of "sounds like"/"matches".
+    """
     titles = tracks.select(F.col("track_id").alias("seed_track_id"), F.col("title").alias("_seed_title"))
     genre = tracks.select("track_id", F.coalesce(F.col("genre"), F.lit("music")).alias("_genre"))
     out = playlists.join(titles, "seed_track_id", "left").join(genre, "track_id", "left")
@@ -383,15 +389,21 @@ def add_reasons(playlists: DataFrame, tracks: DataFrame, prompts: Optional[DataF
     has = lambda ch: F.array_contains(F.col("sources"), ch)  # noqa: E731
     short_prompt = F.when(F.length("_prompt") > 60, F.concat(F.substring("_prompt", 1, 57), F.lit("...")))\
         .otherwise(F.col("_prompt"))
+    if content_trained:
+        like_seed = "sounds like “%s”, which you played"
+        like_prompt = "matches your prompt “%s”"
+        like_history = "sounds like what you play"
+    else:  # an untrained encoder: say which channel picked it, not what it "sounds like"
+        like_seed = "near “%s”, which you played, in untrained audio embeddings"
+        like_prompt = "picked for your prompt “%s” by an untrained text model"
+        like_history = "near what you play in untrained audio embeddings"
     reason = (
         F.when(has("item_cf") & F.col("_seed_title").isNotNull(),
                F.format_string("because you played “%s”", F.col("_seed_title")))
-        .when(has("content") & F.col("_seed_title").isNotNull(),
-              F.format_string("sounds like “%s”, which you played", F.col("_seed_title")))
-        .when(has("prompt") & F.col("_prompt").isNotNull(),
-              F.format_string("matches your prompt “%s”", short_prompt))
+        .when(has("content") & F.col("_seed_title").isNotNull(), F.format_string(like_seed, F.col("_seed_title")))
+        .when(has("prompt") & F.col("_prompt").isNotNull(), F.format_string(like_prompt, short_prompt))
         .when(has("als"), F.lit("listeners with your taste play it"))
-        .when(has("content"), F.lit("sounds like what you play"))
+        .when(has("content"), F.lit(like_history))
         .when(has("popular"), F.format_string("popular in %s, which you play", F.col("_genre")))
         .otherwise(F.lit("popular on the platform"))
     )

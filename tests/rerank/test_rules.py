@@ -187,6 +187,24 @@ def test_reasons(spark):
                    3: "popular in jazz, which you play", 4: "popular on the platform"}
 
 
+def test_reasons_say_when_content_embeddings_are_untrained(spark):
+    tracks = _tracks(spark, [("s1", "c", "Seed Song", "rock", OLD, 1, 1, 1), ("x", "c", "X", "rock", OLD, 1, 1, 1),
+                             ("y", "c", "Y", "jazz", OLD, 1, 1, 1), ("z", "c", "Z", "jazz", OLD, 1, 1, 1)])
+    pl = spark.createDataFrame(
+        [("u", 1, "x", 1.0, ["content"], "s1"), ("u", 2, "y", 0.5, ["prompt"], None),
+         ("u", 3, "z", 0.1, ["content"], None)],
+        "user_id string, position int, track_id string, score double, sources array<string>, seed_track_id string")
+    prompts = spark.createDataFrame([("p2", "u", "dreamy synthwave", NEW)],
+                                    "prompt_id string, user_id string, prompt_text string, created_at timestamp")
+    trained = {r["position"]: r["reason"] for r in add_reasons(pl, tracks, prompts).collect()}
+    assert trained == {1: "sounds like “Seed Song”, which you played", 2: "matches your prompt “dreamy synthwave”",
+                       3: "sounds like what you play"}
+    untrained = {r["position"]: r["reason"] for r in add_reasons(pl, tracks, prompts, content_trained=False).collect()}
+    assert untrained == {1: "near “Seed Song”, which you played, in untrained audio embeddings",
+                         2: "picked for your prompt “dreamy synthwave” by an untrained text model",
+                         3: "near what you play in untrained audio embeddings"}
+
+
 def test_selection_is_per_user_when_arrow_batches_split_users(spark):
     # mapInPandas gets user-clustered rows in Arrow batches of 7 here: users straddle batch
     # boundaries and must still be selected exactly as one pandas call per user would
