@@ -3,20 +3,37 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Optional, Tuple, Union
 
 DateLike = Union[str, dt.date, dt.datetime]
 
 
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
 def to_date(value: DateLike) -> dt.date:
+    """A date from a ``date``/``datetime`` or a string that is exactly ``YYYY-MM-DD``.
+
+    Strings are parsed strictly (surrounding whitespace aside): ``2026-11-30garbage``,
+    ``2026-11-30T00:00``, ``20261130`` and ``2026-W49-1`` are refused, never truncated.
+    """
     if isinstance(value, dt.datetime):
         return value.date()
     if isinstance(value, dt.date):
         return value
+    text = str(value).strip()
+    if not _ISO_DATE.fullmatch(text):
+        raise ValueError(f"not a date (expected YYYY-MM-DD): {value!r}")
     try:
-        return dt.date.fromisoformat(str(value).strip()[:10])
+        return dt.date.fromisoformat(text)
     except ValueError as exc:
-        raise ValueError(f"not a date (expected YYYY-MM-DD): {value!r}") from exc
+        raise ValueError(f"not a date (expected YYYY-MM-DD): {value!r} ({exc})") from exc
+
+
+def parse_week(value: DateLike) -> dt.date:
+    """Strict week argument: exactly ``YYYY-MM-DD`` and a Monday (what ``--week`` accepts)."""
+    return require_monday(value)
 
 
 def week_start(value: DateLike) -> dt.date:
@@ -45,13 +62,6 @@ def this_week_window(week: DateLike) -> Tuple[dt.datetime, dt.datetime]:
     w = require_monday(week)
     end = dt.datetime.combine(w, dt.time())
     return end - dt.timedelta(days=7), end
-
-
-def week_bounds(week: DateLike) -> Tuple[dt.datetime, dt.datetime]:
-    """``[W, W+7d)``: the week whose playlists are being built (and evaluated against)."""
-    w = require_monday(week)
-    start = dt.datetime.combine(w, dt.time())
-    return start, start + dt.timedelta(days=7)
 
 
 def previous_weeks(week: DateLike, n: int):

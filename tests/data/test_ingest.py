@@ -11,7 +11,7 @@ from recsys_spark.data.ingest import Rules, ingest_entity, parse_timestamp
 
 NOW = dt.datetime(2026, 11, 23, 12, 0, 0)
 RULES = Rules(default_weights={"play": 1.0, "upvote": 3.0, "skip": 0.0}, event_types=("play", "upvote", "skip"),
-              max_text_chars=100, max_title_chars=20)
+              max_text_chars=100, max_title_chars=20, epoch_units={"tracks": "ms"})
 
 
 def _write(path, text):
@@ -134,10 +134,51 @@ def test_prompts_from_parquet_and_json(spark, tables, tmp_path):
     assert rep.reconciles and rep.read == 5
 
 
-def test_parse_timestamp_formats(spark):
+def test_parse_timestamp_formats_and_explicit_epoch_units(spark):
     rows = [("2026-11-20T10:00:00Z",), ("2026-11-20T10:00:00.250Z",), ("2026-11-20T11:00:00+01:00",),
-            ("2026-11-20 10:00:00",), ("1795168800",), ("1795168800000",), ("garbage",)]
-    df = spark.createDataFrame(rows, "s string").select(parse_timestamp(F.col("s")).alias("t"))
-    got = [r["t"] for r in df.collect()]
+            ("2026-11-20 10:00:00",), ("2026-11-20T10:00:00.250000000+0000",), ("2026-11-20 10:00:00.25 Z",),
+            ("2026-11-20",), ("1795168800",), ("1795168800000",), ("1795168800000000000",), ("1e30",),
+            ("garbage",), ("2026-11-20T10:00:00+25:00",)]
+    df = spark.createDataFrame(rows, "s string")
+    got = {unit: [r["t"] for r in df.select(parse_timestamp(F.col("s"), unit).alias("t")).collect()]
+           for unit in ("s", "ms", "ns")}
     t = dt.datetime(2026, 11, 20, 10, 0)
-    assert got == [t, t.replace(microsecond=250000), t, t, t, t, None]
+    iso = [t, t.replace(microsecond=250000), t, t, t.replace(microsecond=250000), t.replace(microsecond=250000),
+           dt.datetime(2026, 11, 20)]
+    # numbers are read in the given unit only: never guessed from their magnitude
+    assert got["s"] == iso + [t, None, None, None, None, None]
+    assert got["ms"] == iso + [dt.datetime(1970, 1, 21, 18, 39, 28, 800000), t, None, None, None, None]
+    assert got["ns"] == iso + [dt.datetime(1970, 1, 1, 0, 0, 1, 795168), dt.datetime(1970, 1, 1, 0, 29, 55, 168800), t,
+                               None, None, None]
+    with pytest.raises(ValueError, match="epoch_unit"):
+        parse_timestamp(F.col("s"), "minutes")
+
+
+def test_rules_take_their_defaults_and_values_from_the_config():
+    from recsys_spark.config import IngestConf
+
+    conf = IngestConf(max_text_chars=123, default_weights={"play": 1.0, "like": 2.0})
+    rules = Rules.from_conf(conf)
+    assert (rules.max_text_chars, rules.event_types, rules.max_title_chars) == (123, ("play", "like"),
+                                                                                 IngestConf().max_title_chars)
+    assert Rules().max_text_chars == IngestConf().max_text_chars
+    with pytest.raises(ValueError, match="epoch unit"):
+        Rules(epoch_units={"tracks": "days"})
+
+
+def test_generator_bad_rows_accounted_per_file(tiny_platform):
+    """The synthetic export's deliberately bad rows: every file reconciles, each new kind has its reason."""
+    reports = tiny_platform["reports"]
+    for rep in reports.values():
+        assert rep.reconciles
+        for f in rep.files:
+            assert f.seen == f.loaded + f.updated + f.already_present + f.duplicates + f.quarantined, f
+            assert f.reason is None, f  # the generator writes no bad FILE
+    bad = {e: next(f for f in reports[e].files if "bad-rows" in f.path) for e in ("tracks", "interactions")}
+    # tracks: per kind null key, oversize, negative count, overflowing count, ZWSP id, concatenated objects
+    # (each bad_row_rate * n_users = 2 times), then broken encoding and a truncated line
+    assert (bad["tracks"].seen, bad["tracks"].loaded, bad["tracks"].quarantined) == (14, 0, 14)
+    assert {"invalid_count", "invalid_id:track_id", "concatenated_json"} <= set(reports["tracks"].reasons)
+    # interactions: 9 kinds x 2 and the duplicated pair (one kept or already present, one duplicate)
+    assert bad["interactions"].seen == 20 and bad["interactions"].duplicates == 1
+    assert reports["interactions"].reasons["unknown_track_id"] >= 6
