@@ -27,12 +27,23 @@ def write_bad_rows(out_dir: str, spec, end: dt.date) -> int:
             f"{good_user},{good_track},yesterday-ish,play,1",     # unparseable timestamp
             f"{good_user},{good_track},2199-01-01T00:00:00Z,play,1",  # future timestamp
             f"{good_user},t9{i:06d},{ts},play,1",                 # unknown track id
+            # unknown track ids behind a 9-digit fraction with a +0000 offset / an NBSP-and-ZWSP padded
+            # user id: the timestamp and the id are read, the reason is the track (first failing rule)
+            f"{good_user},t8{i:06d},{ts[:-1]}.123456789+0000,play,1",
+            f"\u00a0{good_user}\u200b,t7{i:06d},{ts},play,1",
         ]
         tracks += [
             json.dumps({"track_id": None, "creator_id": "u0000002", "title": "no id"}),
             json.dumps({"track_id": f"tbad{i:04d}", "creator_id": "u0000002", "title": "x" * 5000}),
             json.dumps({"track_id": f"tbadplay{i:04d}", "creator_id": "u0000002", "title": "neg",
                         "play_count": -5}),
+            # a count too large for a long: quarantined (invalid_count), never a cast overflow
+            json.dumps({"track_id": f"tbigplay{i:04d}", "creator_id": "u0000002", "title": "big",
+                        "play_count": 1e30, "upvote_count": "1e19"}),
+            # an id with a zero-width space inside (invalid_id), two objects on one line (concatenated_json)
+            json.dumps({"track_id": f"tzw\u200b{i:04d}", "creator_id": "u0000002", "title": "zw"}),
+            json.dumps({"track_id": f"tcat{i:04d}", "creator_id": "u0000002"})
+            + json.dumps({"track_id": f"tcat{i:04d}b", "creator_id": "u0000002"}),
         ]
         prompts.append(json.dumps({"prompt_id": f"pbad{i:04d}", "user_id": None, "prompt_text": "lofi"}))
         prompts.append(json.dumps({"prompt_id": f"pbig{i:04d}", "user_id": good_user,
