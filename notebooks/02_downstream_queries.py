@@ -10,6 +10,19 @@
 
 # COMMAND ----------
 
+# MAGIC %md The package: the wheel the bundle built and synced next to this folder (on a job cluster the
+# MAGIC task's library already installed it; locally it is installed in the venv).
+
+# COMMAND ----------
+
+# MAGIC %pip install --quiet ../dist/recsys_spark-0.1.0-py3-none-any.whl
+
+# COMMAND ----------
+
+# MAGIC %restart_python
+
+# COMMAND ----------
+
 from recsys_spark import queries as Q
 from recsys_spark.notebook import param, section, setup, show
 from recsys_spark.show import pick_user

@@ -11,6 +11,19 @@
 
 # COMMAND ----------
 
+# MAGIC %md The package: the wheel the bundle built and synced next to this folder (on a job cluster the
+# MAGIC task's library already installed it; locally it is installed in the venv).
+
+# COMMAND ----------
+
+# MAGIC %pip install --quiet ../dist/recsys_spark-0.1.0-py3-none-any.whl
+
+# COMMAND ----------
+
+# MAGIC %restart_python
+
+# COMMAND ----------
+
 from recsys_spark.evaluation import evaluate, load_dataset
 from recsys_spark.evaluation.report import render_markdown
 from recsys_spark.notebook import param, section, setup

@@ -12,7 +12,8 @@ Every subcommand takes ``--conf`` (a file, or the name of a conf file shipped wi
 ``local`` (default), ``cluster``, ``databricks``), ``--set key=value`` (repeatable), ``--root DIR``
 (what relative storage paths resolve against; default: the working directory, never the install
 folder) and ``--log-level``. ``jobs/*.py`` are thin wrappers around these functions, so
-``spark-submit jobs/weekly.py ...`` and ``recsys weekly ...`` are the same job.
+``spark-submit jobs/weekly.py ...`` and ``recsys weekly ...`` are the same job; with only the wheel
+installed, ``spark-submit ... "$(recsys --submit-file)" weekly ...`` runs it.
 """
 
 from __future__ import annotations
@@ -72,6 +73,16 @@ def parse(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None)
     return args, cfg
 
 
+def _classic_or_exit(spark, job: str) -> None:
+    from .spark import require_classic
+
+    try:
+        require_classic(spark, job)
+    except RuntimeError as exc:
+        sys.stderr.write(f"{exc}\n")
+        raise SystemExit(2) from None
+
+
 # --------------------------------------------------------------------------------------------
 # generate
 # --------------------------------------------------------------------------------------------
@@ -94,6 +105,7 @@ def generate_main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = No
     from .tables import Tables
 
     spark = spark_from_config(cfg)
+    _classic_or_exit(spark, "generate")
     raw = resolve_path(args.out or os.path.join(cfg.storage.raw_dir, "synthetic"))
     counts = generate_platform(spark, raw, PlatformSpec.from_conf(cfg.generator), args.week, args.overwrite)
     print(f"synthetic platform at {raw}: {counts}")
@@ -131,6 +143,7 @@ def ingest_main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None
     from .tables import Tables
 
     spark = spark_from_config(cfg)
+    _classic_or_exit(spark, "ingest")
     tables = Tables.from_config(spark, cfg.storage)
     rules = Rules.from_conf(cfg.ingest)
     run_id = new_run_id("ingest", None)
@@ -142,6 +155,16 @@ def ingest_main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None
     return 0
 
 
+def _flag(text: str) -> bool:
+    """``--force true|false|1|0|yes|no|''`` (job parameters arrive as strings; '' is false)."""
+    value = str(text).strip().lower()
+    if value in ("1", "true", "yes", "y", "on"):
+        return True
+    if value in ("", "0", "false", "no", "n", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
 # --------------------------------------------------------------------------------------------
 # weekly
 # --------------------------------------------------------------------------------------------
@@ -149,7 +172,8 @@ def ingest_main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None
 
 def build_weekly_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     p = base_parser("Build week W's Discover Weekly into the discover_weekly Delta table", prog=prog)
-    p.add_argument("--force", action="store_true", help="rerun stages an earlier run of W completed")
+    p.add_argument("--force", nargs="?", const=True, default=False, type=_flag, metavar="BOOL",
+                   help="rerun stages an earlier run of W completed (a value, e.g. a job parameter: true/false)")
     p.add_argument("--if-needed", action="store_true", help="exit at once if week W is already complete")
     return p
 
@@ -161,8 +185,15 @@ def weekly_main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None
     from .spark import spark_from_config
 
     spark = spark_from_config(cfg)
+    _classic_or_exit(spark, "weekly")
     result = run_weekly(spark, cfg, args.week, force=args.force, if_needed=args.if_needed)
     print(result.summary)
+    if cfg.storage.mode == "catalog":  # persistent views next to the tables (Databricks SQL, dashboards)
+        from .queries import create_views
+        from .tables import Tables
+
+        for ref in create_views(spark, Tables.from_config(spark, cfg.storage)):
+            print(f"view {ref}")
     return 0
 
 
@@ -240,11 +271,12 @@ def last_run_main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = No
 def build_maintenance_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     p = base_parser("OPTIMIZE / Z-ORDER and VACUUM the Delta tables", week=False, prog=prog)
     p.add_argument("--week", default=None,
-                   help="Monday (YYYY-MM-DD) or 'current': only optimize that week's partitions (default: all)")
+                   help="Monday (YYYY-MM-DD), or 'current' / '' for this week's: only optimize that week's "
+                        "partitions (default: all)")
     p.add_argument("--tables", default="", help="comma list of tables (default: every existing table)")
     p.add_argument("--retention-hours", type=float, default=None,
-                   help="VACUUM retention (default 168; 336 for discover_weekly)")
-    p.add_argument("--force-retention", action="store_true", help="allow a retention below 168 hours")
+                   help="VACUUM retention (default 336 = the tables' 14-day retention property)")
+    p.add_argument("--force-retention", action="store_true", help="allow a retention below 336 hours")
     p.add_argument("--no-optimize", action="store_true")
     p.add_argument("--no-vacuum", action="store_true")
     return p
@@ -256,7 +288,8 @@ def maintenance_main(argv: Optional[Sequence[str]] = None, prog: Optional[str] =
     parser = build_maintenance_parser(prog)
     args, cfg = parse(parser, argv)
     try:
-        week = current_week() if args.week == "current" else require_monday(args.week) if args.week else None
+        # "current" (or an empty job parameter): this week's Monday; absent: every partition
+        week = current_week() if args.week in ("current", "") else require_monday(args.week) if args.week else None
     except ValueError as exc:
         parser.exit(2, f"--week: {exc}\n")
     if args.retention_hours is not None and args.retention_hours < DEFAULT_RETENTION_HOURS \
@@ -318,7 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="recsys-spark: a weekly Discover Weekly on Spark + Delta. "
                     "`recsys COMMAND --help` lists a command's options.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="commands:\n" + "\n".join(f"  {name:<12} {help_}" for name, (_, help_) in COMMANDS.items()),
+        epilog="commands:\n" + "\n".join(f"  {name:<12} {help_}" for name, (_, help_) in COMMANDS.items())
+               + "\n\nspark-submit [options] \"$(recsys --submit-file)\" COMMAND [args] runs a command on a cluster.",
     )
     p.add_argument("command", choices=list(COMMANDS), metavar="COMMAND", help="one of: " + ", ".join(COMMANDS))
     p.add_argument("args", nargs=argparse.REMAINDER, help="the command's options")
@@ -329,6 +363,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Console entry point ``recsys``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
+    if argv[:1] == ["--submit-file"]:  # the launcher file to give spark-submit (see recsys_spark/launch)
+        from .launch import recsys_job
+
+        print(os.path.abspath(recsys_job.__file__))
+        return 0
     if not argv or argv[0] in ("-h", "--help"):
         parser.print_help()
         return 0 if argv else 2

@@ -143,6 +143,9 @@ class StorageConf:
     schema: str = "recsys"
     model_dir: NonEmpty = "artifacts/models"
     raw_dir: NonEmpty = "data/raw"
+    # catalog mode: new discover_weekly / candidates tables use liquid clustering (week_start,
+    # user_id) instead of week_start partitions (Databricks / Unity Catalog)
+    liquid_clustering: bool = False
 
     @model_validator(mode="after")
     def _mode_needs_its_location(self):
@@ -151,6 +154,8 @@ class StorageConf:
         if self.mode == "catalog" and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", self.catalog or ""):
             raise ValueError(f"storage.catalog must be a catalog identifier when storage.mode is 'catalog', "
                              f"got {self.catalog!r}")
+        if self.liquid_clustering and self.mode != "catalog":
+            raise ValueError("storage.liquid_clustering is an option of storage.mode 'catalog'")
         if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", self.schema):
             raise ValueError(f"storage.schema must be a schema identifier, got {self.schema!r}")
         return self
@@ -537,9 +542,13 @@ def parse_override(text: str) -> tuple:
 def resolve_path(path: str, root: Optional[str] = None) -> str:
     """Resolve a relative storage path against ``root``, ``$RECSYS_ROOT`` or the working directory.
 
-    URIs (``s3a://``, ``file://``, ``dbfs:/``) and absolute paths (``/Volumes/...``) are returned
-    unchanged. Never resolves against the install folder, so an installed wheel writes where it is run.
+    URIs (``s3a://``, ``dbfs:/``) and absolute paths (``/Volumes/...``) are returned unchanged;
+    ``file:`` URIs become the local path they name. Never resolves against the install folder, so an installed wheel writes where it is run.
     """
+    if path and path.startswith("file:"):  # file:///x and file:/x are local paths (libraries need no URI)
+        from urllib.parse import unquote, urlparse
+
+        return unquote(urlparse(path).path) or "/"
     if not path or "://" in path or path.startswith("dbfs:") or os.path.isabs(path):
         return path
     base = root or os.environ.get(ROOT_ENV) or os.getcwd()

@@ -95,6 +95,30 @@ def section(title: str) -> None:
     print(f"\n=== {title} ===\n")
 
 
+def _display():
+    """Databricks' (or Jupyter's) ``display`` of the calling notebook, or None."""
+    import builtins
+    import sys
+
+    fn = getattr(builtins, "display", None)
+    if fn is None:
+        main = sys.modules.get("__main__")
+        fn = getattr(main, "display", None)
+    if fn is None:
+        try:  # Databricks notebooks put display into the IPython user namespace
+            from IPython import get_ipython
+
+            ip = get_ipython()
+            fn = ip.user_ns.get("display") if ip is not None else None
+        except ImportError:
+            fn = None
+    return fn if callable(fn) and getattr(fn, "__module__", "").startswith(("dbruntime", "databricks")) else None
+
+
 def show(df: DataFrame, n: int = 30, truncate: int = 60) -> None:
-    """Print the first ``n`` rows (``display`` is not available outside Databricks)."""
-    df.show(n, truncate=truncate)
+    """``display(df.limit(n))`` on Databricks (sortable table, charts); else print the first ``n`` rows."""
+    disp = _display()
+    if disp is not None:
+        disp(df.limit(n))
+    else:
+        df.show(n, truncate=truncate)

@@ -39,6 +39,8 @@ DELTA_SETTINGS = {
     "spark.sql.catalog.spark_catalog": DELTA_CATALOG,
     # Delta 4.4 + Spark 4.2 drop named SQL parameters unless this is set (delta-io/delta#7640)
     "spark.sql.legacy.parameterSubstitution.constantsOnly": "true",
+    # week windows are UTC Mondays (pipeline.timezone); a cluster's JVM default zone must not shift them
+    "spark.sql.session.timeZone": "UTC",
 }
 
 #: Laptop / CI defaults: applied to ``local[...]`` masters only, never to a cluster.
@@ -155,6 +157,37 @@ def is_connect(spark) -> bool:
     except ImportError:  # pragma: no cover - older pyspark
         pass
     return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
+#: Why a job needs a classic session (a JVM driver with a SparkContext), for the jobs that do.
+#: Spark Connect sessions (Databricks serverless / shared clusters, ``sc://``) have no SparkContext.
+CLASSIC_ONLY: Dict[str, str] = {
+    "weekly": ("stage recall.als broadcasts the ALS item factors and stages recall.content / recall.prompt "
+               "broadcast the faiss index with SparkContext.broadcast (recsys_spark.recall.als, "
+               "recsys_spark.recall.faiss_index), and stage embed sizes its CLAP batches from "
+               "SparkContext.defaultParallelism (recsys_spark.embeddings.jobs)"),
+    "ingest": ("reading raw files counts their records with SparkContext.parallelize, one task per file group "
+               "(recsys_spark.data.ingest)"),
+    "generate": ("generate ingests what it wrote, and ingestion counts raw records with "
+                 "SparkContext.parallelize (recsys_spark.data.ingest)"),
+}
+
+
+def require_classic(spark, job: str) -> None:
+    """Stop at once, before any work, when ``job`` would fail later on a Spark Connect session.
+
+    Raises
+    ------
+    RuntimeError
+        Naming the stage that needs a classic session and why. The downstream queries, views and
+        notebooks (``recsys_spark.queries``) run over Spark Connect.
+    """
+    if is_connect(spark) and job in CLASSIC_ONLY:
+        raise RuntimeError(
+            f"`recsys {job}` needs a classic SparkSession, and this is a Spark Connect session: "
+            f"{CLASSIC_ONLY[job]}. Spark Connect has no SparkContext. Run it on a classic cluster "
+            f"(spark-submit, a Databricks job cluster in single-user / dedicated access mode); the "
+            f"queries, views and notebooks work over Spark Connect.")
 
 
 def get_spark(

@@ -46,7 +46,8 @@ def test_environment_references(monkeypatch, tmp_path):
 
 
 def test_shipped_overlays_load(monkeypatch):
-    for name in ("RECSYS_WAREHOUSE", "RECSYS_MODEL_DIR", "RECSYS_RAW_DIR", "RECSYS_CLAP_CHECKPOINT", "RECSYS_CATALOG"):
+    for name in ("RECSYS_WAREHOUSE", "RECSYS_MODEL_DIR", "RECSYS_RAW_DIR", "RECSYS_CLAP_CHECKPOINT", "RECSYS_CATALOG",
+                 "RECSYS_SCHEMA"):
         monkeypatch.setenv(name, "x")
     assert load_config("conf/cluster.yaml").spark.shuffle_partitions == 800
     assert load_config("conf/databricks.yaml").storage.mode == "catalog"
@@ -112,6 +113,8 @@ def test_the_bounds_themselves_are_allowed():
 
 
 def test_catalog_mode_needs_a_catalog(monkeypatch):
+    for name in ("RECSYS_SCHEMA", "RECSYS_MODEL_DIR", "RECSYS_RAW_DIR", "RECSYS_CLAP_CHECKPOINT"):
+        monkeypatch.setenv(name, "recsys" if name == "RECSYS_SCHEMA" else "/Volumes/x")
     with pytest.raises(ConfigError, match=r"storage.catalog must be a catalog identifier.*got ''"):
         load_config(overrides=["storage.mode=catalog"])
     monkeypatch.setenv("RECSYS_CATALOG", "main; DROP")
@@ -144,6 +147,7 @@ def test_sections_stay_frozen_and_direct_construction_is_checked():
         cfg.replace(**{"rerank.creator_cap": -4})
 
 
+@pytest.mark.slow  # spawns a process
 def test_a_bad_value_stops_the_job_before_spark_starts(tmp_path):
     import subprocess
     import sys
@@ -155,6 +159,7 @@ def test_a_bad_value_stops_the_job_before_spark_starts(tmp_path):
     assert "SparkSession" not in res.stdout + res.stderr and "Ivy" not in res.stdout + res.stderr
 
 
+@pytest.mark.slow  # spawns a process
 def test_fingerprint_is_the_same_in_another_process():
     import subprocess
     import sys
@@ -175,8 +180,10 @@ def test_relative_storage_paths_resolve_against_root_never_the_install_folder(tm
     assert resolve_path("warehouse", root="/srv/recsys") == "/srv/recsys/warehouse"
     monkeypatch.setenv("RECSYS_ROOT", "/data/dw")
     assert resolve_path("artifacts/models") == "/data/dw/artifacts/models"
-    for unchanged in ("/Volumes/main/recsys/models", "s3a://bucket/wh", "file:///tmp/wh", "dbfs:/mnt/wh"):
+    for unchanged in ("/Volumes/main/recsys/models", "s3a://bucket/wh", "abfss://c@a.dfs.core.windows.net/w",
+                      "dbfs:/mnt/wh"):
         assert resolve_path(unchanged) == unchanged
+    assert resolve_path("file:///tmp/w%20h") == resolve_path("file:/tmp/w%20h") == "/tmp/w h"
 
 
 def test_conf_by_name_comes_from_the_package(tmp_path, monkeypatch):

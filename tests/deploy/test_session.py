@@ -72,3 +72,22 @@ def test_documented_delta_coordinates_are_the_ones_the_tests_load(spark):
         text = (root / doc).read_text()
         assert coords in text, doc
         assert "io.delta:delta-spark_2.13:" not in text, doc
+
+
+def test_jobs_needing_a_classic_session_stop_at_once_over_spark_connect(spark):
+    import pytest
+
+    from recsys_spark.spark import is_connect, require_classic
+
+    class ConnectSession:  # what pyspark.sql.connect.session.SparkSession looks like to is_connect
+        pass
+
+    ConnectSession.__module__ = "pyspark.sql.connect.session"
+    remote = ConnectSession()
+    assert is_connect(remote) and not is_connect(spark)
+    with pytest.raises(RuntimeError, match=r"recsys weekly` needs a classic SparkSession.*recall.als.*broadcast"):
+        require_classic(remote, "weekly")
+    with pytest.raises(RuntimeError, match=r"SparkContext.parallelize"):
+        require_classic(remote, "ingest")
+    require_classic(remote, "show")  # queries work over Connect
+    require_classic(spark, "weekly")  # a classic session passes

@@ -18,6 +18,8 @@ import pytest
 
 from recsys_spark.config import REPO_ROOT
 
+pytestmark = pytest.mark.slow  # builds a wheel and a venv, spawns processes (a few seconds)
+
 CHECKOUT = Path(REPO_ROOT)
 
 

@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# A real (one-machine) Spark standalone cluster: a master and two workers on 127.0.0.1 started from
+# the pip-installed pyspark, the wheel installed into a venv OUTSIDE the checkout, and
+# `recsys generate` + `recsys weekly` submitted with spark-submit from a folder outside the checkout,
+# warehouse and model dir given as file:// URIs. Checks discover_weekly (30 per user, nothing heard,
+# creator cap) and stops every process it started, also on failure or Ctrl-C.
+#
+#   make cluster-test                 # builds the wheel first
+#   PYTHON_DEV=.venv/bin/python WHEEL=dist/recsys_spark-0.1.0-py3-none-any.whl bash tests/deploy/cluster_test.sh
+#
+# The venv outside the checkout gets the wheel with --no-deps; its dependencies (pyspark, torch, ...)
+# come from the dev venv's site-packages through a .pth line instead of a second multi-GB download.
+# Executors use that venv's python (spark.pyspark.python): on one machine that is the whole
+# "same environment on every node" story; docs/OPERATIONS.md §2 shows the packed-env archive
+# (venv-pack + --archives) a multi-node cluster needs.
+set -euo pipefail
+
+CHECKOUT="$(cd "$(dirname "$0")/../.." && pwd)"
+PY_DEV="${PYTHON_DEV:-$CHECKOUT/.venv/bin/python}"
+WHEEL="${WHEEL:-$(ls "$CHECKOUT"/dist/recsys_spark-*.whl | tail -1)}"
+WEEK="${WEEK:-2026-11-23}"
+USERS="${USERS:-300}"
+WORK="$(mktemp -d /tmp/recsys-cluster-test.XXXXXX)"
+KEEP="${KEEP:-0}"
+PIDS=()
+export TZ=UTC
+
+log() { echo "[cluster-test $(date -u +%H:%M:%S)] $*"; }
+
+cleanup() {
+  local rc=$?
+  for pid in "${PIDS[@]}"; do
+    kill "$pid" 2>/dev/null || true
+  done
+  for pid in "${PIDS[@]}"; do
+    for _ in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    kill -9 "$pid" 2>/dev/null || true
+  done
+  if [ "$rc" != 0 ]; then
+    log "FAILED (rc=$rc); logs:"
+    for f in "$WORK"/logs/*.log; do echo "----- $f (last 40 lines)"; tail -40 "$f" || true; done
+  fi
+  if [ "$KEEP" = 1 ]; then log "kept $WORK"; else rm -rf "$WORK"; fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+mkdir -p "$WORK"/{logs,run,w1,w2,local}
+log "work folder $WORK, wheel $(basename "$WHEEL")"
+
+# 1. a venv outside the checkout with the wheel installed (not the source tree)
+"$PY_DEV" -m venv --without-pip "$WORK/venv"
+VPY="$WORK/venv/bin/python"
+SITE="$("$VPY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+"$PY_DEV" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' > "$SITE/_devdeps.pth"
+# --ignore-installed: pip must not uninstall the dev venv's editable copy it sees through the .pth
+"$VPY" -m pip install --quiet --no-deps --no-compile --ignore-installed "$WHEEL"
+cd "$WORK/run"
+"$VPY" - "$WORK" <<'EOF'
+import sys, recsys_spark
+assert recsys_spark.__file__.startswith(sys.argv[1]), recsys_spark.__file__  # the wheel's copy
+EOF
+RECSYS="$WORK/venv/bin/recsys"
+LAUNCHER="$("$RECSYS" --submit-file)"
+SPARK_HOME="$("$VPY" -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))')"
+export SPARK_HOME SPARK_LOCAL_IP=127.0.0.1 SPARK_LOCAL_DIRS="$WORK/local" SPARK_LOG_DIR="$WORK/logs"
+export PYSPARK_PYTHON="$VPY" PYSPARK_DRIVER_PYTHON="$VPY"
+DELTA="$("$VPY" -c 'from recsys_spark.spark import delta_coordinates; print(delta_coordinates())')"
+read -r MPORT MUI W1UI W2UI < <("$VPY" - <<'EOF'
+import socket
+socks = [socket.socket() for _ in range(4)]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(*[s.getsockname()[1] for s in socks])
+for s in socks:
+    s.close()
+EOF
+)
+MASTER="spark://127.0.0.1:$MPORT"
+
+# 2. master + two workers (1 core, 1.5 GiB each) from the pip pyspark (no sbin/ there: spark-class)
+SPARK_DAEMON_MEMORY=256m "$SPARK_HOME/bin/spark-class" org.apache.spark.deploy.master.Master \
+  --host 127.0.0.1 --port "$MPORT" --webui-port "$MUI" > "$WORK/logs/master.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 1 120); do grep -q "I have been elected leader" "$WORK/logs/master.log" && break; sleep 0.5; done
+grep -q "I have been elected leader" "$WORK/logs/master.log"
+for i in 1 2; do
+  ui=$([ "$i" = 1 ] && echo "$W1UI" || echo "$W2UI")
+  SPARK_DAEMON_MEMORY=256m "$SPARK_HOME/bin/spark-class" org.apache.spark.deploy.worker.Worker \
+    --host 127.0.0.1 --cores 1 --memory 1536m --webui-port "$ui" --work-dir "$WORK/w$i" "$MASTER" \
+    > "$WORK/logs/worker$i.log" 2>&1 &
+  PIDS+=($!)
+done
+for _ in $(seq 1 120); do
+  [ "$(grep -c "Registering worker" "$WORK/logs/master.log")" -ge 2 ] && break; sleep 0.5
+done
+[ "$(grep -c "Registering worker" "$WORK/logs/master.log")" -ge 2 ]
+log "master $MASTER with 2 workers up"
+
+# 3. generate + weekly through spark-submit, from outside the checkout, file:// storage URIs
+SETS=(--set "storage.warehouse=file://$WORK/warehouse" --set "storage.model_dir=file://$WORK/models"
+      --set "storage.raw_dir=file://$WORK/raw"
+      --set "generator.n_users=$USERS" --set generator.n_tracks=400 --set generator.n_creators=60
+      --set generator.n_weeks=4 --set generator.events_per_user_week=8 --set generator.audio_tracks=0
+      --set generator.partitions=2 --set generator.bad_row_rate=0.01 --set generator.prompt_user_share=0.15
+      # CLAP on 2 CPU cores is the slow part of a tiny run: embeddings (content / prompt channels,
+      # creator pooling) are off here; the other channels, DIN and the re-ranking run
+      --set embeddings.enabled=false
+      --set recall.als.rank=16 --set recall.als.max_iter=5 --set din.epochs=2 --set din.train_weeks=2
+      --set din.embedding_dim=8 "--set=din.attention_hidden=[16]" "--set=din.mlp_hidden=[16]"
+      --set spark.shuffle_partitions=4)
+SUBMIT=("$SPARK_HOME/bin/spark-submit" --master "$MASTER" --packages "$DELTA"
+        --driver-memory 2g --executor-memory 1g --conf spark.executor.cores=1 --conf spark.cores.max=2
+        --conf spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension
+        --conf spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog
+        --conf spark.pyspark.python="$VPY" --conf spark.pyspark.driver.python="$VPY"
+        --conf spark.ui.showConsoleProgress=false --conf spark.log.level=WARN
+        # a tiny data set: few partitions (a cluster's own settings, given at submit time)
+        --conf spark.databricks.delta.snapshotPartitions=2 --conf spark.default.parallelism=4
+        --conf spark.sql.adaptive.enabled=true)
+log "spark-submit ... recsys generate"
+"${SUBMIT[@]}" "$LAUNCHER" generate --week "$WEEK" "${SETS[@]}" > "$WORK/logs/generate.log" 2>&1
+log "spark-submit ... recsys weekly"
+"${SUBMIT[@]}" "$LAUNCHER" weekly --week "$WEEK" "${SETS[@]}" > "$WORK/logs/weekly.log" 2>&1
+grep -q "master spark://127.0.0.1" "$WORK/logs/weekly.log" || { echo "the job did not run on the cluster"; exit 1; }
+grep -q "app-" "$WORK/logs/master.log"
+
+# 4. check the result (deltalake reads the tables without Spark)
+"$VPY" - "$WORK/warehouse" "$WEEK" <<'EOF'
+import datetime as dt, sys
+import pandas as pd
+from deltalake import DeltaTable
+wh, week = sys.argv[1], dt.date.fromisoformat(sys.argv[2])
+end = pd.Timestamp(week + dt.timedelta(days=7), tz="UTC")
+dw = DeltaTable(f"{wh}/discover_weekly").to_pandas()
+dw = dw[pd.to_datetime(dw["week_start"]).dt.date == week]
+inter = DeltaTable(f"{wh}/interactions").to_pandas()
+ts = pd.to_datetime(inter["event_ts"], utc=True)
+heard = inter[ts < end][["user_id", "track_id"]].drop_duplicates()
+tracks = DeltaTable(f"{wh}/tracks").to_pandas()[["track_id", "creator_id"]]
+per = dw.groupby("user_id").agg(n=("track_id", "size"), d=("track_id", "nunique"),
+                                lo=("position", "min"), hi=("position", "max"))
+assert len(per) >= 100, f"only {len(per)} users served"
+bad = per[(per.n != 30) | (per.d != 30) | (per.lo != 1) | (per.hi != 30)]
+assert bad.empty, f"users without exactly 30 distinct tracks at positions 1..30:\n{bad.head()}"
+served = set(per.index)
+missing = set(heard.user_id) - served
+assert not missing, f"{len(missing)} users with history got no playlist"
+again = dw.merge(heard, on=["user_id", "track_id"])
+assert again.empty, f"{len(again)} recommended tracks were already heard"
+caps = dw.merge(tracks, on="track_id").groupby(["user_id", "creator_id"]).size()
+assert caps.max() <= 2, f"creator cap exceeded: {caps.max()}"
+print(f"discover_weekly {week}: {len(per)} users x 30, none heard, max {caps.max()} per creator")
+EOF
+log "discover_weekly checked"
+log "OK"
