@@ -26,17 +26,52 @@ log = logging.getLogger(__name__)
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
 
-def _f(name, dtype, nullable=True, comment=""):
+def column(name, dtype, nullable=True, comment=""):
+    """A table column: a ``StructField`` whose ``comment`` becomes the Delta column comment."""
     return T.StructField(name, dtype, nullable, metadata={"comment": comment} if comment else {})
+
+
+_f = column  # short name for the schemas below
 
 
 @dataclass(frozen=True)
 class TableSpec:
+    """A table: schema, key, partitioning and the rules Delta enforces on every write.
+
+    ``checks`` are ``(name, SQL expression)`` CHECK constraints (a write with one violating row
+    fails as a whole); ``properties`` are table properties on top of :data:`TABLE_PROPERTIES`;
+    ``cluster_by`` replaces ``partition_by`` when liquid clustering is on (catalog mode option);
+    ``merge_prune_by`` names partition columns determined by the key, so that an insert-if-new
+    MERGE may restrict the target to the source's partition values (partition pruning).
+    """
+
     name: str
     schema: T.StructType
     key: Sequence[str]
     partition_by: Sequence[str] = ()
     comment: str = ""
+    checks: Tuple[Tuple[str, str], ...] = ()
+    properties: Tuple[Tuple[str, str], ...] = ()
+    cluster_by: Sequence[str] = ()
+    merge_prune_by: Sequence[str] = ()
+
+
+#: Set on every table: any VACUUM keeps 14 days of removed files (time travel to the last two
+#: weekly runs), the transaction log keeps 30 days.
+TABLE_PROPERTIES: Dict[str, str] = {
+    "delta.deletedFileRetentionDuration": "interval 14 days",
+    "delta.logRetentionDuration": "interval 30 days",
+    "delta.appendOnly": "false",
+}
+
+_MAX_DOUBLE = "1.7976931348623157E308"
+
+
+def finite(col: str, nullable: bool = False) -> str:
+    """CHECK expression: ``col`` is a finite number (NaN compares above every double in Spark SQL,
+    so ``abs(NaN) <= MAX`` is false, as is ``abs(+-Infinity) <= MAX``)."""
+    expr = f"abs({col}) <= {_MAX_DOUBLE}"
+    return f"{col} IS NULL OR {expr}" if nullable else expr
 
 
 EMB = T.ArrayType(T.FloatType(), containsNull=False)
@@ -76,6 +111,8 @@ INTERACTIONS = TableSpec(
     key=("user_id", "track_id", "event_ts", "event_type"),
     partition_by=("event_date",),
     comment="User-track interactions, de-duplicated on (user_id, track_id, event_ts, event_type).",
+    checks=(("weight_non_negative", f"weight >= 0 AND {finite('weight')}"),),
+    merge_prune_by=("event_date",),  # derived from event_ts, which is part of the key
 )
 
 USER_PROMPTS = TableSpec(
@@ -147,6 +184,7 @@ ITEM_NEIGHBORS = TableSpec(
     key=("week_start", "track_id", "neighbor_id"),
     partition_by=("week_start",),
     comment="Item-item CF neighbours, top-K per track, per week.",
+    checks=(("score_finite", finite("score")), ("rank_positive", "rank >= 1")),
 )
 
 RECALL_CANDIDATES = TableSpec(
@@ -163,6 +201,7 @@ RECALL_CANDIDATES = TableSpec(
     key=("week_start", "channel", "user_id", "track_id"),
     partition_by=("week_start", "channel"),
     comment="Raw candidates of every recall channel per week (resume point; DIN negatives; funnel).",
+    checks=(("score_finite", finite("score")), ("rank_positive", "rank >= 1")),
 )
 
 CANDIDATES = TableSpec(
@@ -181,6 +220,9 @@ CANDIDATES = TableSpec(
     key=("week_start", "user_id", "track_id"),
     partition_by=("week_start",),
     comment="Scored candidates per user and week (funnel analysis, explanations).",
+    checks=(("final_score_finite", finite("final_score", nullable=True)),
+            ("quality_0_to_1", "quality IS NULL OR quality BETWEEN 0 AND 1")),
+    cluster_by=("week_start", "user_id"),
 )
 
 DISCOVER_WEEKLY = TableSpec(
@@ -200,6 +242,10 @@ DISCOVER_WEEKLY = TableSpec(
     key=("week_start", "user_id", "position"),
     partition_by=("week_start",),
     comment="Discover Weekly: 30 new tracks per user and week.",
+    checks=(("position_1_to_30", "position BETWEEN 1 AND 30"), ("score_finite", finite("score"))),
+    # the serving sync reads the changes of each weekly run (table_changes / readChangeFeed)
+    properties=(("delta.enableChangeDataFeed", "true"),),
+    cluster_by=("week_start", "user_id"),
 )
 
 RUNS = TableSpec(
@@ -329,11 +375,13 @@ class Tables:
     """
 
     def __init__(self, spark: SparkSession, warehouse: str = "warehouse", mode: str = "path",
-                 catalog: str = "", schema: str = "recsys"):
+                 catalog: str = "", schema: str = "recsys", clustering: bool = False):
         if mode not in ("path", "catalog"):
             raise ValueError(f"storage mode must be 'path' or 'catalog', got {mode!r}")
         self.spark = spark
         self.mode = mode
+        self.clustering = clustering  # liquid clustering (cluster_by) instead of partitioning for new tables
+        self._ready: set = set()  # tables created and checked for their rules by this object
         if mode == "path":
             # the warehouse is the root every table path must stay under, and it is quoted into
             # ``delta.`<path>``` SQL references: no NUL / backtick / newline
@@ -352,7 +400,8 @@ class Tables:
         wh = storage.warehouse
         if storage.mode == "path":
             wh = resolve_path(wh)  # relative: against --root / $RECSYS_ROOT / the working directory
-        return cls(spark, warehouse=wh, mode=storage.mode, catalog=storage.catalog, schema=storage.schema)
+        return cls(spark, warehouse=wh, mode=storage.mode, catalog=storage.catalog, schema=storage.schema,
+                   clustering=bool(getattr(storage, "liquid_clustering", False)))
 
     # -- names ---------------------------------------------------------------------------------
     def spec(self, name: str) -> TableSpec:
@@ -379,8 +428,54 @@ class Tables:
         return f"{prefix}.`{name}`"
 
     # -- create / read -------------------------------------------------------------------------
+    def properties(self, name: str) -> Dict[str, str]:
+        """The table properties ``name`` must carry: :data:`TABLE_PROPERTIES` + its own."""
+        return {**TABLE_PROPERTIES, **dict(self.spec(name).properties)}
+
     def create(self, name: str) -> None:
-        """Create the table with its schema, partitioning and comments if it does not exist."""
+        """Create the table with its schema, partitioning (or liquid clustering), comments, properties
+        and CHECK constraints if it does not exist; a table created by an older version gets the
+        properties and constraints it lacks."""
+        if name in self._ready and self.exists(name):
+            return
+        self._create(name)
+        self.ensure_rules(name)
+        self._ready.add(name)
+
+    def ensure_rules(self, name: str) -> Dict[str, List[str]]:
+        """Set missing table properties and add missing CHECK constraints of ``name``.
+
+        Returns
+        -------
+        dict
+            ``{"properties": [...], "constraints": [...]}``: what was added now.
+        """
+        spec = self.spec(name)
+        detail = self.delta(name).detail().select("properties").first()
+        have = dict(detail["properties"] or {}) if detail else {}
+        want = self.properties(name)
+        missing = {k: v for k, v in want.items() if have.get(k) != v}
+        ref = self.qualified(name)
+        if missing:
+            kv = ", ".join(f"'{k}' = '{v}'" for k, v in missing.items())
+            self.spark.sql(f"ALTER TABLE {ref} SET TBLPROPERTIES ({kv})")
+        added = []
+        for cname, expr in spec.checks:
+            if f"delta.constraints.{cname.lower()}" in have:
+                continue
+            try:
+                self.spark.sql(f"ALTER TABLE {ref} ADD CONSTRAINT {cname} CHECK ({expr})")
+                added.append(cname)
+            except Exception as exc:  # an older table whose rows break the rule: keep it readable, say so
+                if "already exists" in str(exc):
+                    continue
+                log.error("table %s: CHECK constraint %s (%s) not added: %s", name, cname, expr,
+                          str(exc).splitlines()[0][:300])
+        if missing or added:
+            log.info("table %s: properties %s, constraints %s added", name, sorted(missing), added)
+        return {"properties": sorted(missing), "constraints": added}
+
+    def _create(self, name: str) -> None:
         from delta.tables import DeltaTable
 
         spec = self.spec(name)
@@ -396,11 +491,14 @@ class Tables:
         for fld in spec.schema.fields:
             b = b.addColumn(fld.name, fld.dataType, nullable=fld.nullable,
                             comment=fld.metadata.get("comment") or None)
-        if spec.partition_by:
+        if self.clustering and spec.cluster_by:
+            b = b.clusterBy(*spec.cluster_by)  # liquid clustering: no partitions, OPTIMIZE clusters
+        elif spec.partition_by:
             b = b.partitionedBy(*spec.partition_by)
         if spec.comment:
             b = b.comment(spec.comment)
-        b = b.property("delta.appendOnly", "false")
+        for k, v in self.properties(name).items():
+            b = b.property(k, v)
         b.execute()
 
     def create_all(self, names: Optional[Sequence[str]] = None) -> None:
@@ -570,11 +668,32 @@ class Tables:
         ``df`` must already be de-duplicated on ``key``.
         """
         self.create(name)
-        cond = " AND ".join(f"t.`{k}` = s.`{k}`" for k in key)
+        src = self._conform(name, df)
+        cond = " AND ".join(f"t.`{k}` = s.`{k}`" for k in key) + self._prune_condition(name, src)
         (self.delta(name).alias("t")
-         .merge(self._conform(name, df).alias("s"), cond)
+         .merge(src.alias("s"), cond)
          .whenNotMatchedInsertAll()
          .execute())
+
+    def _prune_condition(self, name: str, src: DataFrame, max_values: int = 500) -> str:
+        """`` AND t.p = s.p AND t.p IN ('v1', ...)`` for the table's ``merge_prune_by`` partition
+        columns: the literal list lets Delta read only the source's partitions of the target (a
+        range ``BETWEEN min AND max`` when the source spans more than ``max_values`` of them)."""
+        spec = self.spec(name)
+        cols = [c for c in spec.merge_prune_by if c in spec.partition_by and not self.clustering]
+        out = ""
+        for c in cols:
+            vals = [r[0] for r in src.select(c).distinct().limit(max_values + 1).collect()]  # partitions, not rows
+            vals = [v for v in vals if v is not None]
+            if not vals:
+                continue
+            out += f" AND t.`{c}` = s.`{c}`"
+            if len(vals) <= max_values:
+                out += f" AND t.`{c}` IN ({', '.join(repr(_literal(v)) for v in sorted(vals))})"
+            else:
+                lo, hi = src.agg(F.min(c), F.max(c)).first()
+                out += f" AND t.`{c}` BETWEEN '{_literal(lo)}' AND '{_literal(hi)}'"
+        return out
 
     def upsert(self, name: str, df: DataFrame, key: Sequence[str], changed: Sequence[str]) -> None:
         """Insert new keys; update existing rows only when one of ``changed`` differs."""

@@ -213,3 +213,88 @@ def test_creators_for_diversity_is_none_without_the_table(tables):
 
     assert not tables.exists("creator_embeddings")
     assert _creators_for_diversity(tables, dt.date(2026, 11, 23)) is None
+
+
+# --- rules the tables enforce themselves (CHECK constraints, retention, change data feed, pruning)
+
+
+def _interactions(spark, rows):
+    return spark.createDataFrame(
+        [(u, t, dt.datetime.fromisoformat(ts), "play", w, dt.date.fromisoformat(ts[:10]), None) for u, t, ts, w in rows],
+        ALL_TABLES["interactions"].schema)
+
+
+def test_tables_carry_retention_constraints_and_change_feed(tables):
+    tables.create("discover_weekly")
+    props = tables.delta("discover_weekly").detail().first()["properties"]
+    assert props["delta.deletedFileRetentionDuration"] == "interval 14 days"
+    assert props["delta.logRetentionDuration"] == "interval 30 days"
+    assert props["delta.enableChangeDataFeed"] == "true"
+    assert props["delta.constraints.position_1_to_30"] == "position BETWEEN 1 AND 30"
+    assert "delta.constraints.score_finite" in props
+    tables.create("runs")
+    runs = tables.delta("runs").detail().first()["properties"]
+    assert runs["delta.deletedFileRetentionDuration"] == "interval 14 days"
+    assert "delta.enableChangeDataFeed" not in runs
+
+
+@pytest.mark.parametrize("position, score", [(31, 1.0), (0, 1.0), (1, float("nan")), (1, float("inf"))])
+def test_a_playlist_row_breaking_a_rule_is_refused_and_nothing_is_written(spark, tables, position, score):
+    w = dt.date(2026, 11, 23)
+    tables.replace_partition("discover_weekly", _dw_rows(spark, w, ["a"], "r1"), "week_start", w)
+    bad = spark.createDataFrame([(w, "b", position, "t9", score, ["als"], "r", "v", "r2", dt.datetime(2026, 11, 23))],
+                                ALL_TABLES["discover_weekly"].schema)
+    with pytest.raises(Exception, match=r"(?i)check constraint|CHECK_CONSTRAINT|violat"):
+        tables.replace_partition("discover_weekly", _dw_rows(spark, w, ["c"], "r2").union(bad), "week_start", w)
+    assert sorted(r["user_id"] for r in tables.read("discover_weekly").select("user_id").distinct().collect()) == ["a"]
+
+
+def test_negative_or_infinite_interaction_weight_is_refused(spark, tables):
+    ok = _interactions(spark, [("u1", "t1", "2026-11-20 10:00:00", 1.0)])
+    tables.merge_insert_new("interactions", ok, ALL_TABLES["interactions"].key)
+    for w in (-1.0, float("inf")):
+        bad = _interactions(spark, [("u2", "t2", "2026-11-21 10:00:00", w)])
+        with pytest.raises(Exception, match=r"(?i)check constraint|CHECK_CONSTRAINT|violat"):
+            tables.merge_insert_new("interactions", bad, ALL_TABLES["interactions"].key)
+    assert tables.read("interactions").count() == 1
+
+
+def test_an_old_table_gets_the_missing_rules(spark, tmp_path):
+    old = Tables(spark, warehouse=str(tmp_path / "wh"))
+    path = old.path("discover_weekly")
+    _dw_rows(spark, dt.date(2026, 11, 16), ["a"], "r0").write.format("delta").partitionBy("week_start").save(path)
+    added = Tables(spark, warehouse=str(tmp_path / "wh")).ensure_rules("discover_weekly")
+    assert added["constraints"] == ["position_1_to_30", "score_finite"]
+    assert "delta.enableChangeDataFeed" in added["properties"]
+    again = Tables(spark, warehouse=str(tmp_path / "wh")).ensure_rules("discover_weekly")
+    assert again == {"properties": [], "constraints": []}
+
+
+def test_interactions_merge_is_pruned_to_the_source_partitions_and_stays_idempotent(spark, tables):
+    key = ALL_TABLES["interactions"].key
+    first = _interactions(spark, [("u1", "t1", "2026-11-20 10:00:00", 1.0), ("u1", "t2", "2026-11-21 10:00:00", 2.0)])
+    tables.merge_insert_new("interactions", first, key)
+    src = tables._conform("interactions", _interactions(spark, [("u1", "t2", "2026-11-21 10:00:00", 2.0),
+                                                                ("u2", "t3", "2026-11-22 09:00:00", 1.0)]))
+    cond = tables._prune_condition("interactions", src)
+    assert cond == " AND t.`event_date` = s.`event_date` AND t.`event_date` IN ('2026-11-21', '2026-11-22')"
+    tables.merge_insert_new("interactions", src, key)
+    tables.merge_insert_new("interactions", src, key)  # re-ingest: nothing new
+    assert tables.read("interactions").count() == 3
+    # the quarantine's ingest_date is not derived from its key: never pruned (a re-ingest another day must match)
+    assert tables._prune_condition("quarantine", tables.read("quarantine")) == ""
+    # over max_values partitions: a range instead of the list
+    assert tables._prune_condition("interactions", src, max_values=1) == \
+        " AND t.`event_date` = s.`event_date` AND t.`event_date` BETWEEN '2026-11-21' AND '2026-11-22'"
+
+
+def test_liquid_clustering_option(spark, tmp_path):
+    lc = Tables(spark, warehouse=str(tmp_path / "wh"), clustering=True)
+    lc.create("discover_weekly")
+    detail = lc.delta("discover_weekly").detail().first()
+    assert detail["partitionColumns"] == [] and list(detail["clusteringColumns"]) == ["week_start", "user_id"]
+    w = dt.date(2026, 11, 23)
+    lc.replace_partition("discover_weekly", _dw_rows(spark, w, ["a"], "r1"), "week_start", w)
+    assert lc.read("discover_weekly").count() == 2
+    lc.create("interactions")  # no cluster_by: stays partitioned
+    assert lc.delta("interactions").detail().first()["partitionColumns"] == ["event_date"]
