@@ -8,10 +8,11 @@ needs.
 
 Retention
 ---------
-VACUUM removes the files that time travel to older versions needs. The default keeps
-``DEFAULT_RETENTION_HOURS`` (168 h = 7 days, Delta's own default) and ``discover_weekly`` keeps
-``TABLE_RETENTION_HOURS`` (14 days) so that "last week's playlist as it was published" stays
-readable through time travel. A shorter retention is refused unless ``force_retention=True``;
+VACUUM removes the files that time travel to older versions needs. Every table carries
+``delta.deletedFileRetentionDuration = interval 14 days`` (:data:`recsys_spark.tables.TABLE_PROPERTIES`),
+so any VACUUM - this job's, a notebook's, Databricks' predictive optimisation - keeps 14 days and
+"last week's playlist as it was published" stays readable through time travel. The default here
+is the same ``DEFAULT_RETENTION_HOURS`` (336 h). A shorter retention is refused unless ``force_retention=True``;
 then Delta's retention check is disabled **only for that one VACUUM call** and restored after it
 (never globally: a concurrent writer's uncommitted files are younger than any sane retention).
 
@@ -35,8 +36,8 @@ from .weeks import require_monday
 
 log = logging.getLogger(__name__)
 
-DEFAULT_RETENTION_HOURS = 168.0
-TABLE_RETENTION_HOURS: Dict[str, float] = {"discover_weekly": 336.0}
+DEFAULT_RETENTION_HOURS = 336.0  # = the tables' delta.deletedFileRetentionDuration (14 days)
+TABLE_RETENTION_HOURS: Dict[str, float] = {}
 ZORDER_BY: Dict[str, Sequence[str]] = {
     "discover_weekly": ("user_id",),
     "candidates": ("user_id",),
@@ -70,6 +71,8 @@ def optimize(spark: SparkSession, tables: Tables, name: str, zorder_by: Optional
     """
     spec = tables.spec(name)
     cols = list(zorder_by or [])
+    if tables.clustering and spec.cluster_by:
+        cols = []  # a liquid-clustered table: OPTIMIZE clusters by its own keys (Z-ORDER is refused)
     names = [f.name for f in spec.schema.fields]
     for c in cols:
         if c not in names:
@@ -116,9 +119,9 @@ def vacuum(spark: SparkSession, tables: Tables, name: str, retention_hours: Opti
     Parameters
     ----------
     retention_hours : float, optional
-        Default :func:`retention_for` (168 h; 336 h for ``discover_weekly``).
+        Default :func:`retention_for` (336 h, the tables' retention property).
     force_retention : bool
-        Allow a retention below 168 h (refused otherwise). Time travel beyond it breaks, and a
+        Allow a retention below 336 h (refused otherwise). Time travel beyond it breaks, and a
         writer running concurrently may lose files: only for a table nobody writes right now.
 
     Returns

@@ -47,6 +47,7 @@ DateLike = Union[str, dt.date, dt.datetime]
 # Tables each view reads; placeholders ``{name}`` are filled from the registry only.
 VIEW_TABLES: Dict[str, List[str]] = {
     "playlists": ["discover_weekly", "tracks"],
+    "latest_playlists": ["discover_weekly", "tracks"],
     "explanations": ["discover_weekly", "candidates", "tracks"],
     "channel_mix": ["discover_weekly"],
     "creator_exposure": ["discover_weekly", "tracks"],
@@ -61,6 +62,12 @@ VIEWS: Dict[str, str] = {
 SELECT d.week_start, d.user_id, d.position, d.track_id, t.title, t.creator_id, t.genre, d.score,
        d.sources, d.reason, d.model_version, d.run_id, d.generated_at
 FROM {discover_weekly} d LEFT JOIN {tracks} t ON t.track_id = d.track_id""",
+    # the newest week only: what the serving layer / a dashboard shows as "this week's playlist"
+    "latest_playlists": """
+SELECT d.week_start, d.user_id, d.position, d.track_id, t.title, t.creator_id, t.genre, d.score,
+       d.sources, d.reason, d.model_version, d.run_id, d.generated_at
+FROM {discover_weekly} d LEFT JOIN {tracks} t ON t.track_id = d.track_id
+WHERE d.week_start = (SELECT MAX(week_start) FROM {discover_weekly})""",
     # why a track was picked: the playlist row, its candidate scores and the seed it came from
     "explanations": """
 SELECT d.week_start, d.user_id, d.position, d.track_id, t.title, t.creator_id, t.genre,
@@ -119,6 +126,7 @@ FROM {runs}""",
 
 _VIEW_COMMENTS = {
     "playlists": "Discover Weekly entries with track title, creator and genre.",
+    "latest_playlists": "The newest week of Discover Weekly (what users see now), with track metadata.",
     "explanations": "Why each playlist track was picked: channels, scores, seed track, reason.",
     "channel_mix": "Per week and recall channel: playlist slots, users, share of slots.",
     "creator_exposure": "Per week and creator: slots, distinct tracks, users reached, share of users.",

@@ -189,6 +189,11 @@ def test_create_views_path_mode(spark, qt):
     assert spark.sql("SELECT status FROM dw_runs_overview WHERE run_id = 'run-b'").first()[0] == "succeeded"
     assert spark.sql("SELECT SUM(records) FROM dw_quarantine_summary").first()[0] == 5
     assert f"delta.`{qt.path('discover_weekly')}`" in created["dw_playlists"]
+    # the latest-week view: only week W (the newest), both users, in position order
+    latest = spark.sql("SELECT week_start, user_id, position, track_id FROM dw_latest_playlists "
+                       "ORDER BY user_id, position").collect()
+    assert {r["week_start"] for r in latest} == {W}
+    assert [(r["user_id"], r["track_id"]) for r in latest if r["user_id"] == "u2"] == [("u2", "t2"), ("u2", "t5")]
 
 
 def test_create_views_catalog_mode(spark, tmp_path):
