@@ -7,8 +7,8 @@
     python jobs/maintenance.py --tables runs --retention-hours 0 --force-retention  # only if you are sure
     recsys maintenance ...                                       # the same job, installed package
 
-Retention below 336 hours (the tables' 14-day retention property) is refused unless --force-retention (Delta's retention check is then
-lifted for that one VACUUM only). Every step is recorded in the runs table (job 'maintenance').
+Retention below 336 hours (the tables' 14-day retention property) is refused unless
+--force-retention (Delta's retention check is then lifted for that one VACUUM only). Every step is recorded in the runs table (job 'maintenance').
 """
 
 import sys
