@@ -11,7 +11,7 @@ WEEK ?=
 WEEK_ARG := $(if $(WEEK),--week $(WEEK),)
 PYTEST_ARGS ?=
 
-.PHONY: run test setup blas generate weekly show evaluate bench wheel lock cluster-test clean-data clean
+.PHONY: run test test-fast setup blas generate weekly show evaluate bench wheel lock cluster-test clean-data clean
 
 setup: $(STAMP)
 
@@ -45,6 +45,10 @@ run: setup
 
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS) tests
+
+# the fast tier: no whole weekly runs, no platform generation, no subprocesses (pytest.ini: markers)
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS) tests
 
 evaluate: setup
 	$(PY) jobs/evaluate.py --format movielens --path ../shared/data/movielens_latest_small/ratings.csv --out artifacts/eval/movielens

@@ -40,6 +40,32 @@ def new_run_id(job: str, week: Optional[dt.date]) -> str:
     return f"{job}-{week.isoformat() if week else 'na'}-{stamp}-{uuid.uuid4().hex[:6]}"
 
 
+_TAGS: Dict[int, str] = {}
+
+
+def tag_jobs(spark, tag: str, description: str = "") -> str:
+    """Label the Spark jobs started from now on with ``tag`` (best effort; returns how).
+
+    Classic Spark: the job group (``SparkContext.setJobGroup``). Spark Connect has no SparkContext
+    (``spark.sparkContext`` raises): there the session's job tag (``spark.addTag``) replaces the tag
+    this function set before. Labels are a convenience, never a reason to fail a run."""
+    try:
+        spark.sparkContext.setJobGroup(tag, description or tag)
+        return "job_group"
+    except Exception:
+        pass
+    try:
+        safe = tag.replace(",", ";")  # job tags may not contain commas
+        old = _TAGS.get(id(spark))
+        if old and hasattr(spark, "removeTag"):
+            spark.removeTag(old)
+        spark.addTag(safe)
+        _TAGS[id(spark)] = safe
+        return "tag"
+    except Exception:
+        return ""
+
+
 @dataclass
 class StageRecord:
     stage: str
@@ -161,14 +187,10 @@ class RunLog:
         self._write(rec)
 
     def _tag_jobs(self, name: str) -> None:
-        """Label the Spark jobs of this stage (job group ``<run_id>:<stage>``) so the Spark UI, its
-        REST API and the benchmarks can attribute shuffle bytes and task time to a stage."""
-        if self.tables is None:
-            return
-        try:
-            self.tables.spark.sparkContext.setJobGroup(f"{self.run_id}:{name}", f"{self.job} {name}")
-        except Exception:  # Spark Connect has no SparkContext; labels are a convenience only
-            pass
+        """Label the Spark jobs of this stage (``<run_id>:<stage>``) so the Spark UI, its REST API and
+        the benchmarks can attribute shuffle bytes and task time to a stage."""
+        if self.tables is not None:
+            tag_jobs(self.tables.spark, f"{self.run_id}:{name}", f"{self.job} {name}")
 
     def skip(self, name: str, why: str) -> None:
         """Record a stage that did not run, and why."""

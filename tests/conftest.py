@@ -46,6 +46,16 @@ def tables(spark, tmp_warehouse):
 
 logging.getLogger("py4j").setLevel(logging.WARNING)
 
+#: fixtures that generate the tiny platform or run whole weekly runs: a test using one is ``slow``
+SLOW_FIXTURES = ("tiny_platform", "tiny_weeks")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark ``slow`` every test that uses a whole-platform fixture (``make test-fast`` skips them)."""
+    for item in items:
+        if set(SLOW_FIXTURES) & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 TINY_WEEK = "2026-11-23"
 TINY_OVERRIDES = [

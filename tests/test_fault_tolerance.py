@@ -1,4 +1,13 @@
-"""A killed or crashed weekly run, rerun, equals an uninterrupted run; earlier weeks stay untouched."""
+"""A killed or crashed weekly run, rerun, equals an uninterrupted run; earlier weeks stay untouched.
+
+One chain of faults on one warehouse (it starts from the session's snapshot after week W-7), so
+the expensive work is done once: a process SIGKILLed right after ``recall.als`` committed; a
+second process that resumes it and is SIGKILLed during the final commit; an in-process run that
+resumes everything and raises before the commit (a hook); and the rerun that completes the week.
+After every fault nothing of week W is visible and W-7 is untouched; the final playlist equals
+the uninterrupted run's. The faults are injected by hooks the tests pass to the runner
+(``tests/weekly_driver.py`` for the subprocesses), never by production code.
+"""
 
 import datetime as dt
 import os
@@ -9,14 +18,19 @@ import sys
 import pytest
 from pyspark.sql import functions as F
 
-from conftest import TINY_WEEK, copy_warehouse
+from conftest import TINY_WEEK
 from recsys_spark.config import load_config
-from recsys_spark.pipeline import run_weekly
+from recsys_spark.pipeline import RunHooks, run_weekly
 from recsys_spark.tables import Tables
+
+pytestmark = pytest.mark.slow
 
 W = dt.date.fromisoformat(TINY_WEEK)
 PREV = W - dt.timedelta(days=7)
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+PERSISTED = {"embed", "recall.popular", "recall.item_cf", "recall.als", "recall.content", "recall.prompt",
+             "train.din", "aggregate.creators", "rank"}
 
 
 def _playlist(tables, week=W):
@@ -24,73 +38,78 @@ def _playlist(tables, week=W):
                   .select("user_id", "position", "track_id").collect())
 
 
-@pytest.fixture(scope="module")
-def weeks_done(tiny_weeks):
-    """Week W-7 written (a snapshot of the warehouse then, for the kill tests to start from) and
-    W's playlist from an uninterrupted run on top of it, the expected one (conftest's session run;
-    the exception test starts without W-7 and must still get this playlist)."""
-    return {"snapshot": tiny_weeks["after_prev"], "prev_rows": tiny_weeks["playlist_prev"],
-            "reference": tiny_weeks["playlist_w"]}
+def _status(tables, run_id):
+    return {r["stage"]: r["status"] for r in tables.read("runs").where(F.col("run_id") == run_id).collect()}
 
 
-@pytest.fixture(scope="module")
-def reference(weeks_done):
-    return weeks_done["reference"]
-
-
-def _kill_run(overrides, stage, timeout=900):
-    env = dict(os.environ, RECSYS_TEST_SIGKILL_AFTER_STAGE=stage, PYTHONPATH=ROOT)
-    cmd = [sys.executable, os.path.join(ROOT, "jobs", "weekly.py"), "--week", TINY_WEEK,
+def _killed_run(overrides, *flags, timeout=900):
+    """``tests/weekly_driver.py`` in a fresh process; returns (process, run_id of that run)."""
+    cmd = [sys.executable, os.path.join(HERE, "weekly_driver.py"), *flags, "--week", TINY_WEEK,
            "--set", "spark.master=local[2]", "--set", "spark.driver_memory=2g"]
     for o in overrides:
         cmd += ["--set", o]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-    return proc
+    return subprocess.run(cmd, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True,
+                          timeout=timeout)
 
 
-@pytest.mark.parametrize("stage", ["recall.als", "write.during_commit"])
-def test_sigkill_then_rerun_equals_uninterrupted(spark, tiny_platform, tmp_path, weeks_done, reference, stage):
-    # starts from the warehouse as it was after week W-7: that earlier week must stay untouched
+def _last_run_id(tables, before):
+    ids = {r["run_id"] for r in tables.read("runs").where(F.col("week_start") == W).select("run_id").collect()}
+    new = ids - before
+    assert len(new) == 1, new
+    return new.pop()
+
+
+def test_kills_and_a_crash_then_resume_equal_the_uninterrupted_run(spark, tiny_platform, tiny_weeks, tmp_path):
     for sub in ("warehouse", "models"):
-        if (weeks_done["snapshot"] / sub).exists():
-            shutil.copytree(weeks_done["snapshot"] / sub, tmp_path / sub)
+        if (tiny_weeks["after_prev"] / sub).exists():
+            shutil.copytree(tiny_weeks["after_prev"] / sub, tmp_path / sub)
     overrides = tiny_platform["overrides"] + [f"storage.warehouse={tmp_path / 'warehouse'}",
                                               f"storage.model_dir={tmp_path / 'models'}"]
     cfg = load_config(overrides=overrides)
     tables = Tables.from_config(spark, cfg.storage)
-    prev, prev_rows = PREV, weeks_done["prev_rows"]
-    assert prev_rows and _playlist(tables, prev) == prev_rows
-    proc = _kill_run(overrides, stage)
+    prev_rows, reference = tiny_weeks["playlist_prev"], tiny_weeks["playlist_w"]
+    assert prev_rows and reference and _playlist(tables, PREV) == prev_rows
+
+    def nothing_of_w_visible():
+        assert _playlist(tables) == []
+        assert _playlist(tables, PREV) == prev_rows
+
+    # 1. SIGKILL right after recall.als committed its candidates
+    proc = _killed_run(overrides, "--kill-after", "recall.als")
     assert proc.returncode == -9, proc.stdout[-2000:] + proc.stderr[-2000:]
-    # nothing of week W is visible after the kill (the write is one atomic commit)
-    assert _playlist(tables) == []
-    assert _playlist(tables, prev) == prev_rows
+    nothing_of_w_visible()
+    first = _last_run_id(tables, set())
+    assert {s for s, st in _status(tables, first).items() if st == "succeeded"} >= {
+        "load", "embed", "recall.popular", "recall.item_cf", "recall.als"}
+
+    # 2. the rerun resumes after recall.als (nothing before it is recomputed), runs the stages the
+    #    kill prevented, and is SIGKILLed while Delta writes the week's files
+    proc = _killed_run(overrides, "--kill-during-commit")
+    assert proc.returncode == -9, proc.stdout[-2000:] + proc.stderr[-2000:]
+    nothing_of_w_visible()
+    second = _status(tables, _last_run_id(tables, {first}))
+    assert {s for s, st in second.items() if st == "skipped"} == {"embed", "recall.popular", "recall.item_cf",
+                                                                   "recall.als"}
+    assert all(second[s] == "succeeded" for s in ("recall.content", "recall.prompt", "train.din",
+                                                  "aggregate.creators", "rank")), second
+    assert "run" not in second
+
+    # 3. an exception right before the commit (in process): every persisted stage resumed, nothing
+    #    written, the write stage recorded as failed
+    def crash():
+        raise RuntimeError("simulated crash before the commit")
+
+    with pytest.raises(RuntimeError, match="simulated crash before the commit"):
+        run_weekly(spark, cfg, W, run_id="crash", tables=tables, hooks=RunHooks(before_commit=crash))
+    nothing_of_w_visible()
+    third = _status(tables, "crash")
+    assert {s for s, st in third.items() if st == "skipped"} == PERSISTED
+    assert third["write"] == "failed" and "run" not in third
+
+    # 4. the rerun completes the week: the uninterrupted run's playlist, earlier week untouched
     res = run_weekly(spark, cfg, W, tables=tables)
     assert _playlist(tables) == reference
-    assert _playlist(tables, prev) == prev_rows
-    runs = tables.read("runs").where(F.col("run_id") == res.run_id)
-    skipped = {r["stage"] for r in runs.where(F.col("status") == "skipped").collect()}
-    if stage == "recall.als":
-        # killed right after recall.als committed: the rerun resumes after it (nothing before it is
-        # recomputed) and runs the stages the kill prevented
-        assert {"embed", "recall.popular", "recall.item_cf", "recall.als"} <= skipped
-        assert not ({"recall.content", "recall.prompt", "train.din", "rank", "write"} & skipped)
+    assert _playlist(tables, PREV) == prev_rows
+    assert _status(tables, res.run_id)["run"] == "succeeded"
     dups = tables.read("discover_weekly").groupBy("week_start", "user_id", "position").count()
     assert dups.where(F.col("count") > 1).count() == 0
-
-
-def test_exception_mid_run_then_resume(spark, tiny_platform, tmp_path, reference):
-    cfg = load_config(overrides=copy_warehouse(tiny_platform, tmp_path))
-    tables = Tables.from_config(spark, cfg.storage)
-    with pytest.raises(RuntimeError, match="simulated crash after stage rank"):
-        run_weekly(spark, cfg, W, tables=tables, fail_after_stage="rank")
-    assert _playlist(tables) == []
-    failed = tables.read("runs").where(F.col("status") == "succeeded").select("stage").collect()
-    assert "rank" in {r["stage"] for r in failed}
-    run_weekly(spark, cfg, W, tables=tables)
-    assert _playlist(tables) == reference
-    # --force recomputes everything and still gives the same playlist (deterministic given the seed)
-    res = run_weekly(spark, cfg, W, tables=tables, force=True)
-    assert _playlist(tables) == reference
-    assert tables.read("runs").where((F.col("run_id") == res.run_id) & (F.col("status") == "skipped")
-                                     & F.col("stage").startswith("recall")).count() == 0

@@ -48,3 +48,37 @@ def test_no_heartbeat_for_short_stages_or_when_disabled(caplog):
         with RunLog(None, "run-2", None, persist=False, progress_seconds=secs).stage("load"):
             time.sleep(0.1)
     assert not [r for r in caplog.records if "running for" in r.getMessage()]
+
+
+class _ConnectSession:
+    """Like a Spark Connect session: no SparkContext, job tags instead."""
+
+    def __init__(self):
+        self.tags = []
+
+    @property
+    def sparkContext(self):
+        raise RuntimeError("[JVM_ATTRIBUTE_NOT_SUPPORTED] sparkContext is not supported in Spark Connect")
+
+    def addTag(self, tag):
+        self.tags.append(tag)
+
+    def removeTag(self, tag):
+        self.tags.remove(tag)
+
+
+def test_jobs_are_labelled_with_the_job_group_or_on_connect_with_one_tag():
+    from recsys_spark.runlog import tag_jobs
+
+    groups = []
+    classic = SimpleNamespace(sparkContext=SimpleNamespace(setJobGroup=lambda g, d: groups.append((g, d))))
+    assert tag_jobs(classic, "run-1:rank", "weekly rank") == "job_group"
+    assert groups == [("run-1:rank", "weekly rank")]
+    connect = _ConnectSession()
+    assert tag_jobs(connect, "run-1:load") == "tag"
+    assert tag_jobs(connect, "run-1:rank,x") == "tag"
+    assert connect.tags == ["run-1:rank;x"]          # one tag at a time, no comma
+    rl = RunLog(SimpleNamespace(spark=connect), "run-2", None, persist=False, progress_seconds=0)
+    with rl.stage("write") as st:
+        st.rows_out = 1
+    assert connect.tags == ["run-2:write"] and rl.records[0].status == "succeeded"

@@ -209,7 +209,7 @@ def test_every_pipeline_table_is_known_without_importing_its_writer():
 
 
 def test_creators_for_diversity_is_none_without_the_table(tables):
-    from recsys_spark.pipeline import _creators_for_diversity
+    from recsys_spark.pipeline.stages.aggregate_creators import creators_for_diversity as _creators_for_diversity
 
     assert not tables.exists("creator_embeddings")
     assert _creators_for_diversity(tables, dt.date(2026, 11, 23)) is None

@@ -1,0 +1,42 @@
+"""The weekly run: stage objects for week W, run by one runner.
+
+``run_weekly(spark, cfg, week)`` is what ``jobs/weekly.py``, the notebooks, the offline evaluation
+and the benchmarks call. It is a list of stages (:func:`~.weekly.weekly_stages`), one module each
+under :mod:`recsys_spark.pipeline.stages`; each stage implements the contract of :mod:`.stage`
+(what it reads and persists, ``skip_reason``, ``done``, ``run``) on a shared
+:class:`~.context.RunContext`, and is recorded in ``runs`` (rows in/out, seconds, counts, what it
+skipped and why)::
+
+    load           tables -> seeds (last-n, weekly mixing), heard set, users to serve
+    embed          CLAP audio + text embeddings of new tracks / prompts (incremental)
+    recall.<ch>    popular, item_cf, als, content, prompt -> recall_candidates[W, ch]
+    train.din      DIN on the weeks before W -> <model_dir>/<W>/din
+    aggregate.creators  creator attention pooling of track embeddings -> creator_embeddings[W]
+    rank           fusion -> quality filter -> DIN scores -> final score -> candidates[W]
+    write          plug-in re-ranker -> rules (exclusions, cap, MMR with creator embeddings, fresh,
+                   exactly 30) -> discover_weekly[W]
+
+**Resume** (:mod:`.runner`): a stage that persists an output (``embed``, ``recall.*``,
+``train.din``, ``aggregate.creators``, ``rank``) is skipped on a rerun of the same week when
+``runs`` says it succeeded for W with the same configuration fingerprint *and* its output is
+still there (the rows that run recorded), unless a stage it builds on ran again; the run resumes
+from the first stage that did not finish. ``force=True`` reruns everything; ``if_needed=True``
+does nothing when week W already has a successful run. Every write replaces only week W's
+partition in one atomic Delta commit, so a crash at any point leaves the tables consistent.
+
+**Skips**: a stage whose inputs the data set lacks is skipped with the same logged reason in every
+run: ``embed`` without audio or prompts, ``recall.content`` without audio, ``recall.prompt``
+without prompts (both without embeddings), ``aggregate.creators`` when no track has a creator, the
+quality filter when no track has statistics, the creator cap when no track has a creator. The
+taste-aware popularity channel and the re-ranking back-fill always exist, so every user with
+history or prompts gets a playlist.
+"""
+
+from .context import RunContext, WeekInputs, completed_stages, load_inputs, model_dir
+from .runner import ConcurrentRunError, RunHooks, WeeklyResult, run_pipeline, run_stages, week_is_complete
+from .stage import Stage, StageReport
+from .weekly import run_weekly, weekly_stages
+
+__all__ = ["ConcurrentRunError", "RunContext", "RunHooks", "Stage", "StageReport", "WeekInputs", "WeeklyResult",
+           "completed_stages", "load_inputs", "model_dir", "run_pipeline", "run_stages", "run_weekly",
+           "week_is_complete", "weekly_stages"]

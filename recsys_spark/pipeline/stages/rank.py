@@ -1,0 +1,108 @@
+"""``rank``: fusion -> quality filter -> DIN scores -> final score -> ``candidates[W]``."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from ..context import RunContext
+from ..stage import Stage, StageReport, recorded_output_present
+from .recall import RECALL_CHANNELS, active_channels
+from .train_din import din_model_ready
+
+NO_STATISTICS = "quality filter skipped: no track statistics"
+
+
+def shuffle_partitions(spark: SparkSession) -> int:
+    """``spark.sql.shuffle.partitions`` as an int (0 when it is not a number, e.g. Databricks' ``auto``)."""
+    try:
+        return int(spark.conf.get("spark.sql.shuffle.partitions"))
+    except (TypeError, ValueError):
+        return 0
+
+
+def prerank(fused: DataFrame, top_n: int) -> DataFrame:
+    """Pre-ranking: keep each user's best ``top_n`` candidates by fused recall score (0 = all).
+
+    The fine ranker (DIN) costs O(candidates x history) per user; the candidates below the
+    cut rarely reach the final 30 (the re-ranking rules look at ``rerank.max_candidates``)."""
+    if top_n <= 0:
+        return fused
+    from ...recall.popularity import top_n_per_user
+
+    return top_n_per_user(fused, top_n, score_col="recall_score").drop("rank")
+
+
+def score_din(spark: SparkSession, cands: DataFrame, seeds: DataFrame, din_path: str, dc) -> DataFrame:
+    """DIN click probability for every candidate (pandas UDF; CUDA when the executor has one).
+
+    Content features come from the table saved with the model at training time."""
+    from ...ranking.din_spark import score_candidates
+
+    return score_candidates(spark, cands, seeds, din_path, batch_size=dc.score_batch_size, device=dc.device)
+
+
+class RankStage(Stage):
+    name = "rank"
+    reads = ("recall_candidates[W, active channels]", "tracks (statistics)", "seeds", "DIN of W")
+    persists = ("candidates[W]",)
+    after = tuple(f"recall.{c}" for c in RECALL_CHANNELS) + ("train.din",)
+
+    def output(self, ctx: RunContext) -> DataFrame:
+        return ctx.partition("candidates")
+
+    def done(self, ctx: RunContext) -> bool:
+        return recorded_output_present(ctx, self.name, lambda: self.output(ctx).count())
+
+    def quality_skip_reason(self, ctx: RunContext) -> Optional[str]:
+        """Why the quality filter does not run (None: it runs)."""
+        if not ctx.cfg.quality.enabled:
+            return "quality filter disabled in config"
+        if not ctx.has_track_statistics:
+            return NO_STATISTICS
+        return None
+
+    def run(self, ctx: RunContext) -> StageReport:
+        from ...filtering.quality import apply_quality_filter, quality_scores
+        from ...ranking.fusion import final_score, fuse
+
+        cfg, week = ctx.cfg, ctx.week
+        fc, qc, dc = cfg.fusion, cfg.quality, cfg.din
+        recall_all = ctx.partition("recall_candidates").where(F.col("channel").isin(*active_channels(ctx)))
+        rep = StageReport(rows_in=recall_all.count())
+        fused = fuse(recall_all.drop("week_start"), fc.channel_weights, method=fc.method, rrf_k=fc.rrf_k,
+                     default_weight=fc.default_channel_weight, num_partitions=shuffle_partitions(ctx.spark))
+        q = quality_scores(ctx.inputs.tracks, prior_strength=qc.prior_strength, upvote_weight=qc.upvote_weight,
+                           comment_weight=qc.comment_weight, mapping=qc.mapping,
+                           aesthetics_df=ctx.tables.read(qc.aesthetics_table) if qc.aesthetics_table else None,
+                           aesthetics_weight=qc.aesthetics_weight)
+        why = self.quality_skip_reason(ctx)
+        if why is None:
+            fused = apply_quality_filter(fused, q, threshold=qc.threshold, min_per_user=cfg.rerank.playlist_size,
+                                         score_col="recall_score")
+        else:
+            fused = fused.join(q, "track_id", "left")
+            rep.note_skip(why)
+        cached = None
+        if din_model_ready(ctx):
+            # scoring reads the candidates twice (grouped by user for the UDF, then joined back):
+            # persist them so fusion and the quality filter run once
+            cached = prerank(fused, dc.prerank_top_n).persist(StorageLevel.MEMORY_AND_DISK)
+            fused = score_din(ctx.spark, cached, ctx.inputs.seeds, ctx.din_path, dc)
+        else:
+            fused = fused.withColumn("din_score", F.lit(None).cast("double"))
+            rep.note_skip("DIN not trained for this week")
+        scored = final_score(fused, din_weight=fc.din_weight, recall_weight=fc.recall_weight,
+                             quality_weight=fc.quality_weight)
+        out = scored.select(F.lit(week).alias("week_start"), "user_id", "track_id", "channels", "recall_score",
+                            "din_score", "quality", "final_score", "seed_track_id")
+        try:
+            ctx.tables.replace_partition("candidates", out, "week_start", week)
+        finally:
+            if cached is not None:  # the write stage reads the table, not this cache
+                cached.unpersist()
+        rep.rows_out = self.output(ctx).count()
+        return rep

@@ -1,0 +1,81 @@
+"""``train.din``: DIN trained on the weeks before W -> ``<model_dir>/week=<W>/din``."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Optional
+
+from pyspark.sql import functions as F
+
+from ...weeks import previous_weeks
+from ..context import RunContext
+from ..stage import Stage, StageReport
+
+log = logging.getLogger(__name__)
+
+#: fewer labelled examples than this in the training weeks: DIN is not trained for W
+MIN_TRAIN_ROWS = 50
+
+
+def din_model_ready(ctx: RunContext) -> bool:
+    """A DIN for W, trained with this configuration, is there (trained or resumed in this run)."""
+    return "train.din" in ctx.finished and os.path.exists(os.path.join(ctx.din_path, "din_state.pt"))
+
+
+class TrainDinStage(Stage):
+    name = "train.din"
+    reads = ("interactions", "recall_candidates of the training weeks (exposure negatives)",
+             "track_embeddings (content features)")
+    persists = ("<model_dir>/week=<W>/din",)
+    after = ("embed",)
+
+    def skip_reason(self, ctx: RunContext) -> Optional[str]:
+        return None if ctx.cfg.din.enabled else "disabled in config"
+
+    def done(self, ctx: RunContext) -> bool:
+        return (ctx.succeeded(self.name) is not None
+                and os.path.exists(os.path.join(ctx.din_path, "din_state.pt")))
+
+    def run(self, ctx: RunContext) -> StageReport:
+        from ...ranking.din_spark import build_training_set, estimate_training_rows, train_din
+
+        dc, week, inp = ctx.cfg.din, ctx.week, ctx.inputs
+        rep = StageReport()
+        label_weeks = previous_weeks(week, dc.train_weeks)
+        pool = ctx.tables.read("recall_candidates").where(F.col("week_start").isin(*label_weeks)) \
+            .select("user_id", "track_id", "week_start")
+        # sample users *before* building histories and negatives when the set would exceed the
+        # cap (it is collected to the driver for training); train_din still enforces the cap
+        est = (estimate_training_rows(inp.interactions, label_weeks, dc.negatives_per_positive)
+               if dc.max_train_rows else 0)  # no cap: no estimate pass over the label weeks
+        frac = min(1.0, dc.max_train_rows / est) if est else 1.0
+        rep.counts.update(estimated_rows=float(est), user_fraction=round(frac, 4))
+        if frac < 1.0:
+            log.info("train.din: ~%d examples estimated > max_train_rows %d: building them for %.1f%% of "
+                     "the users", est, dc.max_train_rows, 100 * frac)
+        h = ctx.cfg.history
+        train = ctx.cache(build_training_set(
+            ctx.spark, inp.interactions, label_weeks, negatives_pool_df=pool, n_negatives=dc.negatives_per_positive,
+            seed=dc.seed, max_history=dc.max_history, popularity_share=dc.popularity_share,
+            this_week_share=h.this_week_share, half_life_days=h.recency_half_life_days, user_fraction=frac))
+        n_train = train.count()
+        rep.rows_in = n_train
+        rep.counts["exposure_negative_weeks"] = float(pool.select("week_start").distinct().count())
+        if n_train < MIN_TRAIN_ROWS:
+            rep.skipped = f"only {n_train} labelled examples in the {dc.train_weeks} weeks before {week}"
+            return rep
+        track_emb = ctx.track_embeddings
+        feats = track_emb.select("track_id", "embedding") if (dc.use_content and track_emb is not None) else None
+        artifact, metrics = train_din(
+            train, track_embeddings=feats, embedding_dim=dc.embedding_dim,
+            attention_hidden=dc.attention_hidden, mlp_hidden=dc.mlp_hidden,
+            softmax_attention=dc.softmax_attention, use_content=dc.use_content and feats is not None,
+            max_history=dc.max_history, epochs=dc.epochs, batch_size=dc.batch_size, lr=dc.lr,
+            patience=dc.patience, seed=dc.seed, device=dc.device, min_count=dc.min_count,
+            max_rows=dc.max_train_rows, use_torch_distributor=dc.use_torch_distributor,
+            num_processes=dc.num_processes)
+        artifact.save(ctx.din_path, root=ctx.model_dir)
+        rep.rows_out = n_train
+        rep.counts.update({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
+        return rep

@@ -1,0 +1,42 @@
+"""The load stage on the hand-made platform (tests/pipeline/stage_fixtures.py): known counts."""
+
+import pytest
+from chispa import assert_df_equality
+from stage_fixtures import make_ctx, write_platform
+from stage_fixtures import hand_platform  # noqa: F401 (fixture)
+
+from recsys_spark.pipeline.stages import LoadStage
+
+
+def test_load_counts_only_what_happened_before_w(spark, hand_platform):
+    _, ctx = hand_platform
+    rep = LoadStage().run(ctx)
+    # t7 is created after W; u1's play of t3 on 11-24 is after W; u3's skip is history but no seed
+    assert rep.counts == {"tracks": 6, "seeds": 4, "users": 3, "prompts": 1}
+    assert (rep.rows_in, rep.rows_out) == (5, 4)
+    seeds = ctx.inputs.seeds.select("user_id", "track_id", "seed_rank")
+    expected = spark.createDataFrame([("u1", "t2", 1), ("u1", "t1", 2), ("u2", "t3", 1), ("u2", "t1", 2)],
+                                     seeds.schema)
+    assert_df_equality(seeds, expected, ignore_row_order=True)
+    heard = ctx.inputs.heard.select("user_id", "track_id")
+    assert sorted(tuple(r) for r in heard.collect()) == [("u1", "t1"), ("u1", "t2"), ("u2", "t1"), ("u2", "t3"),
+                                                         ("u3", "t5")]
+    assert not LoadStage().done(ctx)  # nothing persisted: it always runs
+
+
+def test_load_refuses_a_week_without_users(spark, tmp_path):
+    from stage_fixtures import make_cfg
+
+    ctx = make_ctx(spark, make_cfg(tmp_path, "embeddings.enabled=false"))
+    write_platform(spark, ctx.tables, prompts=False)
+    ctx.tables.overwrite("interactions", ctx.tables.read("interactions").limit(0))
+    with pytest.raises(RuntimeError, match="no users with history or prompts before 2026-11-23"):
+        LoadStage().run(ctx)
+
+
+def test_released_frames_are_unpersisted(spark, hand_platform):
+    _, ctx = hand_platform
+    seeds = ctx.inputs.seeds
+    assert seeds.is_cached
+    ctx.release()
+    assert not seeds.is_cached

@@ -1,0 +1,45 @@
+"""``train.din``: skipped with its reason when there are too few labelled examples; ``done`` needs
+a succeeded run with this configuration and the saved model."""
+
+import os
+
+from stage_fixtures import W, make_cfg, make_ctx, write_platform
+from stage_fixtures import hand_platform  # noqa: F401 (fixture)
+
+from recsys_spark.pipeline.stages import TrainDinStage
+from recsys_spark.pipeline.stages.train_din import din_model_ready
+from recsys_spark.runlog import RunLog
+
+
+def test_too_few_examples_skip_training_and_leave_no_model(spark, hand_platform):
+    _, ctx = hand_platform
+    stage = TrainDinStage()
+    assert stage.skip_reason(ctx) is None
+    rep = stage.run(ctx)
+    # the weeks before W hold 5 events of 3 users: far below the 50 examples DIN needs
+    assert rep.rows_out is None and rep.rows_in < 50
+    assert rep.skipped == f"only {rep.rows_in} labelled examples in the {ctx.cfg.din.train_weeks} weeks before {W}"
+    assert not os.path.exists(ctx.din_path)
+    assert not din_model_ready(ctx) and not stage.done(ctx)
+
+
+def test_disabled_and_done(spark, tmp_path):
+    off = make_ctx(spark, make_cfg(tmp_path / "a", "din.enabled=false"))
+    assert TrainDinStage().skip_reason(off) == "disabled in config"
+
+    cfg = make_cfg(tmp_path / "b", "embeddings.enabled=false")
+    ctx = make_ctx(spark, cfg)
+    write_platform(spark, ctx.tables)
+    os.makedirs(ctx.din_path)
+    with open(os.path.join(ctx.din_path, "din_state.pt"), "wb") as fh:
+        fh.write(b"state")
+    assert not TrainDinStage().done(ctx)                      # a model file but no succeeded run
+    with RunLog(ctx.tables, "din-run", W, "weekly", ctx.fingerprint, progress_seconds=0).stage("train.din") as st:
+        st.rows_out = 60
+    ctx = make_ctx(spark, cfg, "rerun")
+    assert TrainDinStage().done(ctx)
+    assert not din_model_ready(ctx)                           # not resumed by the runner yet
+    ctx.finished.add("train.din")
+    assert din_model_ready(ctx)
+    os.remove(os.path.join(ctx.din_path, "din_state.pt"))
+    assert not TrainDinStage().done(make_ctx(spark, cfg, "rerun-2"))

@@ -1,0 +1,52 @@
+"""``write`` on hand-made candidates: the creator cap, and its skip when the catalog has no creators."""
+
+from stage_fixtures import W, make_cfg, make_ctx, write_platform
+from pyspark.sql import functions as F
+
+from recsys_spark.pipeline.stages import WriteStage
+from recsys_spark.pipeline.stages.write import NO_CREATORS
+from recsys_spark.tables import ALL_TABLES
+
+# final scores per user; creators: t1 t2 -> c1, t3 t4 -> c2, t5 t6 -> c3 (tests/pipeline/stage_fixtures.py)
+CANDS = {"u1": [("t3", 0.9), ("t4", 0.8), ("t5", 0.7), ("t6", 0.6)],
+         "u2": [("t2", 0.9), ("t4", 0.8), ("t5", 0.7)],
+         "u3": [("t6", 0.9), ("t1", 0.8), ("t2", 0.7)]}
+
+
+def _ctx(spark, tmp_path, creators):
+    cfg = make_cfg(tmp_path, "embeddings.enabled=false", "rerank.playlist_size=2", "rerank.creator_cap=1",
+                   "rerank.diversity_enabled=false", "rerank.fresh_share=0.0")
+    ctx = make_ctx(spark, cfg)
+    write_platform(spark, ctx.tables, creators=creators)
+    rows = [(W, u, t, ["item_cf"], s, None, 0.5, s, None) for u, ts in CANDS.items() for t, s in ts]
+    ctx.tables.overwrite("candidates", spark.createDataFrame(rows, ALL_TABLES["candidates"].schema))
+    return ctx
+
+
+def _playlists(ctx):
+    rows = ctx.tables.read("discover_weekly").where(F.col("week_start") == W).collect()
+    out = {}
+    for r in sorted(rows, key=lambda r: (r["user_id"], r["position"])):
+        out.setdefault(r["user_id"], []).append(r["track_id"])
+    return out, {r["run_id"] for r in rows}
+
+
+def test_creator_cap_keeps_one_track_per_creator(spark, tmp_path):
+    ctx = _ctx(spark, tmp_path, creators=True)
+    rep = WriteStage().run(ctx)
+    playlists, runs = _playlists(ctx)
+    # u1: t4 scores above t5 but shares creator c2 with t3
+    assert playlists == {"u1": ["t3", "t5"], "u2": ["t2", "t4"], "u3": ["t6", "t1"]}
+    assert runs == {"run-1"}
+    assert rep.skipped is None
+    assert (rep.rows_in, rep.rows_out) == (10, 6)
+    assert (rep.counts["users"], rep.counts["short_users"], rep.counts["source.item_cf"]) == (3, 0, 6)
+
+
+def test_creator_cap_is_skipped_when_the_catalog_has_no_creators(spark, tmp_path):
+    # every track's creator is missing: one shared cap would leave each user one track
+    ctx = _ctx(spark, tmp_path, creators=False)
+    rep = WriteStage().run(ctx)
+    assert rep.skipped == NO_CREATORS
+    playlists, _ = _playlists(ctx)
+    assert playlists == {"u1": ["t3", "t4"], "u2": ["t2", "t4"], "u3": ["t6", "t1"]}
