@@ -18,7 +18,7 @@ pyspark needed; this script imports only the pure-torch modules):
   (HTSAT-base + roberta text branch, untrained, laion-clap's bundled BPE ids) on fewer inputs.
 * **DIN** (``recsys_spark.ranking.din_spark.score_candidates`` / ``_cached_model``): a seeded
   ``DIN`` (base config: dim 32, attention [64, 32], MLP [128, 64], 512-d content, history 50) is
-  saved with ``din.save`` and loaded with ``din.load(path, device=din.resolve_device(...))`` as
+  saved with ``din.save`` and loaded with ``din.load(path, device=common.resolve_device(...))`` as
   ``_cached_model`` does, then ``din.predict_grouped`` scores U users x C candidates (the UDF's
   call); the UDF body (string ids -> ``encode_histories`` / ``encode_ids`` -> ``predict_grouped``)
   is also timed once per device.
@@ -56,6 +56,7 @@ if ROOT not in sys.path:
 
 import torch  # noqa: E402
 
+from recsys_spark.common import resolve_device  # noqa: E402  (no Spark, torch imported on use)
 from recsys_spark.data import vocab  # noqa: E402  (pure python)
 from recsys_spark.embeddings import clap as C  # noqa: E402  (pure torch, no Spark)
 from recsys_spark.ranking import din as D  # noqa: E402  (pure torch, no Spark)
@@ -291,8 +292,8 @@ def run_din(dev: torch.device, args, checks: Checks) -> dict:
     tmp = tempfile.mkdtemp(prefix="gpu_check_din_")
     D.save(tmp, model, ids)
     # what _cached_model does on each executor
-    m_cpu, voc = D.load(tmp, device=D.resolve_device("cpu"))
-    m_tgt, _ = D.load(tmp, device=D.resolve_device(dev.type))
+    m_cpu, voc = D.load(tmp, device=resolve_device("cpu"))
+    m_tgt, _ = D.load(tmp, device=resolve_device(dev.type))
     res = {"users": U, "cands_per_user": Cn, "rows": U * Cn, "history": L, "n_items": NI,
            "target_device": str(next(m_tgt.parameters()).device),
            "config": json.loads(m_cpu.config.to_json())}
@@ -451,7 +452,7 @@ def main(argv=None) -> int:
         args.prod_clips, args.prod_texts = 2, 50
     os.makedirs(args.out, exist_ok=True)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    dev = C.resolve_device(args.device)
+    dev = resolve_device(args.device)
     t_start = time.perf_counter()
     res = {"args": vars(args), "meta": meta(dev), "checks": []}
     log(f"target {dev} | torch {torch.__version__} | {res['meta'].get('gpu', 'no GPU')} | "

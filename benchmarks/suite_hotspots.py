@@ -323,7 +323,8 @@ def bench_als(spark, users: int = 30000, tracks: int = 8000, per_user: int = 25,
     (before) vs broadcast item factors + faiss per batch of users (after), same ``n``."""
     from pyspark.sql import functions as F
 
-    from recsys_spark.recall.als import ALSRecall
+    from recsys_spark.recall.als import ALSRecall, ALSRecallModel
+    from recsys_spark.recall.base import ChannelInputs
 
     inter = (spark.range(users * per_user).select(
         F.concat(F.lit("u"), (F.col("id") % users).cast("string")).alias("user_id"),
@@ -333,18 +334,24 @@ def bench_als(spark, users: int = 30000, tracks: int = 8000, per_user: int = 25,
         F.lit(dt.datetime(2026, 11, 1)).alias("event_ts"), F.lit("play").alias("event_type"),
         F.lit(1.0).alias("weight"))).persist()
     inter.count()
-    model = ALSRecall(rank=64, max_iter=5, reg_param=0.1, alpha=5.0, num_blocks=8, seed=0).fit(inter)
+    model = ALSRecall(rank=64, max_iter=5, reg_param=0.1, alpha=5.0, num_blocks=8, seed=0).fit(
+        ChannelInputs(spark, interactions=inter))
     seeds = inter.select("user_id").distinct()
     heard = inter.select("user_id", "track_id").distinct().persist()
     heard.count()
+    inputs = ChannelInputs(spark, users=seeds, heard=heard)
+
+    def recommend(topk):
+        m = ALSRecallModel(model.als_model, model.user_index, model.item_index, {**model.params, "topk": topk})
+        return m.recommend(inputs, n)
 
     def run(topk):
-        return model.recommend(seeds, heard, n=n, topk=topk).write.format("noop").mode("overwrite").save()
+        return recommend(topk).write.format("noop").mode("overwrite").save()
 
     tb = _best(lambda: run("mllib"))
     ta = _best(lambda: run("faiss"))
-    a = model.recommend(seeds, heard, n=n, topk="mllib").select("user_id", "track_id")
-    b = model.recommend(seeds, heard, n=n, topk="faiss").select("user_id", "track_id")
+    a = recommend("mllib").select("user_id", "track_id")
+    b = recommend("faiss").select("user_id", "track_id")
     n_rows = b.count()
     differ = a.exceptAll(b).count()
     inter.unpersist()

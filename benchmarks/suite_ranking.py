@@ -16,7 +16,7 @@ Parts:
 * ``din``: training set in Spark for 3 label weeks (the last = validation), DIN with and without
   content: AUC / log-loss / seconds.
 * ``ndcg``: week W candidates (fused channels) ranked by the recall score vs the final score with
-  DIN (:func:`recsys_spark.ranking.fusion.compare_rankings`, evaluation metrics of the project).
+  DIN (:func:`compare_rankings` below, evaluation metrics of the project).
 * ``speed``: DIN scoring rows/s through :func:`score_candidates` (``mapInPandas``) vs plain torch
   (:func:`score_pandas`) on the same rows.
 * ``aggregation``: creator attention pooling vs mean pooling on a held-out week.
@@ -102,6 +102,23 @@ def make_platform(n_users, n_tracks, n_clusters, events_per_week, seed=0):
     return tracks, inter, embs
 
 
+def compare_rankings(candidates, truth, test_users, score_cols=("recall_score", "final_score"), k: int = 30) -> dict:
+    """NDCG/recall@k of ranking each user's candidates by each column of ``score_cols``
+    (``{score_col: recsys_spark.evaluation.metrics.ranking_metrics(...)}``): the evidence "recall-only
+    fusion vs with DIN" (candidates carrying ``recall_score`` and ``final_score``)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    from recsys_spark.evaluation.metrics import ranking_metrics
+
+    out = {}
+    for col in score_cols:
+        w = Window.partitionBy("user_id").orderBy(F.col(col).desc_nulls_last(), F.col("track_id"))
+        recs = candidates.withColumn("rank", F.row_number().over(w)).where(F.col("rank") <= k)
+        out[col] = ranking_metrics(recs.select("user_id", "track_id", "rank"), truth, test_users, k)
+    return out
+
+
 def simulated_recall(tracks, inter, week, n_style=60, n_pop=40):
     """Two channels for ``week``: popular tracks of the user's top-2 styles, and global popular."""
     start = pd.Timestamp(week)
@@ -133,7 +150,7 @@ def run(size: str, out_dir: str, parts) -> dict:
     from recsys_spark.history import build_history
     from recsys_spark.ranking.din_spark import (build_training_set, score_candidates, score_pandas,
                                                 train_din, _cached_model)
-    from recsys_spark.ranking.fusion import compare_rankings, final_score, fuse
+    from recsys_spark.ranking.fusion import final_score, fuse
     from recsys_spark.spark import get_spark
 
     spark = get_spark(app_name="bench-ranking", master="local[2]", driver_memory="4g", shuffle_partitions=4)

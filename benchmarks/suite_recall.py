@@ -203,9 +203,10 @@ def spark_recs(cands) -> Dict[str, List[str]]:
 def eval_item_cf(spark, train_sdf, train_pdf, truth, params: dict, per_seed: int, seeds_mode: str = "all"):
     from pyspark.sql import functions as F
 
+    from recsys_spark.recall.base import ChannelInputs
     from recsys_spark.recall.item_cf import ItemCF
 
-    model = ItemCF(**params).fit(train_sdf)
+    model = ItemCF(**params, per_seed=per_seed).fit(ChannelInputs(spark, interactions=train_sdf))
     users = spark.createDataFrame(pd.DataFrame({"user_id": sorted(truth)}))
     agg = train_sdf.groupBy("user_id", "track_id").agg(F.sum("weight").alias("weight"), F.max("event_ts").alias("last_ts"))
     seeds = agg.join(users, "user_id")
@@ -220,7 +221,7 @@ def eval_item_cf(spark, train_sdf, train_pdf, truth, params: dict, per_seed: int
         seeds = (seeds.withColumn("_r", F.row_number().over(w)).where("_r <= 50")
                  .withColumn("recency", F.exp(-np.log(2) * age / 21.0)))
     heard = train_sdf.select("user_id", "track_id").distinct().join(users, "user_id")
-    cands = model.recommend(seeds, heard, n=K_EVAL, per_seed=per_seed)
+    cands = model.recommend(ChannelInputs(spark, seeds=seeds, heard=heard), n=K_EVAL)
     recs = spark_recs(cands)
     model.unpersist()
     return metrics(recs, truth, train_pdf.track_id.nunique())
@@ -228,11 +229,12 @@ def eval_item_cf(spark, train_sdf, train_pdf, truth, params: dict, per_seed: int
 
 def eval_als(spark, train_sdf, train_pdf, truth, params: dict):
     from recsys_spark.recall.als import ALSRecall
+    from recsys_spark.recall.base import ChannelInputs
 
-    model = ALSRecall(**params).fit(train_sdf)
+    model = ALSRecall(**params).fit(ChannelInputs(spark, interactions=train_sdf))
     users = spark.createDataFrame(pd.DataFrame({"user_id": sorted(truth)}))
     heard = train_sdf.select("user_id", "track_id").distinct().join(users, "user_id")
-    recs = spark_recs(model.recommend(users, heard, n=K_EVAL))
+    recs = spark_recs(model.recommend(ChannelInputs(spark, users=users, heard=heard), n=K_EVAL))
     model.unpersist()
     return metrics(recs, truth, train_pdf.track_id.nunique())
 
@@ -272,6 +274,7 @@ ITEMCF_SPEED = dict(k=100, similarity="cosine", min_support=2, max_items_per_use
 
 
 def part_itemcf_speed(spark, size: str, tmp: str, repeats: int = 2) -> list:
+    from recsys_spark.recall.base import ChannelInputs
     from recsys_spark.recall.item_cf import ItemCF
 
     out = []
@@ -291,7 +294,7 @@ def part_itemcf_speed(spark, size: str, tmp: str, repeats: int = 2) -> list:
             ref = scipy_item_cf(pdf, **ITEMCF_SPEED)
             t_scipy = min(t_scipy, time.perf_counter() - t0)
             t0 = time.perf_counter()
-            model = ItemCF(**ITEMCF_SPEED).fit(sdf)
+            model = ItemCF(**ITEMCF_SPEED).fit(ChannelInputs(spark, interactions=sdf))
             t_spark = min(t_spark, time.perf_counter() - t0)
             got = model.neighbors.toPandas()
             model.unpersist()
@@ -336,6 +339,7 @@ def part_als_speed(spark, size: str, tmp: str, iters: int = 10) -> list:
     from implicit.als import AlternatingLeastSquares
 
     from recsys_spark.recall.als import ALSRecall
+    from recsys_spark.recall.base import ChannelInputs
 
     out = []
     datasets = [("synthetic_" + size, lambda: synthetic(**SIZES[size]))]
@@ -352,7 +356,7 @@ def part_als_speed(spark, size: str, tmp: str, iters: int = 10) -> list:
             for it in (1, iters):
                 loads.append(os.getloadavg()[0])
                 t0 = time.perf_counter()
-                ALSRecall(max_iter=it, num_blocks=nb, **ALS_SPEED).fit(sdf)
+                ALSRecall(max_iter=it, num_blocks=nb, **ALS_SPEED).fit(ChannelInputs(spark, interactions=sdf))
                 times[it] = time.perf_counter() - t0
             by_blocks[nb] = times
             log.info("als spark %s num_blocks=%d: %s", name, nb, times)
@@ -481,13 +485,13 @@ def main(args) -> dict:
                               master="local[2]"),
               "blas": blas_info(spark), "parts": parts}
     # warm up the JVM and the python workers so the first timing is not penalised
+    from recsys_spark.recall.als import ALSRecall
+    from recsys_spark.recall.base import ChannelInputs
     from recsys_spark.recall.item_cf import ItemCF
 
-    from recsys_spark.recall.als import ALSRecall
-
     warm = to_spark(spark, synthetic(200, 100, 5))
-    ItemCF(k=5, min_support=1).fit(warm).unpersist()
-    ALSRecall(rank=4, max_iter=2).fit(warm)
+    ItemCF(k=5, min_support=1).fit(ChannelInputs(spark, interactions=warm)).unpersist()
+    ALSRecall(rank=4, max_iter=2).fit(ChannelInputs(spark, interactions=warm))
     os.makedirs(out_dir, exist_ok=True)
     suffix = os.environ.get("RECSYS_BENCH_SUFFIX", "")
     path = os.path.join(out_dir, f"recall_{size}{suffix}.json")

@@ -206,7 +206,7 @@ def train_creator_attention(
     if len(y_tr) == 0 or len(np.unique(y_tr)) < 2:
         raise ValueError("creator affinity training set needs positives and negatives")
 
-    from ..ranking.din import roc_auc
+    from ..common import roc_auc
 
     report: Dict[str, object] = {"n_train": int(len(y_tr)), "n_valid": int(len(y_va)),
                                  "n_creators": len(creators), "dim": dim, "max_tracks": max_tracks}

@@ -32,13 +32,13 @@ malformed rows when ``bad_row_rate > 0``; ingestion (``ingest.py``) loads them i
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
 import math
 import os
 import time
-from dataclasses import dataclass
 from typing import Dict, Iterator
 
 import numpy as np
@@ -47,6 +47,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from ..config import GeneratorConf
 from . import vocab
 
 log = logging.getLogger(__name__)
@@ -54,27 +55,13 @@ log = logging.getLogger(__name__)
 N_STYLES = len(vocab.STYLES)
 
 
-@dataclass(frozen=True)
-class PlatformSpec:
-    """Size and shape of the synthetic platform (mirrors ``GeneratorConf``)."""
-
-    n_users: int = 2000
-    n_tracks: int = 1500
-    n_creators: int = 300
-    n_weeks: int = 8
-    events_per_user_week: float = 12.0
-    prompt_user_share: float = 0.35
-    audio_tracks: int = 120
-    audio_seconds: float = 4.0
-    audio_sample_rate: int = 48000
-    bad_row_rate: float = 0.002
-    partitions: int = 8
-    seed: int = 7
+class PlatformSpec(GeneratorConf):
+    """Size and shape of the synthetic platform: :class:`recsys_spark.config.GeneratorConf` itself
+    (same fields, defaults and validation), with :meth:`from_conf` for a loaded config section."""
 
     @classmethod
-    def from_conf(cls, conf) -> "PlatformSpec":
-        fields = cls.__dataclass_fields__
-        return cls(**{k: getattr(conf, k) for k in fields if hasattr(conf, k)})
+    def from_conf(cls, conf: GeneratorConf) -> "PlatformSpec":
+        return cls(**{f.name: getattr(conf, f.name) for f in dataclasses.fields(GeneratorConf)})
 
 
 # ------------------------------------------------------------------------------------------------
@@ -330,7 +317,7 @@ def new_prompt_only_users(spark: SparkSession, spec: PlatformSpec, end: dt.date)
     base = _pick_style(styles, base, _u(seed, "new_s1", F.col("user_idx")), "s1")
     base = base.withColumn("s2", F.col("s1")).withColumn("join_week", F.lit(spec.n_weeks - 1))
     base = base.withColumn("user_id", user_id_col(F.col("user_idx")))
-    tmp = PlatformSpec(**{**spec.__dict__, "prompt_user_share": 1.0})
+    tmp = dataclasses.replace(spec, prompt_user_share=1.0)
     return prompts_df(spark, tmp, end, base).withColumn(
         "created_at", F.least(F.col("created_at"), F.timestamp_seconds(F.lit(end_s - 60))))
 

@@ -56,6 +56,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from ..common import resolve_device
 from .audio import window_starts, windows_of
 
 log = logging.getLogger(__name__)
@@ -137,17 +138,6 @@ class EncoderSpec:
             stem = os.path.splitext(os.path.basename(self.checkpoint_path))[0]
             return f"clap-{self.audio_model}-{self.text_model}-{stem}"
         return f"clap-{self.audio_model}-{self.text_model}-untrained-seed{self.seed}"
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> CUDA when ``torch.cuda.is_available()``, else CPU (detected here, once)."""
-    if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device must be auto | cpu | cuda, got {device!r}")
-    if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise RuntimeError("device 'cuda' requested but torch.cuda.is_available() is False")
-        return torch.device("cuda")
-    return torch.device("cpu")
 
 
 # -- laion-clap import without its download-at-import package __init__ ---------------------------
@@ -340,11 +330,6 @@ class ClapEncoder:
                     "uses laion-clap's bundled CLIP BPE ids", s.tokenizer_path)
         return _ClipBpeAsRoberta()
 
-    @property
-    def text_available(self) -> bool:
-        """False when a pretrained roberta branch has no tokenizer files (text cannot be embedded)."""
-        return self._tokenizer is not None
-
     # -- audio -------------------------------------------------------------------------------------
     def window_length(self) -> int:
         """Samples per window: ``window_seconds`` at the model rate, at most the model's clip."""
@@ -504,7 +489,7 @@ def get_encoder(spec: EncoderSpec) -> ClapEncoder:
         return enc
 
 
-__all__ = ["EncoderSpec", "ClapEncoder", "get_encoder", "text_tower_usable", "load_checkpoint_state", "resolve_device",
+__all__ = ["EncoderSpec", "ClapEncoder", "get_encoder", "text_tower_usable", "load_checkpoint_state",
            "l2_normalize", "CheckpointError", "EMBED_DIM", "window_starts"]
 
 

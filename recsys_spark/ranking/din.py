@@ -16,7 +16,8 @@ The model scores a (user history, candidate track) pair with a click logit:
 4. **Output MLP** over ``[interest, c, interest * c, user_features]`` to one logit.
 
 Helpers: :func:`fit` (mini-batch Adam with early stopping on a validation set),
-:func:`predict`, :func:`roc_auc`, :func:`log_loss`, and :func:`save` / :func:`load` that write the
+:func:`predict`, :func:`log_loss` (AUC: :func:`recsys_spark.common.roc_auc`), and :func:`save` /
+:func:`load` that write the
 ``state_dict`` with ``torch.save`` and the hyper-parameters / vocabulary as JSON (no pickles;
 loading uses ``torch.load(..., weights_only=True)``).
 
@@ -44,6 +45,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 from torch import nn
+
+from ..common import roc_auc
 
 log = logging.getLogger(__name__)
 
@@ -298,38 +301,9 @@ def encode_histories(histories, vocab: Dict[str, int], max_history: int) -> np.n
     return out
 
 
-def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` -> CUDA when available, else CPU (the only place the device is chosen)."""
-    if device in ("", "auto", None):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 # --------------------------------------------------------------------------------------------
 # Metrics
 # --------------------------------------------------------------------------------------------
-
-
-def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC curve (Mann-Whitney with tie-averaged ranks); NaN for one class."""
-    labels = np.asarray(labels).astype(bool)
-    scores = np.asarray(scores, dtype=np.float64)
-    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    order = np.argsort(scores, kind="mergesort")
-    s = scores[order]
-    ranks = np.empty(len(s), dtype=np.float64)
-    i = 0
-    while i < len(s):
-        j = i
-        while j + 1 < len(s) and s[j + 1] == s[i]:
-            j += 1
-        ranks[i: j + 1] = (i + j) / 2.0 + 1.0
-        i = j + 1
-    r = np.empty_like(ranks)
-    r[order] = ranks
-    return float((r[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
 def log_loss(labels: np.ndarray, probs: np.ndarray, eps: float = 1e-7) -> float:

@@ -45,6 +45,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from ..common import resolve_device, roc_auc
 from . import din as D
 
 log = logging.getLogger(__name__)
@@ -451,7 +452,7 @@ def train_din(
     torch.manual_seed(seed)
     model = D.DIN(cfg, content=None if content is None else torch.from_numpy(content))
     train_b, valid_b = _encode(tr, vocab_map, max_history), _encode(va, vocab_map, max_history)
-    dev = D.resolve_device(device)
+    dev = resolve_device(device)
     log.info("DIN training: %d train rows, %d valid rows, vocab %d (%d with ID), content %s, device %s",
              len(train_b), len(valid_b), len(ids), len(vocab), cfg.content_dim, dev)
 
@@ -482,11 +483,11 @@ def train_din(
         "pos_rate": float(pdf["label"].mean()), "n_vocab": len(ids), "n_id_items": len(vocab),
         "use_content": cfg.content_dim > 0, "best_epoch": res.get("best_epoch"),
         "epochs_run": res.get("epochs_run"),
-        "train_auc": D.roc_auc(train_b.label, D.predict(model, train_b)),
+        "train_auc": roc_auc(train_b.label, D.predict(model, train_b)),
     }
     if len(valid_b):
         p = D.predict(model, valid_b)
-        metrics["auc"] = D.roc_auc(valid_b.label, p)
+        metrics["auc"] = roc_auc(valid_b.label, p)
         metrics["logloss"] = D.log_loss(valid_b.label, p)
     if "history" in res:
         metrics["history"] = res["history"]
@@ -509,7 +510,7 @@ def _cached_model(model_path: str, device: str):
     key = (os.path.abspath(model_path), os.path.getmtime(state_file), device)
     hit = _MODEL_CACHE.get(key)
     if hit is None:
-        dev = D.resolve_device(device)
+        dev = resolve_device(device)
         model, vocab = D.load(model_path, device=dev)
         hit = (model, vocab, dev)
         _MODEL_CACHE.clear()

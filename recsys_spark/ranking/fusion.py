@@ -159,30 +159,3 @@ def final_score(
     log.info("final score defined from %s", [c for c, _ in comps])
     return out
 
-
-def compare_rankings(
-    candidates: DataFrame,
-    truth: DataFrame,
-    test_users: DataFrame,
-    score_cols=("recall_score", "final_score"),
-    k: int = 30,
-) -> dict:
-    """NDCG/recall@k of ranking each user's candidates by each column of ``score_cols``.
-
-    The evidence "recall-only fusion vs with DIN": pass candidates carrying ``recall_score`` and
-    ``final_score`` (from :func:`final_score` with ``din_weight > 0``), the truth of the week and
-    the test users (``user_id, n_truth``) of :mod:`recsys_spark.evaluation.split`.
-
-    Returns
-    -------
-    dict
-        ``{score_col: recsys_spark.evaluation.metrics.ranking_metrics(...)}``.
-    """
-    from ..evaluation.metrics import ranking_metrics
-
-    out = {}
-    for col in score_cols:
-        w = Window.partitionBy("user_id").orderBy(F.col(col).desc_nulls_last(), F.col("track_id"))
-        recs = candidates.withColumn("rank", F.row_number().over(w)).where(F.col("rank") <= k)
-        out[col] = ranking_metrics(recs.select("user_id", "track_id", "rank"), truth, test_users, k)
-    return out

@@ -31,8 +31,8 @@ from training get no factors and therefore no candidates (other channels cover t
 
 Examples
 --------
->>> model = ALSRecall(rank=64, max_iter=10, alpha=20.0, seed=0).fit(interactions)  # doctest: +SKIP
->>> cands = model.recommend(seeds, heard, n=200)  # doctest: +SKIP
+>>> model = ALSRecall(rank=64, max_iter=10, seed=0).fit(ChannelInputs(spark, interactions=inter))  # doctest: +SKIP
+>>> cands = model.recommend(ChannelInputs(spark, users=users, heard=heard), n=200)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ import math
 import threading
 import time
 import uuid
-from typing import Dict, Iterator, Optional, Tuple
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 import numpy as np
 import pandas as pd
@@ -51,19 +51,22 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from .. import schema as C
+from ..common import Timer
+from ..config import ALSConf
 from .base import (
     CANDIDATE_SCHEMA,
     WEIGHTINGS,
-    RecallModel,
-    Timer,
+    ChannelInputs,
+    RecallChannel,
+    RecallChannelModel,
     empty_candidates,
     finalize_candidates,
-    read_metadata,
     user_item_matrix,
-    write_metadata,
 )
 
 log = logging.getLogger(__name__)
+
+_D = ALSConf()  # the one source of default hyper-parameters
 
 USER_IDX = "user_idx"
 ITEM_IDX = "item_idx"
@@ -107,8 +110,10 @@ def index_ids(df: DataFrame, col: str, idx_col: str) -> DataFrame:
     return out
 
 
-class ALSRecall:
+class ALSRecall(RecallChannel):
     """Estimator: implicit-feedback ALS on the weighted user x track matrix.
+
+    Defaults are :class:`recsys_spark.config.ALSConf`'s.
 
     Parameters
     ----------
@@ -130,15 +135,26 @@ class ALSRecall:
         Random seed of the factor initialisation.
     checkpoint_interval : int
         MLlib ``checkpointInterval`` (used only when a checkpoint dir is set).
+    topk : {"faiss", "mllib"}
+        Exact top-K path of :meth:`ALSRecallModel.recommend` (module docstring).
+    topk_batch_size : int
+        Users per faiss search call (``faiss`` only).
     """
 
-    def __init__(self, rank: int = 64, max_iter: int = 10, reg_param: float = 0.05, alpha: float = 20.0,
-                 weighting: str = "log", block_size: int = 4096, num_blocks: int = 0, seed: int = 0,
-                 checkpoint_interval: int = 10):
+    name = "als"
+    conf_class = ALSConf
+    needs = ("interactions",)
+
+    def __init__(self, rank: int = _D.rank, max_iter: int = _D.max_iter, reg_param: float = _D.reg_param,
+                 alpha: float = _D.alpha, weighting: str = _D.weighting, block_size: int = _D.block_size,
+                 num_blocks: int = _D.num_blocks, seed: int = 0, checkpoint_interval: int = 10,
+                 topk: str = _D.topk, topk_batch_size: int = _D.topk_batch_size):
         if weighting not in WEIGHTINGS:
             raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
         if rank < 1 or max_iter < 1:
             raise ValueError("rank and max_iter must be >= 1")
+        if topk not in TOPK_METHODS:
+            raise ValueError(f"topk must be one of {TOPK_METHODS}, got {topk!r}")
         self.rank = int(rank)
         self.max_iter = int(max_iter)
         self.reg_param = float(reg_param)
@@ -148,17 +164,13 @@ class ALSRecall:
         self.num_blocks = int(num_blocks)
         self.seed = int(seed)
         self.checkpoint_interval = int(checkpoint_interval)
+        self.topk = topk
+        self.topk_batch_size = int(topk_batch_size)
 
-    @classmethod
-    def from_conf(cls, conf, seed: int = 0) -> "ALSRecall":
-        """Build from a :class:`recsys_spark.config.ALSConf`."""
-        return cls(rank=conf.rank, max_iter=conf.max_iter, reg_param=conf.reg_param, alpha=conf.alpha,
-                   weighting=conf.weighting, block_size=conf.block_size, num_blocks=conf.num_blocks, seed=seed)
-
-    def params(self) -> dict:
+    def params(self) -> Dict[str, Any]:
         return {"rank": self.rank, "max_iter": self.max_iter, "reg_param": self.reg_param, "alpha": self.alpha,
                 "weighting": self.weighting, "block_size": self.block_size, "num_blocks": self.num_blocks,
-                "seed": self.seed}
+                "seed": self.seed, "topk": self.topk, "topk_batch_size": self.topk_batch_size}
 
     def ratings(self, interactions: DataFrame):
         """Indexed ratings: ``(ratings DataFrame user_idx, item_idx, rating), user index, item index``."""
@@ -170,8 +182,8 @@ class ALSRecall:
                    .select(USER_IDX, ITEM_IDX, F.col("rating").cast("float").alias("rating")))
         return ratings, users, items, ui
 
-    def fit(self, interactions: DataFrame) -> "ALSRecallModel":
-        """Fit ALS on ``interactions`` (the interactions contract).
+    def fit(self, inputs: ChannelInputs) -> "ALSRecallModel":
+        """Fit ALS on ``inputs.interactions`` (the interactions contract).
 
         Returns
         -------
@@ -179,6 +191,7 @@ class ALSRecall:
         """
         from pyspark.ml.recommendation import ALS
 
+        interactions = inputs.interactions
         spark = interactions.sparkSession
         with Timer("als: aggregate + index ids", log) as t_idx:
             ratings, users, items, ui = self.ratings(interactions)
@@ -201,7 +214,7 @@ class ALSRecall:
         return ALSRecallModel(model, users, items, self.params())
 
 
-class ALSRecallModel(RecallModel):
+class ALSRecallModel(RecallChannelModel):
     """Fitted ALS; the ``als`` recall channel.
 
     Attributes
@@ -231,22 +244,18 @@ class ALSRecallModel(RecallModel):
         return self.als_model.userFactors.join(
             self.user_index, F.col("id") == F.col(USER_IDX)).select(C.USER, "features")
 
-    def recommend(self, seeds: DataFrame, heard: Optional[DataFrame], n: int = 200, topk: str = "faiss",
-                  batch_size: int = 1024) -> DataFrame:
-        """Top ``n`` unheard tracks by ``user_factor . item_factor`` for every user in ``seeds``.
+    def recommend(self, inputs: ChannelInputs, n: int) -> DataFrame:
+        """Top ``n`` unheard tracks by ``user_factor . item_factor`` for every user to serve.
 
         Parameters
         ----------
-        seeds : DataFrame
-            Anything with ``user_id`` (seeds or a users table); duplicates are fine.
-        heard : DataFrame or None
-            ``user_id, track_id`` to exclude.
+        inputs : ChannelInputs
+            ``users`` (else the users of ``seeds``); ``heard`` (optional) to exclude.
         n : int
             Candidates per user.
-        topk : {"faiss", "mllib"}
-            Exact top-K path (module docstring); both give the same tracks up to float ties.
-        batch_size : int
-            Users per faiss search call (``faiss`` only).
+
+        The top-K path is the ``topk`` parameter (module docstring; both give the same tracks up
+        to float ties), faiss searching ``topk_batch_size`` users at a time.
 
         Returns
         -------
@@ -257,11 +266,14 @@ class ALSRecallModel(RecallModel):
         """
         if n <= 0:
             raise ValueError(f"n must be positive, got {n}")
-        if topk not in TOPK_METHODS:
-            raise ValueError(f"topk must be one of {TOPK_METHODS}, got {topk!r}")
+        users = inputs.served_users(inputs.seeds)
+        if users is None:
+            raise ValueError("the als channel needs inputs.users or inputs.seeds (who to serve)")
+        topk = self.params.get("topk", _D.topk)
         if topk == "faiss":
-            return self._recommend_faiss(seeds, heard, n, batch_size)
-        return self._recommend_mllib(seeds, heard, n)
+            return self._recommend_faiss(users, inputs.heard, n, int(self.params.get("topk_batch_size",
+                                                                                      _D.topk_batch_size)))
+        return self._recommend_mllib(users, inputs.heard, n)
 
     def _recommend_faiss(self, seeds: DataFrame, heard: Optional[DataFrame], n: int, batch_size: int) -> DataFrame:
         from .faiss_index import heard_lists
@@ -325,26 +337,21 @@ class ALSRecallModel(RecallModel):
         self.user_index.unpersist()
         self.item_index.unpersist()
 
-    def save(self, path: str) -> None:
-        """Write the ALS model, both id indexes and the parameters under ``path`` (overwrites)."""
-        p = path.rstrip("/")
-        spark = self.user_index.sparkSession
-        self.als_model.write().overwrite().save(f"{p}/als")
-        self.user_index.write.mode("overwrite").parquet(f"{p}/user_index")
-        self.item_index.write.mode("overwrite").parquet(f"{p}/item_index")
-        write_metadata(spark, f"{p}/metadata", {"class": "ALSRecallModel", "params": self.params})
+    def _spark(self) -> SparkSession:
+        return self.user_index.sparkSession
+
+    def _save_state(self, path: str) -> None:
+        """The MLlib model under ``path/als`` and both id indexes (parquet)."""
+        self.als_model.write().overwrite().save(f"{path}/als")
+        self.user_index.write.mode("overwrite").parquet(f"{path}/user_index")
+        self.item_index.write.mode("overwrite").parquet(f"{path}/item_index")
 
     @classmethod
-    def load(cls, spark: SparkSession, path: str) -> "ALSRecallModel":
-        """Read a model written by :meth:`save`."""
+    def _load_state(cls, spark: SparkSession, path: str, params: Dict[str, Any]) -> "ALSRecallModel":
         from pyspark.ml.recommendation import ALSModel
 
-        p = path.rstrip("/")
-        meta = read_metadata(spark, f"{p}/metadata")
-        if meta.get("class") != "ALSRecallModel":
-            raise ValueError(f"{path} does not hold an ALSRecallModel (found {meta.get('class')})")
-        return cls(ALSModel.load(f"{p}/als"), spark.read.parquet(f"{p}/user_index"),
-                   spark.read.parquet(f"{p}/item_index"), meta["params"])
+        return cls(ALSModel.load(f"{path}/als"), spark.read.parquet(f"{path}/user_index"),
+                   spark.read.parquet(f"{path}/item_index"), params)
 
 
 _FACTOR_CACHE: Dict[str, Tuple[np.ndarray, Dict[str, int], object]] = {}

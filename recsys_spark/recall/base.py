@@ -1,15 +1,29 @@
 """The contract every recall channel follows, and the helpers that enforce it.
 
-A recall channel is an Estimator / Model pair in the style of ``pyspark.ml``: the Estimator's
-``fit(interactions)`` returns a :class:`RecallModel`, whose ``recommend(seeds, heard, n)`` returns
-candidates with the schema :data:`CANDIDATE_SCHEMA`:
+A recall channel is an Estimator / Model pair in the style of ``pyspark.ml``:
+
+* :class:`ChannelInputs` holds everything any channel may read for week W (lazy DataFrames:
+  ``tracks``, ``interactions``, ``prompts``, ``seeds``, ``heard``, ``users``, the embedding tables
+  and their ``model_version``). Every field but ``spark`` is optional; a channel says which ones it
+  needs (:attr:`RecallChannel.needs`) and :meth:`RecallChannel.missing_inputs` gives the reason to
+  skip it when one is absent.
+* :class:`RecallChannel` (the Estimator) is built from its config dataclass
+  (:meth:`RecallChannel.from_conf`; the config dataclasses of :mod:`recsys_spark.config` are the one
+  source of default hyper-parameters, constructor defaults are read from them) and ``fit(inputs)``
+  returns a :class:`RecallChannelModel`.
+* :class:`RecallChannelModel` (the Model): ``recommend(inputs, n)`` returns candidates with the
+  schema :data:`CANDIDATE_SCHEMA` for the users of ``inputs`` (see :meth:`RecallChannelModel.recommend`);
+  ``save(path)`` / ``load(spark, path)`` are the same for every channel (a JSON metadata document
+  naming the channel and its parameters, plus the channel's own state).
+
+The channels are registered by name in :mod:`recsys_spark.recall.registry`.
 
 =============== ======= ===========================================================
 column          type    meaning
 =============== ======= ===========================================================
 user_id         string  the user
 track_id        string  the candidate track (never in the user's ``heard`` set)
-channel         string  the channel's name (``RecallModel.channel``)
+channel         string  the channel's name (``RecallChannelModel.channel``)
 score           double  channel score, larger is better, never NaN / null; scores of
                         different channels are not comparable (fusion normalises them)
 rank            int     1 = best, contiguous per user, at most ``n`` rows per user
@@ -27,15 +41,20 @@ weighted entry per pair, the input of the collaborative channels.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
+import inspect
 import logging
-import time
-from typing import Optional
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar, Dict, Optional, Tuple
 
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from .. import schema as C
+from ..common import read_metadata, write_metadata
 
 log = logging.getLogger(__name__)
 
@@ -150,75 +169,178 @@ def finalize_candidates(
     return out
 
 
-class RecallModel:
-    """Base class of fitted recall channels (the contract; see the module docstring).
 
-    Subclasses set :attr:`channel` and implement :meth:`recommend`, :meth:`save` and the class
-    method :meth:`load`. A contract test (``tests/recall/test_recall_contract.py``) runs the same
-    checks against every channel model.
+
+# -- the channel contract ----------------------------------------------------------------------
+
+
+@dataclass
+class ChannelInputs:
+    """What any recall channel may read for week W (all DataFrames lazily evaluated).
+
+    Attributes
+    ----------
+    spark : SparkSession
+    week : datetime.date, optional
+        Week start W; every input holds only what happened before W.
+    tracks : DataFrame, optional
+        The catalog (``tracks`` table columns).
+    interactions : DataFrame, optional
+        The interactions contract (``user_id, track_id, event_ts, weight``, ...).
+    prompts : DataFrame, optional
+        ``prompt_id, user_id, created_at`` (the ``user_prompts`` table).
+    seeds : DataFrame, optional
+        The seeds contract (``user_id, track_id, weight, recency, seed_rank``).
+    heard : DataFrame, optional
+        ``user_id, track_id`` never to recommend.
+    users : DataFrame, optional
+        ``user_id`` of the users to serve. The other user-keyed inputs (seeds, prompts, heard)
+        hold no other users (:meth:`for_users` restricts them); ``None`` = every user in them.
+    track_embeddings, prompt_embeddings : DataFrame, optional
+        The CLAP embedding tables (``None`` when embeddings are disabled or the data set has none).
+    model_version : str, optional
+        The CLAP model version to read from the embedding tables.
+    """
+
+    spark: SparkSession
+    week: Optional[dt.date] = None
+    tracks: Optional[DataFrame] = None
+    interactions: Optional[DataFrame] = None
+    prompts: Optional[DataFrame] = None
+    seeds: Optional[DataFrame] = None
+    heard: Optional[DataFrame] = None
+    users: Optional[DataFrame] = None
+    track_embeddings: Optional[DataFrame] = None
+    prompt_embeddings: Optional[DataFrame] = None
+    model_version: Optional[str] = None
+
+    def for_users(self, users: DataFrame) -> "ChannelInputs":
+        """A copy serving only ``users`` (``user_id``): seeds and prompts restricted with a semi join.
+
+        ``heard`` and ``interactions`` are kept whole (the models train on everyone; excluding
+        other users' heard tracks costs nothing)."""
+        u = users.select(C.USER).distinct()
+
+        def only(df):
+            return None if df is None else df.join(u, C.USER, "left_semi")
+
+        return dataclasses.replace(self, users=u, seeds=only(self.seeds), prompts=only(self.prompts))
+
+    def served_users(self, fallback: Optional[DataFrame] = None) -> Optional[DataFrame]:
+        """``user_id`` of the users to serve: ``users``, else the distinct users of ``fallback``."""
+        if self.users is not None:
+            return self.users.select(C.USER).distinct()
+        return None if fallback is None else fallback.select(C.USER).distinct()
+
+
+class ChannelUnavailable(ValueError):
+    """A channel cannot run on these inputs (e.g. no embedding of the requested model version);
+    the message is the reason to log. Callers skip the channel instead of failing."""
+
+
+_NOT_PARAMS = ("enabled", "candidates")  # config fields that are not estimator parameters
+#: how a missing input is named in a skip reason
+INPUT_NAMES = {"tracks": "track catalog (tracks)", "track_embeddings": "audio embeddings (track_embeddings)",
+               "prompt_embeddings": "text embeddings (prompt_embeddings)", "prompts": "user prompts (prompts)"}
+
+
+class RecallChannel(ABC):
+    """Estimator of a recall channel (see the module docstring).
+
+    Subclasses set :attr:`name`, :attr:`conf_class` (the config dataclass whose field defaults are
+    the constructor's defaults), :attr:`needs`, and implement :meth:`fit` and :meth:`params`.
+    """
+
+    #: channel name (the ``channel`` column, the registry key, ``recall.<name>`` stage)
+    name: ClassVar[str]
+    #: config dataclass of the channel (:mod:`recsys_spark.config`)
+    conf_class: ClassVar[type]
+    #: :class:`ChannelInputs` fields that ``fit`` and ``recommend`` read (``heard`` is optional)
+    needs: ClassVar[Tuple[str, ...]] = ()
+
+    @classmethod
+    def from_conf(cls, conf: Any = None, seed: int = 0, **overrides) -> "RecallChannel":
+        """Build from the channel's config dataclass (``None``: its defaults).
+
+        Every field of ``conf`` except ``enabled`` and ``candidates`` (the caller's ``n``) is a
+        constructor parameter of the same name; ``seed`` is the run's seed unless the conf has its
+        own ``seed`` field; ``overrides`` (constructor parameters) win over both.
+        """
+        conf = cls.conf_class() if conf is None else conf
+        accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
+        kwargs: Dict[str, Any] = {"seed": seed} if "seed" in accepted else {}
+        for f in dataclasses.fields(conf):
+            if f.name not in _NOT_PARAMS and f.name in accepted:
+                kwargs[f.name] = getattr(conf, f.name)
+        unknown = set(overrides) - accepted
+        if unknown:
+            raise TypeError(f"{cls.__name__} has no parameter(s) {sorted(unknown)}; known: {sorted(accepted)}")
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+    def missing_inputs(self, inputs: ChannelInputs) -> Optional[str]:
+        """Why this channel cannot run on ``inputs`` (``None``: it can). Cheap: no Spark job."""
+        absent = [INPUT_NAMES.get(f, f) for f in self.needs if getattr(inputs, f) is None]
+        return f"no {', '.join(absent)}" if absent else None
+
+    @abstractmethod
+    def params(self) -> Dict[str, Any]:
+        """The estimator's parameters (saved with the model)."""
+
+    @abstractmethod
+    def fit(self, inputs: ChannelInputs) -> "RecallChannelModel":
+        """Fit on ``inputs``; raises :class:`ChannelUnavailable` when they hold nothing to fit on."""
+
+
+class RecallChannelModel(ABC):
+    """A fitted recall channel: one ``recommend`` signature and one save / load for all channels.
+
+    Subclasses set :attr:`channel`, hold ``params`` (a dict) and implement :meth:`recommend`,
+    :meth:`_save_state` and :meth:`_load_state`. A contract test
+    (``tests/recall/test_recall_contract.py``) runs the same checks on every channel.
     """
 
     #: value of the ``channel`` column of this model's candidates
-    channel: str = "recall"
+    channel: ClassVar[str]
+    params: Dict[str, Any]
 
-    def recommend(self, seeds: DataFrame, heard: Optional[DataFrame], n: int = 200) -> DataFrame:
-        """Candidates for every user in ``seeds`` (schema :data:`CANDIDATE_SCHEMA`).
+    @abstractmethod
+    def recommend(self, inputs: ChannelInputs, n: int) -> DataFrame:
+        """Candidates for the users of ``inputs`` (:data:`CANDIDATE_SCHEMA`): at most ``n`` per user,
+        ranks 1..k contiguous, never a track of ``inputs.heard``. Users the channel knows nothing
+        about (no seeds, no factors, no prompts) get no rows."""
 
-        Parameters
-        ----------
-        seeds : DataFrame
-            At least ``user_id``; seed-based channels also read ``track_id, weight, recency``.
-        heard : DataFrame or None
-            ``user_id, track_id`` to exclude.
-        n : int
-            Maximum candidates per user.
-        """
-        raise NotImplementedError
+    def unpersist(self) -> None:
+        """Release cached state (no-op unless the model caches)."""
 
+    # -- one save / load for every channel ------------------------------------------------------
     def save(self, path: str) -> None:
-        """Persist the model under ``path`` (any Hadoop-compatible URI); overwrites."""
-        raise NotImplementedError
+        """Persist under ``path`` (any Hadoop-compatible URI; overwrites): the channel's state and
+        ``metadata`` (``{"class", "channel", "params"}``)."""
+        p = path.rstrip("/")
+        self._save_state(p)
+        write_metadata(self._spark(), f"{p}/metadata",
+                       {"class": type(self).__name__, "channel": self.channel, "params": self.params})
 
     @classmethod
-    def load(cls, spark: SparkSession, path: str) -> "RecallModel":
-        """Load a model written by :meth:`save`."""
-        raise NotImplementedError
+    def load(cls, spark: SparkSession, path: str) -> "RecallChannelModel":
+        """Load a model written by :meth:`save` (refuses another channel's model)."""
+        p = path.rstrip("/")
+        meta = read_metadata(spark, f"{p}/metadata")
+        if meta.get("class") != cls.__name__:
+            raise ValueError(f"{path} does not hold a {cls.__name__} (found {meta.get('class')})")
+        return cls._load_state(spark, p, meta["params"])
 
+    @abstractmethod
+    def _spark(self) -> SparkSession:
+        """The session the model's state lives in."""
 
-# -- small shared utilities -------------------------------------------------------------------
+    @abstractmethod
+    def _save_state(self, path: str) -> None:
+        """Write the channel's own state under ``path`` (not ``path/metadata``)."""
 
+    @classmethod
+    @abstractmethod
+    def _load_state(cls, spark: SparkSession, path: str, params: Dict[str, Any]) -> "RecallChannelModel":
+        """Read what :meth:`_save_state` wrote."""
 
-def write_metadata(spark: SparkSession, path: str, meta: dict) -> None:
-    """Write a small JSON metadata document next to a model (works on any Hadoop path)."""
-    import json
-
-    spark.createDataFrame([(json.dumps(meta, sort_keys=True),)], "json string").coalesce(1) \
-        .write.mode("overwrite").text(path)
-
-
-def read_metadata(spark: SparkSession, path: str) -> dict:
-    """Read what :func:`write_metadata` wrote."""
-    import json
-
-    row = spark.read.text(path).first()
-    if row is None:
-        raise FileNotFoundError(f"no model metadata under {path}")
-    return json.loads(row[0])
-
-
-class Timer:
-    """Context manager logging a step's wall time: ``with Timer("fit neighbours"): ...``."""
-
-    def __init__(self, what: str, logger: logging.Logger = log):
-        self.what = what
-        self.logger = logger
-        self.seconds = 0.0
-
-    def __enter__(self):
-        self._t0 = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc):
-        self.seconds = time.perf_counter() - self._t0
-        self.logger.info("%s: %.2fs", self.what, self.seconds)
-        return False

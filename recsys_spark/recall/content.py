@@ -18,24 +18,28 @@ Seed weights (``seed_weighting``):
 
 Examples
 --------
->>> model = ContentRecall(n_seeds=20, index="flat").fit(track_embeddings, tracks)  # doctest: +SKIP
->>> cands = model.recommend(seeds, heard, n=100)                                  # doctest: +SKIP
+>>> inputs = ChannelInputs(spark, tracks=tracks, seeds=seeds, heard=heard,
+...                        track_embeddings=track_embeddings, model_version=version)  # doctest: +SKIP
+>>> cands = ContentRecall(n_seeds=20, index="flat").fit(inputs).recommend(inputs, n=100)  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Optional
+from typing import Any, Dict, Optional
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from .base import RecallModel, Timer, empty_candidates, read_metadata, write_metadata
+from ..common import Timer
+from ..config import ContentConf
+from .base import ChannelInputs, RecallChannel, RecallChannelModel
 from .faiss_index import INDEX_KINDS, ShippedIndex, TrackIndex, heard_lists, search_users
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "content"
+_D = ContentConf()  # the one source of default hyper-parameters
 SEED_WEIGHTINGS = ("recency_log_weight", "recency", "uniform")
 
 
@@ -80,8 +84,11 @@ def select_vectors(embeddings: DataFrame, model_version: Optional[str] = None, i
     return df
 
 
-class ContentRecall:
+class ContentRecall(RecallChannel):
     """Estimator: builds the faiss index of track audio embeddings.
+
+    Defaults are :class:`recsys_spark.config.ContentConf`'s. Reads ``inputs.track_embeddings`` of
+    ``inputs.model_version``, restricted to ``inputs.tracks`` when given.
 
     Parameters
     ----------
@@ -95,13 +102,15 @@ class ContentRecall:
         Users per faiss search call.
     seed : int
         IVF k-means seed.
-    model_version : str, optional
-        CLAP model version to read from the embedding table.
     """
 
-    def __init__(self, n_seeds: int = 20, index: str = "flat", ivf_nlist: int = 256, ivf_nprobe: int = 16,
-                 hnsw_m: int = 32, hnsw_ef_search: int = 128, seed_weighting: str = "recency_log_weight",
-                 batch_size: int = 2048, seed: int = 0, model_version: Optional[str] = None):
+    name = CHANNEL
+    conf_class = ContentConf
+    needs = ("track_embeddings", "seeds")
+
+    def __init__(self, n_seeds: int = _D.n_seeds, index: str = _D.index, ivf_nlist: int = _D.ivf_nlist,
+                 ivf_nprobe: int = _D.ivf_nprobe, hnsw_m: int = _D.hnsw_m, hnsw_ef_search: int = _D.hnsw_ef_search,
+                 seed_weighting: str = _D.seed_weighting, batch_size: int = _D.batch_size, seed: int = _D.seed):
         if index not in INDEX_KINDS:
             raise ValueError(f"index must be one of {INDEX_KINDS}, got {index!r}")
         if seed_weighting not in SEED_WEIGHTINGS:
@@ -109,27 +118,23 @@ class ContentRecall:
         self.n_seeds, self.index = int(n_seeds), index
         self.ivf_nlist, self.ivf_nprobe, self.hnsw_m, self.hnsw_ef_search = ivf_nlist, ivf_nprobe, hnsw_m, hnsw_ef_search
         self.seed_weighting, self.batch_size, self.seed = seed_weighting, int(batch_size), int(seed)
-        self.model_version = model_version
 
-    def _params(self) -> dict:
+    def params(self) -> Dict[str, Any]:
         return dict(n_seeds=self.n_seeds, index=self.index, ivf_nlist=self.ivf_nlist, ivf_nprobe=self.ivf_nprobe,
                     hnsw_m=self.hnsw_m, hnsw_ef_search=self.hnsw_ef_search, seed_weighting=self.seed_weighting,
-                    batch_size=self.batch_size, seed=self.seed, model_version=self.model_version)
+                    batch_size=self.batch_size, seed=self.seed)
 
-    def build_index(self, track_embeddings: DataFrame, tracks: Optional[DataFrame] = None) -> TrackIndex:
-        vecs = select_vectors(track_embeddings, self.model_version, tracks=tracks)
-        return TrackIndex.from_dataframe(vecs, kind=self.index, nlist=self.ivf_nlist, nprobe=self.ivf_nprobe,
-                                         hnsw_m=self.hnsw_m, ef_search=self.hnsw_ef_search, seed=self.seed)
-
-    def fit(self, track_embeddings: DataFrame, tracks: Optional[DataFrame] = None) -> "ContentRecallModel":
-        """Index ``track_embeddings`` (``track_id, model_version, embedding``), restricted to the
-        ``tracks`` catalog (``track_id``) when given. Raises ``ValueError`` when nothing is left."""
+    def fit(self, inputs: ChannelInputs) -> "ContentRecallModel":
+        """Index the track embeddings; :class:`~recsys_spark.recall.base.ChannelUnavailable` when
+        none is left (no embedding of ``model_version`` among the catalog's tracks)."""
+        vecs = select_vectors(inputs.track_embeddings, inputs.model_version, tracks=inputs.tracks)
         with Timer("content: build faiss index", log):
-            idx = self.build_index(track_embeddings, tracks)
-        return ContentRecallModel(track_embeddings.sparkSession, idx, self._params())
+            idx = TrackIndex.from_dataframe(vecs, kind=self.index, nlist=self.ivf_nlist, nprobe=self.ivf_nprobe,
+                                            hnsw_m=self.hnsw_m, ef_search=self.hnsw_ef_search, seed=self.seed)
+        return ContentRecallModel(inputs.spark, idx, {**self.params(), "model_version": inputs.model_version})
 
 
-class ContentRecallModel(RecallModel):
+class ContentRecallModel(RecallChannelModel):
     """Fitted content channel (see module docstring)."""
 
     channel = CHANNEL
@@ -146,16 +151,14 @@ class ContentRecallModel(RecallModel):
             self._shipped = ShippedIndex(self.spark, self.track_index)
         return self._shipped
 
-    def recommend(self, seeds: DataFrame, heard: Optional[DataFrame], n: int = 100) -> DataFrame:
+    def recommend(self, inputs: ChannelInputs, n: int) -> DataFrame:
         """Candidates for every user with at least one embedded seed of positive weight.
 
         Parameters
         ----------
-        seeds : DataFrame
-            The seeds contract: ``user_id, track_id, weight, recency, seed_rank`` (``recency`` and
-            ``seed_rank`` optional).
-        heard : DataFrame or None
-            ``user_id, track_id`` never to return.
+        inputs : ChannelInputs
+            ``seeds`` (the seeds contract: ``user_id, track_id, weight, recency, seed_rank``;
+            ``recency`` and ``seed_rank`` optional) and ``heard`` (optional, never returned).
         n : int
 
         Returns
@@ -166,32 +169,24 @@ class ContentRecallModel(RecallModel):
             at most ``n`` rows per user, none heard.
         """
         p = self.params
-        q = seed_lists(seeds, p["n_seeds"], p["seed_weighting"])
-        h = heard_lists(heard)
+        q = seed_lists(inputs.seeds, p["n_seeds"], p["seed_weighting"])
+        h = heard_lists(inputs.heard)
         q = q.join(h, "user_id", "left") if h is not None else q.withColumn("heard", F.lit(None).cast("array<string>"))
         q = q.withColumn("extra", F.lit(None).cast("array<struct<w:double,embedding:array<float>>>"))
         return search_users(q, self.shipped, n, CHANNEL, seed_weight=1.0, extra_weight=0.0, attribute_seed=True,
                             batch_size=p["batch_size"])
 
-    def save(self, path: str) -> None:
-        self.track_index.save(self.spark, path.rstrip("/") + "/index")
-        write_metadata(self.spark, path.rstrip("/") + "/metadata", {"channel": CHANNEL, "params": self.params})
+    def unpersist(self) -> None:
+        if self._shipped is not None:
+            self._shipped.unpersist()
+            self._shipped = None
+
+    def _spark(self) -> SparkSession:
+        return self.spark
+
+    def _save_state(self, path: str) -> None:
+        self.track_index.save(self.spark, f"{path}/index")
 
     @classmethod
-    def load(cls, spark: SparkSession, path: str) -> "ContentRecallModel":
-        meta = read_metadata(spark, path.rstrip("/") + "/metadata")
-        return cls(spark, TrackIndex.load(spark, path.rstrip("/") + "/index"), meta["params"])
-
-
-def content_candidates(spark: SparkSession, seeds: DataFrame, heard: Optional[DataFrame],
-                       track_embeddings: DataFrame, tracks: Optional[DataFrame] = None, n: int = 100,
-                       model_version: Optional[str] = None, **params) -> DataFrame:
-    """One-call channel for the pipeline: fit + recommend, or empty candidates (logged) when
-    there are no track embeddings for ``model_version``."""
-    est = ContentRecall(model_version=model_version, **params)
-    try:
-        model = est.fit(track_embeddings, tracks)
-    except ValueError as exc:
-        log.warning("content channel skipped: %s", exc)
-        return empty_candidates(spark)
-    return model.recommend(seeds, heard, n)
+    def _load_state(cls, spark: SparkSession, path: str, params: Dict[str, Any]) -> "ContentRecallModel":
+        return cls(spark, TrackIndex.load(spark, f"{path}/index"), params)

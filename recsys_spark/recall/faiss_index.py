@@ -32,7 +32,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from .base import CANDIDATE_SCHEMA
+from .base import CANDIDATE_SCHEMA, ChannelUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ class TrackIndex:
         pdf = df.select(F.col(id_col).cast("string").alias("id"), F.col(vec_col).alias("v")).toPandas()
         pdf = pdf.dropna().sort_values("id", kind="mergesort")
         if pdf.empty:
-            raise ValueError("no track vectors to index")
+            raise ChannelUnavailable("no track vectors to index")
         dims = pdf["v"].map(len)
         if dims.nunique() != 1:
             raise ValueError(f"track vectors have mixed dimensions {sorted(dims.unique())[:5]}")

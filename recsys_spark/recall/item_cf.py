@@ -45,16 +45,16 @@ How it scales (no dense matrices, nothing collected to the driver)
 
 Examples
 --------
->>> model = ItemCF(k=50, similarity="cosine").fit(interactions)  # doctest: +SKIP
+>>> model = ItemCF(k=50, similarity="cosine").fit(ChannelInputs(spark, interactions=inter))  # doctest: +SKIP
 >>> model.neighbors.show()  # doctest: +SKIP
->>> cands = model.recommend(seeds, heard, n=200, per_seed=5)  # doctest: +SKIP
+>>> cands = model.recommend(ChannelInputs(spark, seeds=seeds, heard=heard), n=200)  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from typing import Iterable, Optional
+from typing import Any, Dict
 
 import numpy as np
 import pandas as pd
@@ -63,19 +63,21 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from .. import schema as C
+from ..common import Timer
+from ..config import ItemCFConf
 from .base import (
     WEIGHTINGS,
-    RecallModel,
-    Timer,
+    ChannelInputs,
+    RecallChannel,
+    RecallChannelModel,
     finalize_candidates,
-    read_metadata,
     transform_weight,
     user_item_matrix,
-    write_metadata,
 )
 
 log = logging.getLogger(__name__)
 
+_D = ItemCFConf()  # the one source of default hyper-parameters
 SIMILARITIES = ("cosine", "bm25", "tfidf")
 
 NEIGHBORS_SCHEMA = T.StructType([
@@ -175,8 +177,10 @@ def topk_rows(
 # --------------------------------------------------------------------------------------------
 
 
-class ItemCF:
+class ItemCF(RecallChannel):
     """Estimator of item-item neighbours (see the module docstring for the maths and the bounds).
+
+    Defaults are :class:`recsys_spark.config.ItemCFConf`'s.
 
     Parameters
     ----------
@@ -199,28 +203,38 @@ class ItemCF:
         Tracks whose rows of ``X^T X`` are computed at once inside a block.
     seed : int
         Seed of the track-to-block hash (results do not depend on it; only the work layout does).
+    per_seed : int
+        Neighbours used per seed when recommending.
+    n_seeds : int
+        Seeds per user used when recommending (by ``seed_rank``, when the seeds have it).
     """
+
+    name = "item_cf"
+    conf_class = ItemCFConf
+    needs = ("interactions", "seeds")
 
     def __init__(
         self,
-        k: int = 100,
-        similarity: str = "cosine",
-        min_support: int = 2,
-        max_items_per_user: int = 200,
-        weighting: str = "log",
-        shrinkage: float = 0.0,
-        bm25_k1: float = 1.2,
-        bm25_b: float = 0.75,
-        num_blocks: int = 0,
+        k: int = _D.k,
+        similarity: str = _D.similarity,
+        min_support: int = _D.min_support,
+        max_items_per_user: int = _D.max_items_per_user,
+        weighting: str = _D.weighting,
+        shrinkage: float = _D.shrinkage,
+        bm25_k1: float = _D.bm25_k1,
+        bm25_b: float = _D.bm25_b,
+        num_blocks: int = _D.num_blocks,
         chunk_items: int = 512,
         seed: int = 0,
+        per_seed: int = _D.per_seed,
+        n_seeds: int = _D.n_seeds,
     ):
         if similarity not in SIMILARITIES:
             raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
         if weighting not in WEIGHTINGS:
             raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
-        if k < 1 or min_support < 1 or max_items_per_user < 2:
-            raise ValueError("k and min_support must be >= 1 and max_items_per_user >= 2")
+        if k < 1 or min_support < 1 or max_items_per_user < 2 or per_seed < 1 or n_seeds < 1:
+            raise ValueError("k, min_support, per_seed and n_seeds must be >= 1 and max_items_per_user >= 2")
         self.k = int(k)
         self.similarity = similarity
         self.min_support = int(min_support)
@@ -232,21 +246,16 @@ class ItemCF:
         self.num_blocks = int(num_blocks)
         self.chunk_items = int(chunk_items)
         self.seed = int(seed)
+        self.per_seed = int(per_seed)
+        self.n_seeds = int(n_seeds)
 
-    @classmethod
-    def from_conf(cls, conf, seed: int = 0) -> "ItemCF":
-        """Build from a :class:`recsys_spark.config.ItemCFConf` (jobs call this, not the library)."""
-        return cls(k=conf.k, similarity=conf.similarity, min_support=conf.min_support,
-                   max_items_per_user=conf.max_items_per_user, weighting=conf.weighting,
-                   shrinkage=conf.shrinkage, bm25_k1=conf.bm25_k1, bm25_b=conf.bm25_b,
-                   num_blocks=getattr(conf, "num_blocks", 0), seed=seed)
-
-    def params(self) -> dict:
+    def params(self) -> Dict[str, Any]:
         return {
             "k": self.k, "similarity": self.similarity, "min_support": self.min_support,
             "max_items_per_user": self.max_items_per_user, "weighting": self.weighting,
             "shrinkage": self.shrinkage, "bm25_k1": self.bm25_k1, "bm25_b": self.bm25_b,
             "num_blocks": self.num_blocks, "chunk_items": self.chunk_items, "seed": self.seed,
+            "per_seed": self.per_seed, "n_seeds": self.n_seeds,
         }
 
     # -- steps ---------------------------------------------------------------------------------
@@ -292,13 +301,13 @@ class ItemCF:
         norms = df.groupBy(C.TRACK).agg(F.sqrt(F.sum(F.col("v") * F.col("v"))).alias("norm"))
         return df.join(norms, C.TRACK)
 
-    def fit(self, interactions: DataFrame) -> "ItemCFModel":
-        """Compute the top-K neighbours of every track.
+    def fit(self, inputs: ChannelInputs) -> "ItemCFModel":
+        """Compute the top-K neighbours of every track from ``inputs.interactions``.
 
         Parameters
         ----------
-        interactions : DataFrame
-            The interactions contract (``user_id, track_id, event_ts, weight``, ...).
+        inputs : ChannelInputs
+            ``interactions`` (the interactions contract: ``user_id, track_id, event_ts, weight``, ...).
 
         Returns
         -------
@@ -306,6 +315,7 @@ class ItemCF:
             Holding ``neighbors`` (persisted): ``track_id string, neighbor_id string,
             score double, rank int`` (rank 1..K per track; ``track_id != neighbor_id``).
         """
+        interactions = inputs.interactions
         spark = interactions.sparkSession
         with Timer("item_cf: prepare weighted matrix", log) as t_prep:
             wm = self.weighted_matrix(self.capped_matrix(interactions)).persist()
@@ -351,7 +361,7 @@ class ItemCF:
 # --------------------------------------------------------------------------------------------
 
 
-class ItemCFModel(RecallModel):
+class ItemCFModel(RecallChannelModel):
     """Fitted item-item neighbours; the ``item_cf`` recall channel.
 
     Attributes
@@ -360,7 +370,8 @@ class ItemCFModel(RecallModel):
         ``track_id string, neighbor_id string, score double, rank int`` (``tables.ITEM_NEIGHBORS``
         without ``week_start``).
     params : dict
-        The estimator's parameters (``weighting`` is reused to weight seeds).
+        The estimator's parameters (``weighting`` is reused to weight seeds; ``per_seed`` and
+        ``n_seeds`` are used when recommending).
     """
 
     channel = "item_cf"
@@ -369,9 +380,8 @@ class ItemCFModel(RecallModel):
         self.neighbors = neighbors
         self.params = dict(params)
 
-    def recommend(self, seeds: DataFrame, heard: Optional[DataFrame], n: int = 200,
-                  per_seed: int = 5) -> DataFrame:
-        """Candidates from the top ``per_seed`` neighbours of each seed.
+    def recommend(self, inputs: ChannelInputs, n: int) -> DataFrame:
+        """Candidates from the top ``per_seed`` neighbours of each of a user's ``n_seeds`` seeds.
 
         ``score(u, t) = sum over seeds s of sim(s, t) * w(s) * recency(s)`` where ``w`` is the
         seed's summed weight through the model's weighting (log1p / raw / binary) and
@@ -381,20 +391,21 @@ class ItemCFModel(RecallModel):
 
         Parameters
         ----------
-        seeds : DataFrame
-            ``user_id, track_id`` and optionally ``weight``, ``recency`` (history contract).
-        heard : DataFrame or None
-            ``user_id, track_id`` to exclude.
+        inputs : ChannelInputs
+            ``seeds``: ``user_id, track_id`` and optionally ``weight``, ``recency``, ``seed_rank``
+            (history contract); ``heard`` (optional): ``user_id, track_id`` to exclude.
         n : int
             Candidates per user (at most).
-        per_seed : int
-            Neighbours used per seed.
 
         Returns
         -------
         DataFrame
             :data:`recsys_spark.recall.base.CANDIDATE_SCHEMA` with ``channel = "item_cf"``.
         """
+        seeds, heard = inputs.seeds, inputs.heard
+        per_seed = int(self.params.get("per_seed", _D.per_seed))
+        if "seed_rank" in seeds.columns:
+            seeds = seeds.where(F.col("seed_rank") <= int(self.params.get("n_seeds", _D.n_seeds)))
         w = (transform_weight(F.col(C.WEIGHT), self.params.get("weighting", "log"))
              if C.WEIGHT in seeds.columns else F.lit(1.0))
         rec = F.col("recency").cast("double") if "recency" in seeds.columns else F.lit(1.0)
@@ -411,20 +422,16 @@ class ItemCFModel(RecallModel):
             exclude = exclude.unionByName(heard.select(C.USER, C.TRACK))
         return finalize_candidates(scored, exclude, n, self.channel)
 
-    def save(self, path: str) -> None:
-        """Write ``neighbors`` (parquet) and the parameters under ``path`` (overwrites)."""
-        spark = self.neighbors.sparkSession
-        self.neighbors.write.mode("overwrite").parquet(f"{path.rstrip('/')}/neighbors")
-        write_metadata(spark, f"{path.rstrip('/')}/metadata", {"class": "ItemCFModel", "params": self.params})
+    def _spark(self) -> SparkSession:
+        return self.neighbors.sparkSession
+
+    def _save_state(self, path: str) -> None:
+        """``neighbors`` as parquet under ``path/neighbors``."""
+        self.neighbors.write.mode("overwrite").parquet(f"{path}/neighbors")
 
     @classmethod
-    def load(cls, spark: SparkSession, path: str) -> "ItemCFModel":
-        """Read a model written by :meth:`save`."""
-        meta = read_metadata(spark, f"{path.rstrip('/')}/metadata")
-        if meta.get("class") != "ItemCFModel":
-            raise ValueError(f"{path} does not hold an ItemCFModel (found {meta.get('class')})")
-        nb = spark.read.schema(NEIGHBORS_SCHEMA).parquet(f"{path.rstrip('/')}/neighbors")
-        return cls(nb, meta["params"])
+    def _load_state(cls, spark: SparkSession, path: str, params: Dict[str, Any]) -> "ItemCFModel":
+        return cls(spark.read.schema(NEIGHBORS_SCHEMA).parquet(f"{path}/neighbors"), params)
 
     def unpersist(self) -> None:
         self.neighbors.unpersist()

@@ -13,21 +13,24 @@ them use that one. ``seed_track_id`` is null.
 
 Examples
 --------
->>> model = PromptRecall(max_prompts=20).fit(track_embeddings, tracks)               # doctest: +SKIP
->>> cands = model.recommend(seeds, heard, n=100, prompts=user_prompts,
-...                         prompt_embeddings=prompt_embeddings, week=week)            # doctest: +SKIP
+>>> inputs = ChannelInputs(spark, week=week, tracks=tracks, prompts=user_prompts, heard=heard,
+...                        track_embeddings=track_embeddings, prompt_embeddings=prompt_embeddings,
+...                        model_version=version)                                     # doctest: +SKIP
+>>> cands = PromptRecall(max_prompts=20).fit(inputs).recommend(inputs, n=100)      # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import Optional
+from typing import Any, Dict, Optional
 
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from .base import RecallModel, Timer, empty_candidates, read_metadata, write_metadata
+from ..common import Timer
+from ..config import ContentConf, PromptConf
+from .base import ChannelInputs, RecallChannel, RecallChannelModel
 from .content import SEED_WEIGHTINGS, seed_lists, select_vectors
 from .faiss_index import INDEX_KINDS, ShippedIndex, TrackIndex, heard_lists, search_users
 
@@ -35,6 +38,8 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "prompt"
 TARGETS = ("audio", "track_prompt")
+_D = PromptConf()  # the one source of default hyper-parameters
+_DC = ContentConf()  # defaults of the index / history-vector parameters shared with the content channel
 
 
 def prompt_lists(prompts: DataFrame, prompt_embeddings: DataFrame, week: dt.date, max_prompts: int,
@@ -56,8 +61,11 @@ def prompt_lists(prompts: DataFrame, prompt_embeddings: DataFrame, week: dt.date
     return joined.groupBy("user_id").agg(F.collect_list(F.struct("w", "embedding")).alias("extra"))
 
 
-class PromptRecall:
+class PromptRecall(RecallChannel):
     """Estimator: builds the faiss index the prompt vectors are searched against.
+
+    Defaults are :class:`recsys_spark.config.PromptConf`'s (the index and history-vector
+    parameters: :class:`~recsys_spark.config.ContentConf`'s).
 
     Parameters
     ----------
@@ -67,20 +75,23 @@ class PromptRecall:
     history_weight : float
         In [0, 1]; weight of the audio-history vector when combining.
     target : {"audio", "track_prompt"}
-        Which track vectors to index (see module docstring).
+        Which track vectors to index (see module docstring): ``inputs.track_embeddings`` or the
+        ``track_prompt`` rows of ``inputs.prompt_embeddings``.
     n_seeds, seed_weighting
         History vector (only with ``combine_with_history``), as in the content channel.
     index, ivf_nlist, ivf_nprobe, hnsw_m, hnsw_ef_search, batch_size, seed
         As in :class:`~recsys_spark.recall.content.ContentRecall`.
-    model_version : str, optional
-        CLAP model version of both the track and the prompt embeddings.
     """
 
-    def __init__(self, max_prompts: int = 20, half_life_days: float = 30.0, combine_with_history: bool = False,
-                 history_weight: float = 0.5, target: str = "audio", n_seeds: int = 20,
-                 seed_weighting: str = "recency_log_weight", index: str = "flat", ivf_nlist: int = 256,
-                 ivf_nprobe: int = 16, hnsw_m: int = 32, hnsw_ef_search: int = 128, batch_size: int = 2048,
-                 seed: int = 0, model_version: Optional[str] = None):
+    name = CHANNEL
+    conf_class = PromptConf
+
+    def __init__(self, max_prompts: int = _D.max_prompts, half_life_days: float = _D.half_life_days,
+                 combine_with_history: bool = _D.combine_with_history, history_weight: float = _D.history_weight,
+                 target: str = _D.target, n_seeds: int = _DC.n_seeds, seed_weighting: str = _DC.seed_weighting,
+                 index: str = _DC.index, ivf_nlist: int = _DC.ivf_nlist, ivf_nprobe: int = _DC.ivf_nprobe,
+                 hnsw_m: int = _DC.hnsw_m, hnsw_ef_search: int = _DC.hnsw_ef_search,
+                 batch_size: int = _DC.batch_size, seed: int = _DC.seed):
         if target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
         if index not in INDEX_KINDS:
@@ -91,36 +102,38 @@ class PromptRecall:
             raise ValueError(f"history_weight must be in [0, 1], got {history_weight}")
         if half_life_days <= 0 or max_prompts <= 0:
             raise ValueError("half_life_days and max_prompts must be positive")
-        self.params = dict(max_prompts=int(max_prompts), half_life_days=float(half_life_days),
-                           combine_with_history=bool(combine_with_history), history_weight=float(history_weight),
-                           target=target, n_seeds=int(n_seeds), seed_weighting=seed_weighting, index=index,
-                           ivf_nlist=ivf_nlist, ivf_nprobe=ivf_nprobe, hnsw_m=hnsw_m, hnsw_ef_search=hnsw_ef_search,
-                           batch_size=int(batch_size), seed=int(seed), model_version=model_version)
+        self._params = dict(max_prompts=int(max_prompts), half_life_days=float(half_life_days),
+                            combine_with_history=bool(combine_with_history), history_weight=float(history_weight),
+                            target=target, n_seeds=int(n_seeds), seed_weighting=seed_weighting, index=index,
+                            ivf_nlist=ivf_nlist, ivf_nprobe=ivf_nprobe, hnsw_m=hnsw_m, hnsw_ef_search=hnsw_ef_search,
+                            batch_size=int(batch_size), seed=int(seed))
 
-    def fit(self, track_vectors: DataFrame, tracks: Optional[DataFrame] = None) -> "PromptRecallModel":
-        """Index the track vectors.
+    def params(self) -> Dict[str, Any]:
+        return dict(self._params)
 
-        Parameters
-        ----------
-        track_vectors : DataFrame
-            ``target="audio"``: the ``track_embeddings`` table; ``target="track_prompt"``: the
-            ``prompt_embeddings`` table (rows of kind ``track_prompt`` are used, ``id`` = track).
-        tracks : DataFrame, optional
-            The week's catalog (``track_id``) to restrict the index to.
-        """
-        p = self.params
+    @property
+    def needs(self):
+        vectors = "track_embeddings" if self._params["target"] == "audio" else "prompt_embeddings"
+        return ("week", "prompts", "prompt_embeddings", vectors)
+
+    def fit(self, inputs: ChannelInputs) -> "PromptRecallModel":
+        """Index the track vectors of ``inputs.model_version`` (restricted to ``inputs.tracks``):
+        ``target="audio"``: ``track_embeddings``; ``target="track_prompt"``: the ``prompt_embeddings``
+        rows of kind ``track_prompt`` (``id`` = track). :class:`~recsys_spark.recall.base.ChannelUnavailable`
+        when there is none."""
+        p = self._params
         if p["target"] == "track_prompt":
-            tv = track_vectors.where(F.col("kind") == "track_prompt")
-            vecs = select_vectors(tv, p["model_version"], id_col="id", tracks=tracks)
+            tv = inputs.prompt_embeddings.where(F.col("kind") == "track_prompt")
+            vecs = select_vectors(tv, inputs.model_version, id_col="id", tracks=inputs.tracks)
         else:
-            vecs = select_vectors(track_vectors, p["model_version"], tracks=tracks)
+            vecs = select_vectors(inputs.track_embeddings, inputs.model_version, tracks=inputs.tracks)
         with Timer("prompt: build faiss index", log):
             idx = TrackIndex.from_dataframe(vecs, kind=p["index"], nlist=p["ivf_nlist"], nprobe=p["ivf_nprobe"],
                                             hnsw_m=p["hnsw_m"], ef_search=p["hnsw_ef_search"], seed=p["seed"])
-        return PromptRecallModel(track_vectors.sparkSession, idx, p)
+        return PromptRecallModel(inputs.spark, idx, {**p, "model_version": inputs.model_version})
 
 
-class PromptRecallModel(RecallModel):
+class PromptRecallModel(RecallChannelModel):
     """Fitted prompt channel (see module docstring)."""
 
     channel = CHANNEL
@@ -137,24 +150,18 @@ class PromptRecallModel(RecallModel):
             self._shipped = ShippedIndex(self.spark, self.track_index)
         return self._shipped
 
-    def recommend(self, seeds: Optional[DataFrame], heard: Optional[DataFrame], n: int = 100,
-                  prompts: Optional[DataFrame] = None, prompt_embeddings: Optional[DataFrame] = None,
-                  week: Optional[dt.date] = None) -> DataFrame:
-        """Candidates for every user with at least one embedded prompt written before ``week``.
+    def recommend(self, inputs: ChannelInputs, n: int) -> DataFrame:
+        """Candidates for every user with at least one embedded prompt written before ``inputs.week``.
 
         Parameters
         ----------
-        seeds : DataFrame or None
-            The seeds contract; used only with ``combine_with_history``.
-        heard : DataFrame or None
-            ``user_id, track_id`` never to return.
+        inputs : ChannelInputs
+            ``prompts`` (``prompt_id, user_id, created_at``: the ``user_prompts`` table; only prompts
+            created before ``week`` count, ages are measured from ``week``), ``prompt_embeddings``
+            (``id, kind, model_version, embedding``; rows of kind ``user_prompt`` of
+            ``model_version``), ``heard`` (optional) never to return, ``seeds`` (used only with
+            ``combine_with_history``).
         n : int
-        prompts : DataFrame
-            ``prompt_id, user_id, created_at`` (the ``user_prompts`` table).
-        prompt_embeddings : DataFrame
-            ``id, kind, model_version, embedding`` (rows of kind ``user_prompt`` are used).
-        week : datetime.date
-            Week start W: only prompts created before W count; ages are measured from W.
 
         Returns
         -------
@@ -162,40 +169,35 @@ class PromptRecallModel(RecallModel):
             ``user_id, track_id, channel ("prompt"), score double (cosine), rank int, seed_track_id
             (null)``; at most ``n`` per user, none heard.
         """
-        if prompts is None or prompt_embeddings is None or week is None:
+        if inputs.prompts is None or inputs.prompt_embeddings is None or inputs.week is None:
             raise ValueError("the prompt channel needs prompts, prompt_embeddings and week")
         p = self.params
-        q = prompt_lists(prompts, prompt_embeddings, week, p["max_prompts"], p["half_life_days"], p["model_version"])
+        version = inputs.model_version if inputs.model_version is not None else p.get("model_version")
+        q = prompt_lists(inputs.prompts, inputs.prompt_embeddings, inputs.week, p["max_prompts"],
+                         p["half_life_days"], version)
+        seeds = inputs.seeds
         combine = p["combine_with_history"] and seeds is not None and p["history_weight"] > 0
         if combine:
             q = q.join(seed_lists(seeds, p["n_seeds"], p["seed_weighting"]), "user_id", "left")
         else:
             q = q.withColumn("seeds", F.lit(None).cast("array<struct<track_id:string,w:double>>"))
-        h = heard_lists(heard)
+        h = heard_lists(inputs.heard)
         q = q.join(h, "user_id", "left") if h is not None else q.withColumn("heard", F.lit(None).cast("array<string>"))
         hw = p["history_weight"] if combine else 0.0
         return search_users(q, self.shipped, n, CHANNEL, seed_weight=hw, extra_weight=1.0 - hw,
                             attribute_seed=False, batch_size=p["batch_size"])
 
-    def save(self, path: str) -> None:
-        self.track_index.save(self.spark, path.rstrip("/") + "/index")
-        write_metadata(self.spark, path.rstrip("/") + "/metadata", {"channel": CHANNEL, "params": self.params})
+    def unpersist(self) -> None:
+        if self._shipped is not None:
+            self._shipped.unpersist()
+            self._shipped = None
+
+    def _spark(self) -> SparkSession:
+        return self.spark
+
+    def _save_state(self, path: str) -> None:
+        self.track_index.save(self.spark, f"{path}/index")
 
     @classmethod
-    def load(cls, spark: SparkSession, path: str) -> "PromptRecallModel":
-        meta = read_metadata(spark, path.rstrip("/") + "/metadata")
-        return cls(spark, TrackIndex.load(spark, path.rstrip("/") + "/index"), meta["params"])
-
-
-def prompt_candidates(spark: SparkSession, prompts: DataFrame, prompt_embeddings: DataFrame,
-                      track_vectors: DataFrame, heard: Optional[DataFrame], week: dt.date,
-                      seeds: Optional[DataFrame] = None, tracks: Optional[DataFrame] = None, n: int = 100,
-                      **params) -> DataFrame:
-    """One-call channel for the pipeline: fit + recommend, or empty candidates (logged) when
-    there are no track vectors to search."""
-    try:
-        model = PromptRecall(**params).fit(track_vectors, tracks)
-    except ValueError as exc:
-        log.warning("prompt channel skipped: %s", exc)
-        return empty_candidates(spark)
-    return model.recommend(seeds, heard, n, prompts=prompts, prompt_embeddings=prompt_embeddings, week=week)
+    def _load_state(cls, spark: SparkSession, path: str, params: Dict[str, Any]) -> "PromptRecallModel":
+        return cls(spark, TrackIndex.load(spark, f"{path}/index"), params)

@@ -211,7 +211,7 @@ class MusicFlamingoReranker(Reranker):
                 "MusicFlamingoReranker needs rerank.plugin_options.checkpoint_path pointing to a local "
                 f"Music Flamingo checkpoint folder; got {self.checkpoint_path!r}. The weights are not "
                 "available in this environment; disable the plug-in (rerank.plugin: '') or provide them.")
-        from ..ranking.din import resolve_device
+        from ..common import resolve_device
 
         dev = resolve_device(self.device)
         self._processor = AutoProcessor.from_pretrained(self.checkpoint_path)

@@ -4,7 +4,7 @@ import numpy as np
 import torch
 
 from recsys_spark.aggregation import attention as A
-from recsys_spark.ranking.din import roc_auc
+from recsys_spark.common import roc_auc
 
 
 def test_pooling_masks_padding_and_is_convex():

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from recsys_spark.common import roc_auc
 from recsys_spark.ranking import din as D
 
 
@@ -88,17 +89,17 @@ def test_learns_planted_pattern():
     cfg = D.DINConfig(n_items=40, n_id_items=40, embedding_dim=8, attention_hidden=[16],
                       mlp_hidden=[32], max_history=6)
     model = D.DIN(cfg)
-    before = D.roc_auc(valid.label, D.predict(model, valid))
+    before = roc_auc(valid.label, D.predict(model, valid))
     res = D.fit(model, train, valid, epochs=15, batch_size=64, lr=0.01, patience=5, seed=0)
-    after = D.roc_auc(valid.label, D.predict(model, valid))
+    after = roc_auc(valid.label, D.predict(model, valid))
     assert after > 0.9, (before, after, res["history"])
     assert res["auc"] == pytest.approx(after)
 
 
 def test_roc_auc_and_log_loss_known_values():
     # pairs (pos, neg): (0.8>0.1) (0.8>0.4) (0.4=0.4 -> 0.5) (0.4>0.1) -> 3.5 / 4
-    assert D.roc_auc(np.array([1, 1, 0, 0]), np.array([0.8, 0.4, 0.4, 0.1])) == pytest.approx(0.875)
-    assert np.isnan(D.roc_auc(np.array([1, 1]), np.array([0.1, 0.2])))
+    assert roc_auc(np.array([1, 1, 0, 0]), np.array([0.8, 0.4, 0.4, 0.1])) == pytest.approx(0.875)
+    assert np.isnan(roc_auc(np.array([1, 1]), np.array([0.1, 0.2])))
     assert D.log_loss(np.array([1, 0]), np.array([0.5, 0.5])) == pytest.approx(np.log(2))
 
 

@@ -56,19 +56,6 @@ def test_final_score(spark):
     assert got0 == pytest.approx({"a": 0.5, "b": 0.0, "c": 1.0, "d": 1.0})
 
 
-def test_compare_rankings_recall_vs_final(spark):
-    from recsys_spark.ranking.fusion import compare_rankings
-
-    cands = spark.createDataFrame([("u1", "a", 0.9, 0.1), ("u1", "b", 0.5, 0.9)],
-                                  "user_id string, track_id string, recall_score double, final_score double")
-    truth = spark.createDataFrame([("u1", "b")], "user_id string, track_id string")
-    users = spark.createDataFrame([("u1", 1)], "user_id string, n_truth long")
-    out = compare_rankings(cands, truth, users, k=30)
-    # b ranked 2nd by recall: DCG 1/log2(3); ranked 1st by the final score: 1
-    assert out["recall_score"]["ndcg@30"] == pytest.approx(0.63093, abs=1e-5)
-    assert out["final_score"]["ndcg@30"] == pytest.approx(1.0)
-
-
 def test_fuse_partitioned_by_user_gives_the_same_rows(spark):
     # the weekly job hash-partitions by user before fusing; duplicates of a channel keep the best rank
     rows = ROWS + [("u1", "x", "item_cf", 0.1, 7, "s7"),     # worse duplicate of (u1, x, item_cf): ignored

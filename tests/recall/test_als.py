@@ -12,7 +12,9 @@ import pytest
 from chispa import assert_approx_df_equality, assert_df_equality
 from pyspark.sql import functions as F
 
+from recsys_spark.config import ALSConf
 from recsys_spark.recall.als import ALSRecall, ALSRecallModel, index_ids
+from recsys_spark.recall.base import ChannelInputs
 
 T0 = dt.datetime(2026, 1, 1)
 
@@ -31,6 +33,17 @@ def make_interactions(spark):
         data, "user_id string, track_id string, event_ts timestamp, event_type string, weight double, event_date date")
 
 
+def fit(est, inter):
+    return est.fit(ChannelInputs(inter.sparkSession, interactions=inter))
+
+
+def recommend(model, users, heard, n, topk="faiss", batch_size=1024):
+    """``model.recommend`` for ``users`` with the given top-K path (a model parameter)."""
+    m = ALSRecallModel(model.als_model, model.user_index, model.item_index,
+                       {**model.params, "topk": topk, "topk_batch_size": batch_size})
+    return m.recommend(ChannelInputs(users.sparkSession, users=users, heard=heard), n)
+
+
 @pytest.fixture(scope="module")
 def inter(spark):
     return make_interactions(spark)
@@ -38,7 +51,7 @@ def inter(spark):
 
 @pytest.fixture(scope="module")
 def model(inter):
-    return ALSRecall(rank=4, max_iter=10, reg_param=0.01, alpha=10.0, num_blocks=2, seed=3).fit(inter)
+    return fit(ALSRecall(rank=4, max_iter=10, reg_param=0.01, alpha=10.0, num_blocks=2, seed=3), inter)
 
 
 def heard_of(inter):
@@ -55,11 +68,11 @@ def test_index_ids_sorted_contiguous(spark):
 @pytest.mark.parametrize("topk", ["faiss", "mllib"])
 def test_known_top1_and_heard_exclusion(spark, inter, model, topk):
     seeds = spark.createDataFrame([("a4",), ("b4",), ("a4",)], "user_id string")
-    top1 = model.recommend(seeds, heard_of(inter), n=1, topk=topk)
+    top1 = recommend(model, seeds, heard_of(inter), n=1, topk=topk)
     got = sorted((r.user_id, r.track_id, r.channel, r.rank) for r in top1.collect())
     assert got == [("a4", "r", "als", 1), ("b4", "z", "als", 1)]
 
-    all_unheard = model.recommend(seeds.where("user_id = 'a4'"), heard_of(inter), n=10, topk=topk)
+    all_unheard = recommend(model, seeds.where("user_id = 'a4'"), heard_of(inter), n=10, topk=topk)
     rows = all_unheard.orderBy("rank").collect()
     assert [r.track_id for r in rows][:1] == ["r"]
     assert sorted(r.track_id for r in rows) == ["r", "x", "y", "z"]
@@ -71,7 +84,7 @@ def test_cold_users_and_tracks(spark, inter, model, topk):
     # "newbie" is unknown to the model; "fresh" is a track nobody played before training
     seeds = spark.createDataFrame([("newbie", "fresh"), ("a4", "fresh")], "user_id string, track_id string")
     heard = heard_of(inter).unionByName(seeds)
-    got = model.recommend(seeds, heard, n=10, topk=topk)
+    got = recommend(model, seeds, heard, n=10, topk=topk)
     assert got.where("user_id = 'newbie'").count() == 0
     assert got.where("track_id = 'fresh'").count() == 0
     assert got.where(F.isnan("score") | F.col("score").isNull()).count() == 0
@@ -81,12 +94,12 @@ def test_cold_users_and_tracks(spark, inter, model, topk):
 @pytest.mark.parametrize("topk", ["faiss", "mllib"])
 def test_no_heard_means_top_n_over_all_tracks(spark, model, topk):
     seeds = spark.createDataFrame([("a1",)], "user_id string")
-    got = model.recommend(seeds, None, n=3, topk=topk)
+    got = recommend(model, seeds, None, n=3, topk=topk)
     assert sorted(r.track_id for r in got.collect()) == ["p", "q", "r"]
 
 
 def test_deterministic_with_seed(spark, inter, model):
-    again = ALSRecall(rank=4, max_iter=10, reg_param=0.01, alpha=10.0, num_blocks=2, seed=3).fit(inter)
+    again = fit(ALSRecall(rank=4, max_iter=10, reg_param=0.01, alpha=10.0, num_blocks=2, seed=3), inter)
     a = model.item_factors().orderBy("track_id")
     b = again.item_factors().orderBy("track_id")
     assert_approx_df_equality(a, b, 1e-6)
@@ -98,17 +111,23 @@ def test_save_load_round_trip(spark, inter, model, tmp_path):
     loaded = ALSRecallModel.load(spark, path)
     assert loaded.params == model.params
     seeds = spark.createDataFrame([("a4",), ("b1",)], "user_id string")
-    before = model.recommend(seeds, heard_of(inter), n=3).orderBy("user_id", "rank")
-    after = loaded.recommend(seeds, heard_of(inter), n=3).orderBy("user_id", "rank")
+    before = recommend(model, seeds, heard_of(inter), n=3).orderBy("user_id", "rank")
+    after = recommend(loaded, seeds, heard_of(inter), n=3).orderBy("user_id", "rank")
     assert_approx_df_equality(before, after, 1e-6, ignore_nullable=True)
 
 
 def test_invalid_params(spark, model):
     with pytest.raises(ValueError):
         ALSRecall(weighting="sqrt")
-    seeds = spark.createDataFrame([("a1",)], "user_id string")
     with pytest.raises(ValueError, match="topk"):
-        model.recommend(seeds, None, n=3, topk="annoy")
+        ALSRecall(topk="annoy")
+
+
+def test_defaults_come_from_the_config():
+    conf, est = ALSConf(), ALSRecall()
+    for name in ("rank", "max_iter", "reg_param", "alpha", "weighting", "block_size", "num_blocks", "topk",
+                 "topk_batch_size"):
+        assert getattr(est, name) == getattr(conf, name), name
 
 
 def test_faiss_topk_equals_brute_force_and_mllib(spark):
@@ -125,11 +144,11 @@ def test_faiss_topk_equals_brute_force_and_mllib(spark):
             rows.append((f"u{u:02d}", f"t{t:02d}", T0, "play", float(rng.integers(1, 5)), T0.date()))
     inter = spark.createDataFrame(
         rows, "user_id string, track_id string, event_ts timestamp, event_type string, weight double, event_date date")
-    m = ALSRecall(rank=6, max_iter=5, reg_param=0.1, alpha=5.0, num_blocks=2, seed=1).fit(inter)
+    m = fit(ALSRecall(rank=6, max_iter=5, reg_param=0.1, alpha=5.0, num_blocks=2, seed=1), inter)
     seeds = inter.select("user_id").distinct()
     heard = inter.select("user_id", "track_id").distinct()
     n = 10
-    got = m.recommend(seeds, heard, n=n, topk="faiss", batch_size=7).toPandas()
+    got = recommend(m, seeds, heard, n=n, topk="faiss", batch_size=7).toPandas()
 
     items = m.item_factors().toPandas().sort_values("track_id")
     users = m.user_factors().toPandas().set_index("user_id")
@@ -148,5 +167,5 @@ def test_faiss_topk_equals_brute_force_and_mllib(spark):
     heavy = got[got.user_id == "u00"]
     assert len(heavy) == n and not set(heavy.track_id) & heard_pd["u00"]
 
-    mllib = m.recommend(seeds, heard, n=n, topk="mllib").toPandas()
+    mllib = recommend(m, seeds, heard, n=n, topk="mllib").toPandas()
     assert set(zip(mllib.user_id, mllib.track_id)) == set(zip(got.user_id, got.track_id))

@@ -14,6 +14,8 @@ import pytest
 from chispa import assert_approx_df_equality
 from pyspark.sql import functions as F
 
+from recsys_spark.config import ItemCFConf
+from recsys_spark.recall.base import ChannelInputs
 from recsys_spark.recall.item_cf import NEIGHBORS_SCHEMA, ItemCF, ItemCFModel
 
 T0 = dt.datetime(2026, 1, 1)
@@ -36,6 +38,19 @@ M1 = [("u1", "a", 1, 1), ("u1", "b", 2, 1), ("u1", "c", 3, 1),
       ("u4", "c", 8, 1), ("u4", "d", 9, 1)]
 
 
+def cf(**params):
+    """ItemCF without shrinkage unless asked (the hand-computed cosines are unshrunk)."""
+    return ItemCF(**{"shrinkage": 0.0, **params})
+
+
+def fit(est, inter):
+    return est.fit(ChannelInputs(inter.sparkSession, interactions=inter))
+
+
+def recommend(model, seeds, heard, n):
+    return model.recommend(ChannelInputs(seeds.sparkSession, seeds=seeds, heard=heard), n)
+
+
 def neighbors_df(spark, rows):
     return spark.createDataFrame(rows, NEIGHBORS_SCHEMA)
 
@@ -45,7 +60,7 @@ def sorted_nb(df):
 
 
 def test_cosine_neighbours_known(spark):
-    model = ItemCF(k=2, similarity="cosine", min_support=1, weighting="binary").fit(interactions(spark, M1))
+    model = fit(cf(k=2, similarity="cosine", min_support=1, weighting="binary"), interactions(spark, M1))
     expected = neighbors_df(spark, [
         ("a", "b", 0.816497, 1), ("a", "c", 0.408248, 2),
         ("b", "a", 0.816497, 1), ("b", "c", 0.666667, 2),
@@ -57,13 +72,13 @@ def test_cosine_neighbours_known(spark):
 
 def test_min_support_and_shrinkage(spark):
     inter = interactions(spark, M1)
-    model = ItemCF(k=5, min_support=2, weighting="binary").fit(inter)
+    model = fit(cf(k=5, min_support=2, weighting="binary"), inter)
     expected = neighbors_df(spark, [
         ("a", "b", 0.816497, 1), ("b", "a", 0.816497, 1), ("b", "c", 0.666667, 2), ("c", "b", 0.666667, 1),
     ])
     assert_approx_df_equality(sorted_nb(model.neighbors), sorted_nb(expected), 1e-5, ignore_nullable=True)
     # shrinkage 2: sim * support / (support + 2): a-b .816497 * 2/4, b-c .666667 * 2/4, a-c .408248/3, c-d .577350/3
-    shrunk = ItemCF(k=1, min_support=1, weighting="binary", shrinkage=2.0).fit(inter)
+    shrunk = fit(cf(k=1, min_support=1, weighting="binary", shrinkage=2.0), inter)
     expected = neighbors_df(spark, [
         ("a", "b", 0.408248, 1), ("b", "a", 0.408248, 1), ("c", "b", 0.333333, 1), ("d", "c", 0.192450, 1),
     ])
@@ -74,7 +89,7 @@ def test_cap_keeps_most_recent_items_and_sums_events(spark):
     # M=2: u1 keeps c, b (its two most recent), dropping a; so a-c co-occurs nowhere.
     # u2's two events on a are summed; u5 only skipped a (weight 0): no preference, ignored.
     rows = M1 + [("u2", "a", 10, 1), ("u5", "a", 11, 0, "skip")]
-    model = ItemCF(k=2, min_support=1, max_items_per_user=2, weighting="binary").fit(interactions(spark, rows))
+    model = fit(cf(k=2, min_support=1, max_items_per_user=2, weighting="binary"), interactions(spark, rows))
     # a = {u2}, b = {u1,u2,u3}, c = {u1,u3,u4}, d = {u4}: a-b 1/sqrt3, b-c 2/3, c-d 1/sqrt3
     expected = neighbors_df(spark, [
         ("a", "b", 0.577350, 1),
@@ -90,7 +105,7 @@ def test_bm25_known(spark):
     # (mean 1.4); k1=1.2, b=.75. Hand values: a.b = .224945, a.c = b.c = .047973, d.e = .334587.
     rows = [("u1", "a", 1, 1), ("u1", "b", 2, 1), ("u2", "a", 3, 1), ("u2", "b", 4, 1), ("u2", "c", 5, 1),
             ("u3", "d", 6, 1), ("u3", "e", 7, 1)]
-    model = ItemCF(k=3, similarity="bm25", min_support=1, weighting="binary").fit(interactions(spark, rows))
+    model = fit(cf(k=3, similarity="bm25", min_support=1, weighting="binary"), interactions(spark, rows))
     expected = neighbors_df(spark, [
         ("a", "b", 0.224945, 1), ("a", "c", 0.047973, 2),
         ("b", "a", 0.224945, 1), ("b", "c", 0.047973, 2),
@@ -102,14 +117,18 @@ def test_bm25_known(spark):
 
 def test_block_layout_does_not_change_result(spark):
     inter = interactions(spark, M1)
-    one = ItemCF(k=3, min_support=1, num_blocks=1, seed=1).fit(inter).neighbors
-    many = ItemCF(k=3, min_support=1, num_blocks=3, seed=2, chunk_items=1).fit(inter).neighbors
+    one = fit(cf(k=3, min_support=1, num_blocks=1, seed=1), inter).neighbors
+    many = fit(cf(k=3, min_support=1, num_blocks=3, seed=2, chunk_items=1), inter).neighbors
     assert_approx_df_equality(sorted_nb(one), sorted_nb(many), 1e-12)
+
+
+def with_params(model, **params):
+    return ItemCFModel(model.neighbors, {**model.params, **params})
 
 
 @pytest.fixture()
 def m1_model(spark):
-    return ItemCF(k=2, min_support=1, weighting="binary").fit(interactions(spark, M1))
+    return fit(cf(k=2, min_support=1, weighting="binary"), interactions(spark, M1))
 
 
 def test_recommend_weights_recency_and_excludes_heard(spark, m1_model):
@@ -117,7 +136,7 @@ def test_recommend_weights_recency_and_excludes_heard(spark, m1_model):
         [("x", "a", 3.0, 1.0), ("x", "d", 1.0, 0.5), ("y", "c", 2.0, 1.0)],
         "user_id string, track_id string, weight double, recency double")
     heard = spark.createDataFrame([("x", "a"), ("x", "d"), ("y", "c"), ("y", "b")], "user_id string, track_id string")
-    got = m1_model.recommend(seeds, heard, n=10, per_seed=2)
+    got = recommend(with_params(m1_model, per_seed=2), seeds, heard, n=10)
     # x: b = .816497 (from a); c = .408248 (a) + .577350 * .5 (d) = .696923, seed a. y: b heard, d = .577350
     expected = spark.createDataFrame(
         [("x", "b", "item_cf", 0.816497, 1, "a"), ("x", "c", "item_cf", 0.696923, 2, "a"),
@@ -127,14 +146,14 @@ def test_recommend_weights_recency_and_excludes_heard(spark, m1_model):
 
     # per_seed=1, n=1: x's c now comes only from d (.288675) and is cut by n; y's only neighbour
     # of c is now b, which y has heard, so y gets nothing
-    top1 = m1_model.recommend(seeds, heard, n=1, per_seed=1)
+    top1 = recommend(with_params(m1_model, per_seed=1), seeds, heard, n=1)
     assert sorted(map(tuple, top1.select("user_id", "track_id", "seed_track_id").collect())) == [("x", "b", "a")]
 
 
 def test_cold_seed_gives_no_candidates(spark, m1_model):
     seeds = spark.createDataFrame([("z", "unknown", 1.0, 1.0)],
                                   "user_id string, track_id string, weight double, recency double")
-    assert m1_model.recommend(seeds, None, n=5).count() == 0
+    assert recommend(m1_model, seeds, None, n=5).count() == 0
 
 
 def test_save_load_round_trip(spark, m1_model, tmp_path):
@@ -150,6 +169,25 @@ def test_neighbors_match_item_neighbors_table(spark, m1_model):
 
     want = [(f.name, f.dataType) for f in ITEM_NEIGHBORS.schema.fields if f.name != "week_start"]
     assert [(f.name, f.dataType) for f in m1_model.neighbors.schema.fields] == want
+
+
+def test_defaults_come_from_the_config():
+    conf = ItemCFConf()
+    est = ItemCF()
+    for name in ("k", "similarity", "min_support", "max_items_per_user", "weighting", "shrinkage", "bm25_k1",
+                 "bm25_b", "num_blocks", "per_seed", "n_seeds"):
+        assert getattr(est, name) == getattr(conf, name), name
+    assert ItemCF.from_conf(ItemCFConf(k=7, shrinkage=3.0), seed=4).params() == {
+        **est.params(), "k": 7, "shrinkage": 3.0, "seed": 4}
+
+
+def test_recommend_uses_n_seeds_by_seed_rank(spark, m1_model):
+    # x's seeds: a (rank 1), d (rank 2); with n_seeds=1 only a counts, so c scores .408248 alone
+    seeds = spark.createDataFrame([("x", "a", 1.0, 1.0, 1), ("x", "d", 1.0, 1.0, 2)],
+                                  "user_id string, track_id string, weight double, recency double, seed_rank int")
+    got = {r.track_id: r.score for r in recommend(with_params(m1_model, n_seeds=1, weighting="binary"), seeds,
+                                                  None, n=5).collect()}
+    assert got == pytest.approx({"b": 0.816497, "c": 0.408248}, abs=1e-5)
 
 
 def test_invalid_params():

@@ -4,7 +4,9 @@ import math
 
 import pytest
 
-from recsys_spark.recall.popularity import popularity_candidates
+from recsys_spark.config import PopularityConf
+from recsys_spark.recall.base import ChannelInputs
+from recsys_spark.recall.popularity import PopularityRecall
 
 TRACKS = "track_id string, genre string, creator_id string, play_count long, upvote_count long, comment_count long"
 
@@ -18,7 +20,11 @@ def inputs(spark):
                                   "user_id string, track_id string, weight double, recency double")
     heard = spark.createDataFrame([("u1", "a1"), ("u1", "b2"), ("u2", "c1")], "user_id string, track_id string")
     users = spark.createDataFrame([("u1",), ("u2",)], "user_id string")
-    return users, seeds, tracks, heard
+    return ChannelInputs(spark, users=users, seeds=seeds, tracks=tracks, heard=heard)
+
+
+def popular(inputs, n, **params):
+    return PopularityRecall(**params).fit(inputs).recommend(inputs, n)
 
 
 def _norm(plays):
@@ -26,7 +32,7 @@ def _norm(plays):
 
 
 def test_popular_candidates_known_scores(inputs):
-    rows = popularity_candidates(*inputs, n=3, top_genres=2, per_genre_pool=10, global_pool=10).collect()
+    rows = popular(inputs, 3, top_genres=2, per_genre_pool=10, global_pool=10).collect()
     got = {(r.user_id, r.rank): (r.track_id, r.score) for r in rows}
     assert {k: v[0] for k, v in got.items()} == {
         ("u1", 1): "a2", ("u1", 2): "a3", ("u1", 3): "b1",     # unheard tracks of u1's genres, by share x pop
@@ -38,5 +44,18 @@ def test_popular_candidates_known_scores(inputs):
 
 
 def test_popular_candidates_top_genres_only(inputs):
-    rows = popularity_candidates(*inputs, n=5, top_genres=1, per_genre_pool=10).where("user_id = 'u1'").collect()
+    rows = popular(inputs, 5, top_genres=1, per_genre_pool=10).where("user_id = 'u1'").collect()
     assert sorted((r.rank, r.track_id) for r in rows) == [(1, "a2"), (2, "a3")]  # genre B is not in the top 1
+
+
+def test_popular_defaults_come_from_the_config():
+    conf, est = PopularityConf(), PopularityRecall()
+    assert (est.top_genres, est.per_genre_pool) == (conf.top_genres, conf.per_genre_pool)
+
+
+def test_popular_needs_track_statistics(spark, inputs):
+    assert PopularityRecall().missing_inputs(inputs) is None
+    bare = ChannelInputs(spark, seeds=inputs.seeds, tracks=inputs.tracks.select("track_id", "genre"))
+    assert PopularityRecall().missing_inputs(bare) == \
+        "no track statistics in the catalog (creator_id, play_count, upvote_count, comment_count)"
+    assert PopularityRecall().missing_inputs(ChannelInputs(spark, seeds=inputs.seeds)) == "no track catalog (tracks)"

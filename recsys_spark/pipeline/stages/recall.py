@@ -14,6 +14,8 @@ from typing import List, Optional
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from ...recall import registry as recall_registry
+from ...recall.base import ChannelInputs, ChannelUnavailable, empty_candidates
 from ..context import RunContext
 from ..stage import Stage, StageReport, recorded_output_present
 
@@ -50,53 +52,35 @@ def active_channels(ctx: RunContext) -> List[str]:
 
 
 def channel_candidates(name: str, ctx: RunContext) -> DataFrame:
-    """Channel ``name``'s candidates ``user_id, track_id, score, rank, seed_track_id`` for week W."""
-    rc, seed, inp = ctx.cfg.recall, ctx.cfg.pipeline.seed, ctx.inputs
-    if name == "popular":
-        from ...recall.popularity import popularity_candidates
-
-        p = rc.popularity
-        return popularity_candidates(inp.users, inp.seeds, inp.tracks, inp.heard, n=p.candidates,
-                                     top_genres=p.top_genres, per_genre_pool=p.per_genre_pool)
+    """Channel ``name``'s candidates (``recall.base.CANDIDATE_SCHEMA``) for week W, built and fitted
+    through the recall registry with the channel's config section; empty (logged) when the channel
+    finds nothing to fit on. item_cf's neighbours are persisted as ``item_neighbors[W]`` and the
+    ALS model under the week's model folder."""
+    inp = ctx.inputs
+    inputs = ChannelInputs(ctx.spark, week=ctx.week, tracks=inp.tracks, interactions=inp.interactions,
+                           prompts=inp.prompts, seeds=inp.seeds, heard=inp.heard, users=inp.users,
+                           track_embeddings=ctx.track_embeddings, prompt_embeddings=ctx.prompt_embeddings,
+                           model_version=ctx.emb_version)
+    channel = recall_registry.build_channel(name, ctx.cfg.recall, seed=ctx.cfg.pipeline.seed)
+    reason = channel.missing_inputs(inputs)
+    if reason is None:
+        try:
+            model = channel.fit(inputs)
+        except ChannelUnavailable as exc:
+            reason = str(exc)
+    if reason is not None:
+        log.warning("recall.%s produced nothing: %s", name, reason)
+        return empty_candidates(ctx.spark)
     if name == "item_cf":
-        from ...recall.item_cf import ItemCF
-
-        c = rc.item_cf
-        model = ItemCF.from_conf(c, seed=seed).fit(inp.interactions)
         nb = model.neighbors.select(F.lit(ctx.week).alias("week_start"), "track_id", "neighbor_id", "score", "rank")
         ctx.tables.replace_partition("item_neighbors", nb, "week_start", ctx.week)
         model.neighbors = ctx.partition("item_neighbors").drop("week_start")
-        return model.recommend(inp.seeds.where(F.col("seed_rank") <= c.n_seeds), inp.heard, n=c.candidates,
-                               per_seed=c.per_seed)
     if name == "als":
-        from ...recall.als import ALSRecall
-
-        c = rc.als
-        model = ALSRecall.from_conf(c, seed=seed).fit(inp.interactions)
         try:
             model.save(os.path.join(ctx.model_dir, "als"))
         except Exception as exc:  # the candidates matter more than the saved copy
             log.warning("could not save the ALS model: %s", exc)
-        return model.recommend(inp.seeds, inp.heard, n=c.candidates, topk=c.topk, batch_size=c.topk_batch_size)
-    if name == "content":
-        from ...recall.content import content_candidates
-
-        c = rc.content
-        return content_candidates(ctx.spark, inp.seeds, inp.heard, ctx.track_embeddings, tracks=inp.tracks,
-                                  n=c.candidates, model_version=ctx.emb_version, n_seeds=c.n_seeds, index=c.index,
-                                  ivf_nlist=c.ivf_nlist, ivf_nprobe=c.ivf_nprobe, hnsw_m=c.hnsw_m,
-                                  hnsw_ef_search=c.hnsw_ef_search, seed_weighting=c.seed_weighting,
-                                  batch_size=c.batch_size, seed=c.seed)
-    if name == "prompt":
-        from ...recall.prompt import prompt_candidates
-
-        c = rc.prompt
-        vectors = ctx.track_embeddings if c.target == "audio" else ctx.prompt_embeddings
-        return prompt_candidates(ctx.spark, inp.prompts, ctx.prompt_embeddings, vectors, inp.heard, ctx.week,
-                                 seeds=inp.seeds, tracks=inp.tracks, n=c.candidates, max_prompts=c.max_prompts,
-                                 half_life_days=c.half_life_days, combine_with_history=c.combine_with_history,
-                                 history_weight=c.history_weight, target=c.target, model_version=ctx.emb_version)
-    raise ValueError(f"unknown recall channel {name!r} (one of {', '.join(RECALL_CHANNELS)})")
+    return model.recommend(inputs, recall_registry.candidates_per_user(ctx.cfg.recall, name))
 
 
 class RecallStage(Stage):

@@ -1,0 +1,101 @@
+"""Small helpers shared across packages (a leaf module: it imports nothing from ``recsys_spark``).
+
+- :func:`top_n_per_user`: the best ``n`` rows per user of a DataFrame, with a ``rank`` column.
+- :func:`roc_auc`: area under the ROC curve (Mann-Whitney, tie-averaged ranks).
+- :func:`resolve_device`: the torch device for ``auto`` / ``cpu`` / ``cuda[:i]`` (the one place it
+  is chosen; ``torch`` is imported only when called).
+- :class:`Timer`: logs a step's wall time.
+- :func:`write_metadata` / :func:`read_metadata`: a small JSON document next to a saved model,
+  on any Hadoop-compatible path.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import TYPE_CHECKING, Optional
+
+import numpy as np
+
+if TYPE_CHECKING:  # pyspark and torch are imported where used: pure-torch callers (the DIN) stay Spark-free
+    from pyspark.sql import DataFrame, SparkSession
+
+log = logging.getLogger(__name__)
+
+__all__ = ["top_n_per_user", "roc_auc", "resolve_device", "Timer", "write_metadata", "read_metadata"]
+
+
+def top_n_per_user(df: "DataFrame", n: int, score_col: str = "score", tie_col: str = "track_id",
+                   user_col: str = "user_id") -> "DataFrame":
+    """Keep the best ``n`` rows per user by ``score_col`` descending (ties: ``tie_col`` ascending),
+    adding ``rank`` (int, 1 = best, contiguous)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    w = Window.partitionBy(user_col).orderBy(F.col(score_col).desc(), F.col(tie_col))
+    return df.withColumn("rank", F.row_number().over(w)).where(F.col("rank") <= n)
+
+
+def roc_auc(labels, scores) -> float:
+    """Area under the ROC curve (Mann-Whitney U with tie-averaged ranks); NaN when one class is absent."""
+    from scipy.stats import rankdata
+
+    labels = np.asarray(labels).astype(bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    r = rankdata(scores, method="average")
+    return float((r[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def resolve_device(device: Optional[str] = "auto"):
+    """``auto`` (or empty) -> CUDA when ``torch.cuda.is_available()``, else CPU; ``cpu``, ``cuda``,
+    ``cuda:<i>`` as asked. Asking for CUDA where there is none is an error, as is an unknown kind."""
+    import torch
+
+    if device in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    kind = str(device).split(":", 1)[0]
+    if kind not in ("cpu", "cuda"):
+        raise ValueError(f"device must be auto | cpu | cuda[:i], got {device!r}")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} requested but torch.cuda.is_available() is False")
+    return torch.device(device)
+
+
+class Timer:
+    """Context manager logging a step's wall time: ``with Timer("fit neighbours") as t: ...``;
+    ``t.seconds`` holds it afterwards."""
+
+    def __init__(self, what: str, logger: logging.Logger = log):
+        self.what = what
+        self.logger = logger
+        self.seconds = 0.0
+
+    def __enter__(self):
+        self._t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self._t0
+        self.logger.info("%s: %.2fs", self.what, self.seconds)
+        return False
+
+
+def write_metadata(spark: "SparkSession", path: str, meta: dict) -> None:
+    """Write a small JSON metadata document to ``path`` (one text file; any Hadoop path; overwrites)."""
+    spark.createDataFrame([(json.dumps(meta, sort_keys=True),)], "json string").coalesce(1) \
+        .write.mode("overwrite").text(path)
+
+
+def read_metadata(spark: "SparkSession", path: str) -> dict:
+    """Read what :func:`write_metadata` wrote; ``FileNotFoundError`` when there is none."""
+    try:
+        row = spark.read.text(path).first()
+    except Exception as exc:  # AnalysisException: path does not exist
+        raise FileNotFoundError(f"no model metadata under {path}") from exc
+    if row is None:
+        raise FileNotFoundError(f"no model metadata under {path}")
+    return json.loads(row[0])
