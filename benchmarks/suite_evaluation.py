@@ -5,17 +5,22 @@ shared data set (MovieLens latest-small ``ratings.csv``, Last.fm HetRec 2011
 ``user_taggedartists.dat``) it runs :func:`recsys_spark.evaluation.evaluate` with
 
 * ``S``: the peers only (popularity, implicit ALS / BM25 / cosine, EASE);
-* ``M`` / ``L``: the peers, the ``item_cf`` and ``als`` channels and ``pipeline`` (skipped with its
-  reason while ``recsys_spark.pipeline.evaluation_stages`` does not exist), plus ``content`` and
-  ``prompt`` (skipped: no audio or prompts in these data sets) and ``recall_union`` (the
-  item_cf + als funnel: each channel at 200 candidates, their union, RRF top-30).
+* ``M`` / ``L``: the peers, the ``item_cf`` and ``als`` channels and ``pipeline`` (the real weekly
+  job on the data set's train part with the shipped configuration:
+  :mod:`recsys_spark.evaluation.weekly_path`), plus ``content`` and ``prompt`` (skipped: no audio
+  or prompts in these data sets) and ``recall_union`` (the item_cf + als funnel: each channel at
+  200 candidates, their union, RRF top-30).
 
 Writes ``<out>/evaluation_<size>.json`` (all data sets), ``<out>/eval_<dataset>.json`` and a copy
 of each data set's ``metrics.json`` / ``report.md`` / plots under ``<out>/eval_<dataset>/``.
 
 Peer parameters: fixed per data set in :data:`PEER_PARAMS`. Like the reference figures of
 EVALUATION.md they were picked by looking at the *test* split (a small grid, see
-``benchmarks/evaluation.md``), so they are generous bars, not a fair tuning protocol.
+``benchmarks/README.md``), so they are generous bars, not a fair tuning protocol.
+
+``python benchmarks/suite_evaluation.py --table benchmarks/results/eval_weekly_movielens
+benchmarks/results/eval_weekly_hetrec`` prints the quality table of the README (every figure with
+its per-user bootstrap 95% interval) from those runs' ``metrics.json``.
 """
 
 from __future__ import annotations
@@ -92,6 +97,111 @@ def main(args) -> dict:
             ", ".join(f"{m} R {v['recall@30']:.3f} N {v['ndcg@30']:.3f}" for m, v in res["methods"].items()))
     return results
 
+
+LABELS = {"pipeline": "**`pipeline`: the weekly job's playlists** (shipped conf)", "popularity": "popularity",
+          "implicit_als": "implicit ALS (default params)", "implicit_item": "implicit BM25 item-item (default params)",
+          "implicit_cosine": "implicit cosine (default params)", "ease": "EASE (default lambda)",
+          "recall_union": "`recall_union` (item_cf + als, RRF)", "item_cf": "`item_cf` channel", "als": "`als` channel"}
+
+
+def _load(d: str) -> dict:
+    with open(os.path.join(d, "metrics.json") if os.path.isdir(d) else d) as fh:
+        return json.load(fh)
+
+
+def quality_table(dirs, k: int = 30, base: str = os.path.join(ROOT, "benchmarks")) -> str:
+    """Markdown: one row per method, one column per run, ``R x [lo, hi] / N y [lo, hi]``; links
+    to each run's ``metrics.json`` relative to ``base`` (the folder of the document)."""
+    runs = [(os.path.abspath(d), _load(d)) for d in dirs]
+    names = []
+    for _, r in runs:
+        names += [m for m in r["methods"] if m not in names]
+    head = "| method | " + " | ".join(
+        f"{r['dataset']} ({r['test_users']} test users) [json]({os.path.relpath(d, base)}/metrics.json)"
+        for d, r in runs) + " |"
+    lines = [head, "|---" * (len(runs) + 1) + "|"]
+    for name in names:
+        cells = []
+        for _, r in runs:
+            m = r["methods"].get(name)
+            if m is None:
+                cells.append(r.get("skipped", {}).get(name) or r.get("failed", {}).get(name) or "-")
+                continue
+            rc, nc = m[f"recall@{k}_ci95"], m[f"ndcg@{k}_ci95"]
+            cells.append(f"R {m[f'recall@{k}']:.3f} [{rc[0]:.3f}, {rc[1]:.3f}] / N {m[f'ndcg@{k}']:.3f} "
+                         f"[{nc[0]:.3f}, {nc[1]:.3f}]")
+        lines.append(f"| {LABELS.get(name, name)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def compare_table(dirs, k: int = 30) -> str:
+    """Markdown: paired per-user bootstrap intervals of pipeline - method, per run."""
+    runs = [_load(d) for d in dirs]
+    pairs = []
+    for r in runs:
+        pairs += [p for p in r.get("compare", {}) if p not in pairs]
+    lines = ["| NDCG@30 difference (paired, 95%) | " + " | ".join(r["dataset"] for r in runs) + " |",
+             "|---" * (len(runs) + 1) + "|"]
+    for p in pairs:
+        cells = []
+        for r in runs:
+            e = r.get("compare", {}).get(p)
+            if e is None:
+                cells.append("-")
+                continue
+            lo, hi = e[f"ndcg@{k}_diff_ci95"]
+            verdict = "beats" if lo > 0 else "misses" if hi < 0 else "tie"
+            cells.append(f"{e[f'ndcg@{k}_diff']:+.3f} [{lo:+.3f}, {hi:+.3f}] {verdict}")
+        lines.append(f"| {p} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+#: Issue 14 item 4: the shipped settings vs those of the removed replica path (PIPELINE_BASE), both
+#: through the weekly job on a validation split of the training events.
+VALIDATION_CANDIDATES = {
+    "shipped": {},
+    "replica_base": {"recall.item_cf.per_seed": 20, "recall.item_cf.min_support": 1,
+                     "recall.item_cf.max_items_per_user": 500, "din.train_weeks": 12},
+}
+
+
+def validate(spark, name: str, out: str, candidates=None) -> dict:
+    """Validation-split comparison through the weekly job (never the test split): writes
+    ``<out>/eval_validation_<name>.json``."""
+    from recsys_spark.config import load_config
+    from recsys_spark.evaluation import load_dataset
+    from recsys_spark.evaluation.split import temporal_split
+    from recsys_spark.evaluation.tuning import tune_weekly, validation_split
+
+    fmt, path = DATASETS[name]
+    ds = load_dataset(spark, fmt, path)
+    val = validation_split(temporal_split(ds.interactions)).cache()
+    res = tune_weekly(spark, load_config(), ds, val, candidates or VALIDATION_CANDIDATES)
+    res.update(dataset=name, load_average_end=list(os.getloadavg()))
+    with open(os.path.join(out, f"eval_validation_{name}.json"), "w") as fh:
+        json.dump(res, fh, indent=1, default=str)
+    return res
+
+
+if __name__ == "__main__" and "--validate" in sys.argv:
+    from recsys_spark.cli import setup_logging
+    from recsys_spark.spark import get_spark
+
+    setup_logging("INFO")
+    _out = os.path.join(ROOT, "benchmarks", "results")
+    _spark = get_spark(app_name="bench-validation", master="local[2]", driver_memory="4g", shuffle_partitions=4)
+    for _name in [a for a in sys.argv[1:] if a != "--validate"] or ["movielens", "hetrec"]:
+        _r = validate(_spark, _name, _out)
+        print(_name, "chosen:", _r["chosen"], {n: (round(m["recall@30"], 4), round(m["ndcg@30"], 4))
+                                                for n, m in _r["candidates"].items()})
+    sys.exit(0)
+
+if __name__ == "__main__" and "--table" in sys.argv:
+    dirs = [a for a in sys.argv[1:] if a != "--table"]
+    print(quality_table(dirs))
+    print()
+    print(compare_table(dirs))
+    sys.exit(0)
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

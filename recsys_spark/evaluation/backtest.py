@@ -177,4 +177,7 @@ def _flat(metrics: Dict[str, Any]) -> Dict[str, float]:
     out = {kk: v for kk, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     for c, v in (metrics.get("recall_curve") or {}).items():
         out[f"recall@{c}"] = v
+    for key, v in metrics.items():
+        if key.endswith("_ci95") and v is not None:
+            out[f"{key}_low"], out[f"{key}_high"] = float(v[0]), float(v[1])
     return out

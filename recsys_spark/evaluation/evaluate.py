@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import time
 from typing import Any, Dict, Mapping, Optional, Sequence
 
@@ -17,7 +18,7 @@ from pyspark.sql import functions as F
 
 from . import methods as M
 from .loaders import EvalDataset
-from .metrics import DEFAULT_CURVE_KS, beyond_accuracy, funnel_metrics, ranking_metrics
+from .metrics import DEFAULT_CURVE_KS, beyond_accuracy, funnel_metrics, paired_bootstrap_ci, ranking_metrics
 from .peers import MethodUnavailable
 from .split import Split, temporal_split
 
@@ -60,12 +61,15 @@ def run_method(spark: SparkSession, name: str, split: Split, k: int, context: M.
 
 
 def evaluate_recs(recs: DataFrame, split: Split, k: int, dataset: Optional[EvalDataset] = None,
-                  curve_ks: Sequence[int] = DEFAULT_CURVE_KS, beyond: bool = True) -> Dict[str, Any]:
+                  curve_ks: Sequence[int] = DEFAULT_CURVE_KS, beyond: bool = True, seed: int = 0,
+                  n_resamples: int = 1000, return_per_user: bool = False) -> Dict[str, Any]:
     """All metrics of one method's recommendations on ``split`` (see :mod:`.metrics`).
 
-    Also counts ``train_items_recommended`` (protocol violations; must be 0).
+    Accuracy comes with per-user bootstrap 95% intervals (``n_resamples`` resamples of the test
+    users, ``seed``). Also counts ``train_items_recommended`` (protocol violations; must be 0).
     """
-    out = ranking_metrics(recs, split.truth, split.test_users, k, curve_ks)
+    out = ranking_metrics(recs, split.truth, split.test_users, k, curve_ks, n_resamples=n_resamples, seed=seed,
+                          return_per_user=return_per_user)
     if beyond:
         out.update(beyond_accuracy(
             recs.join(split.test_users.select("user_id"), "user_id", "left_semi"), split.train, k,
@@ -73,6 +77,29 @@ def evaluate_recs(recs: DataFrame, split: Split, k: int, dataset: Optional[EvalD
             tracks=dataset.tracks if dataset is not None else None))
     out["train_items_recommended"] = int(
         recs.join(split.train.select("user_id", "track_id"), ["user_id", "track_id"], "left_semi").count())
+    return out
+
+
+def paired_comparisons(per_user: Mapping[str, Mapping[str, Any]], base: str, k: int, n_resamples: int = 1000,
+                       seed: int = 0) -> Dict[str, Dict[str, Any]]:
+    """``{"<base> - <other>": {"ndcg@k_diff", "ndcg@k_diff_ci95", "recall@k_diff", ...}}``.
+
+    Paired per-user bootstrap over the same test users: what a "beats" / "misses" sentence needs
+    (an interval above 0 beats, below 0 misses, across 0 is a tie at this sample size).
+    """
+    out: Dict[str, Dict[str, Any]] = {}
+    ref = per_user[base]
+    for name, other in per_user.items():
+        if name == base:
+            continue
+        if list(other["user_id"]) != list(ref["user_id"]):
+            raise ValueError(f"methods {base} and {name} were scored on different users")
+        e: Dict[str, Any] = {}
+        for metric in ("recall", "ndcg"):
+            d = ref[metric] - other[metric]
+            e[f"{metric}@{k}_diff"] = float(d.mean())
+            e[f"{metric}@{k}_diff_ci95"] = list(paired_bootstrap_ci(ref[metric], other[metric], n_resamples, seed))
+        out[f"{base} - {name}"] = e
     return out
 
 
@@ -90,6 +117,9 @@ def evaluate(
     split: Optional[Split] = None,
     history_last_n: int = 50,
     fail_fast: bool = False,
+    cfg: Any = None,
+    n_resamples: int = 1000,
+    run_info: Optional[Mapping[str, Any]] = None,
 ) -> Dict[str, Any]:
     """Evaluate ``methods`` on ``dataset`` with the protocol of EVALUATION.md.
 
@@ -120,15 +150,25 @@ def evaluate(
         Seeds per user of the seed-based channels (the pipeline's 50).
     fail_fast : bool
         Re-raise a method's exception instead of recording it under ``"failed"``.
+    cfg : Config, optional
+        The configuration the ``pipeline`` method runs the weekly job with (the job passes the one
+        it loaded: ``conf/base.yaml`` + overlay + ``--set``); ``None``: ``load_config()``.
+    n_resamples : int
+        Bootstrap resamples of the test users for the 95% intervals (seeded with ``seed``).
+    run_info : mapping, optional
+        Stored as ``"run"`` (command line, code version, load average...); ``load_average_end``
+        is added.
 
     Returns
     -------
     dict
         ``{"dataset", "source", "k", "cutoff", "test_users", "train_users", "train_items",
         "train_pairs", "truth_pairs", "methods": {name: {"recall@k", "ndcg@k", "hit@k",
-        "precision@k", "coverage", "diversity", "novelty", ["creator_diversity"], "fit_seconds",
-        "eval_seconds", "recall_curve", ...}}, "funnel": {name: [stage rows]}, "skipped":
-        {name: reason}, "failed": {name: error}, "params": ...}`` (also ``out_dir/metrics.json``).
+        "precision@k", "recall@k_ci95", "ndcg@k_ci95", "coverage", "diversity", "novelty",
+        ["creator_diversity"], "fit_seconds", "eval_seconds", "recall_curve", ...; the pipeline's
+        also "path": "weekly", "stage_log", "data_coverage"}}, "compare": {"pipeline - <m>":
+        paired intervals}, "funnel": {name: [stage rows]}, "skipped": {name: reason}, "failed":
+        {name: error}, "params": ...}`` (also ``out_dir/metrics.json``).
     """
     t_all = time.perf_counter()
     names = _resolve(methods)
@@ -141,7 +181,7 @@ def evaluate(
              dataset.name, split.cutoff, stats["u"], stats["i"], stats["n"], n_test, n_truth)
     ctx = M.MethodContext(spark=spark, dataset=dataset, split=split, k=k,
                           params={kk: dict(v) for kk, v in (params or {}).items()}, seed=seed,
-                          history_last_n=history_last_n)
+                          history_last_n=history_last_n, cfg=cfg)
     result: Dict[str, Any] = {
         "dataset": dataset.name, "source": dataset.source, "k": k,
         "cutoff": split.cutoff.isoformat() if isinstance(split.cutoff, (dt.date, dt.datetime)) else str(split.cutoff),
@@ -150,7 +190,9 @@ def evaluate(
         "methods": {}, "funnel": {}, "skipped": {}, "failed": {},
         "params": {kk: dict(v) for kk, v in (params or {}).items()},
         "seed": seed,
+        "compare": {},
     }
+    per_user: Dict[str, Any] = {}
     for name in names:
         try:
             recs, staged, seconds = run_method(spark, name, split, k, ctx)
@@ -165,8 +207,11 @@ def evaluate(
             result["failed"][name] = f"{type(exc).__name__}: {exc}"
             continue
         t0 = time.perf_counter()
-        m = evaluate_recs(recs, split, k, dataset, curve_ks, beyond)
+        m = evaluate_recs(recs, split, k, dataset, curve_ks, beyond, seed=seed, n_resamples=n_resamples,
+                          return_per_user=True)
+        per_user[name] = m.pop("_per_user")
         if staged is not None:
+            m.update(staged.entry)
             result["funnel"][name] = funnel_metrics(staged.funnel_stages(), split.truth, split.test_users, k)
             if staged.notes:
                 m["notes"] = staged.notes
@@ -176,7 +221,10 @@ def evaluate(
             log.error("method %s recommended %d train items (protocol violation)", name, m["train_items_recommended"])
         result["methods"][name] = m
         recs.unpersist()
+    if "pipeline" in per_user:
+        result["compare"] = paired_comparisons(per_user, "pipeline", k, n_resamples, seed)
     result["total_seconds"] = round(time.perf_counter() - t_all, 1)
+    result["run"] = dict(run_info or {}, load_average_end=list(os.getloadavg()))
     if out_dir:
         from .report import write_report
 

@@ -37,6 +37,7 @@ def build_parser():
     p.add_argument("--weight-col", default=None)
     p.add_argument("--no-header", action="store_true", help="csv: the file has no header (_c0, _c1, ...)")
     p.add_argument("--movielens-weight", default="one", choices=["one", "rating"])
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the test users (95%% CI)")
     p.add_argument("--backtest-weeks", type=int, default=0,
                    help="platform: also score the last N Mondays' playlists into evaluation_runs")
     p.add_argument("--backtest-build", action="store_true",
@@ -66,6 +67,23 @@ def channel_params(cfg) -> dict:
     }
 
 
+def run_info(argv, cfg) -> dict:
+    """What produced the figures: command line, code version, config fingerprint, load average."""
+    import subprocess
+    import sys
+
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10,
+                             cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip() or None
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--", "recsys_spark"], capture_output=True,
+                                    text=True, timeout=10, cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        rev, dirty = None, None
+    return {"argv": list(sys.argv[1:] if argv is None else argv), "git_rev": rev, "uncommitted_changes": dirty,
+            "config_fingerprint": cfg.fingerprint(), "load_average_start": list(os.getloadavg()),
+            "cpus": os.cpu_count()}
+
+
 def main(argv=None) -> int:
     from recsys_spark.evaluation.evaluate import evaluate
     from recsys_spark.evaluation.loaders import load_dataset
@@ -93,12 +111,17 @@ def main(argv=None) -> int:
     methods = [m for m in args.methods.split(",") if m.strip()]
     seed = cfg.pipeline.seed if args.seed is None else args.seed
     h = cfg.history
+    # cfg (conf/base.yaml + overlay + --set) is what the `pipeline` method runs the weekly job with
     result = evaluate(spark, dataset, methods, k=args.k, out_dir=args.out, params=params, seed=seed,
-                      beyond=not args.no_beyond, history_last_n=h.last_n)
+                      beyond=not args.no_beyond, history_last_n=h.last_n, cfg=cfg,
+                      n_resamples=args.bootstrap, run_info=run_info(argv, cfg))
     print(f"{result['dataset']}: {result['test_users']} test users, cutoff {result['cutoff']}")
+    k = args.k
     for name, m in result["methods"].items():
-        print(f"  {name:16s} recall@{args.k} {m[f'recall@{args.k}']:.4f}  ndcg@{args.k} {m[f'ndcg@{args.k}']:.4f}"
-              f"  hit@{args.k} {m[f'hit@{args.k}']:.4f}  ({m['fit_seconds']:.1f}s)")
+        r, n = m[f"recall@{k}_ci95"], m[f"ndcg@{k}_ci95"]
+        print(f"  {name:16s} recall@{k} {m[f'recall@{k}']:.4f} [{r[0]:.4f}, {r[1]:.4f}]  ndcg@{k} "
+              f"{m[f'ndcg@{k}']:.4f} [{n[0]:.4f}, {n[1]:.4f}]  hit@{k} {m[f'hit@{k}']:.4f}  ({m['fit_seconds']:.1f}s)"
+              + ("  [weekly job]" if m.get("path") == "weekly" else ""))
     for name, why in result["skipped"].items():
         print(f"  {name:16s} skipped: {why}")
     for name, why in result["failed"].items():

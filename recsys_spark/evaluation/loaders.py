@@ -53,8 +53,9 @@ class EvalDataset:
     interactions : DataFrame
         The interactions contract (see module docstring).
     tracks : DataFrame, optional
-        ``track_id, creator_id, ...`` (platform only): enables creator diversity and the quality
-        filter of the pipeline.
+        ``track_id, creator_id, ...`` (platform; MovieLens: ``track_id, title, genre, tags`` from
+        ``movies.csv``): the catalogue the ``pipeline`` method materialises; ``creator_id``
+        enables creator diversity.
     track_embeddings : DataFrame, optional
         ``track_id, embedding array<float>`` (+ ``model_version``, ``created_at`` on the platform:
         the ``track_embeddings`` table as is): enables embedding diversity and the content channel.
@@ -144,7 +145,23 @@ def load_movielens(spark: SparkSession, path: str, weight: str = "one") -> EvalD
         (F.lit(1.0) if weight == "one" else F.col("rating")).alias("weight"),
     )
     log.info("movielens: read %s (%s layout)", path, layout)
-    return EvalDataset("movielens", _finish(df, "rating"), source=path)
+    tracks = _movielens_movies(spark, os.path.join(os.path.dirname(path), "movies.csv"))
+    return EvalDataset("movielens", _finish(df, "rating"), tracks=tracks, source=path)
+
+
+def _movielens_movies(spark: SparkSession, path: str) -> Optional[DataFrame]:
+    """``track_id, title, genre, tags`` from ``movies.csv`` beside the ratings (None when absent).
+
+    ``genre`` = the first listed genre, ``tags`` = all of them (lower case); nothing else is known
+    (no creator, no statistics, no audio, no creation time).
+    """
+    if not os.path.exists(path) or not _first_line(path).lower().startswith("movieid"):
+        return None
+    raw = spark.read.csv(path, header=True, quote='"', escape='"')
+    genres = F.when(F.col("genres") == "(no genres listed)", F.array().cast("array<string>")) \
+        .otherwise(F.split(F.lower(F.col("genres")), r"\|"))
+    out = raw.select(F.col("movieId").cast("string").alias("track_id"), F.col("title"), genres.alias("tags"))
+    return out.select("track_id", "title", F.when(F.size("tags") > 0, F.col("tags")[0]).alias("genre"), "tags")
 
 
 def load_hetrec(spark: SparkSession, path: str, min_year: int = 2005) -> EvalDataset:

@@ -1,20 +1,18 @@
-"""Offline metrics @K, computed in Spark (nothing per user is collected to the driver).
+"""Offline metrics @K: one Spark join/aggregate per method, then numpy on one row per test user.
 
 Accuracy (EVALUATION.md), averaged over *all* test users (a test user without recommendations
-scores 0):
+scores 0), each with a per-user bootstrap 95% interval (``<metric>_ci95``):
 
-- ``recall@K`` = hits / min(K, |truth|)  (hand-written: ``RankingEvaluator``'s ``recallAtK``
-  divides by |truth|, which is not the protocol);
-- ``ndcg@K`` binary relevance, ideal DCG over min(K, |truth|) positions: Spark's
-  ``RankingEvaluator(metricName="ndcgAtK")``, whose definition is exactly this (verified in
-  ``tests/evaluation/test_eval_metrics.py``);
-- ``precision@K`` = hits / K: ``RankingEvaluator(metricName="precisionAtK")``;
+- ``recall@K`` = hits / min(K, |truth|);
+- ``ndcg@K`` binary relevance, gain ``1 / log2(pos + 1)``, ideal DCG over min(K, |truth|)
+  positions (the definition of Spark's ``RankingEvaluator`` ``ndcgAtK``);
+- ``precision@K`` = hits / K;
 - ``hit@K`` = share of test users with at least one hit.
 
-``RankingEvaluator`` needs ``array<double>`` ids. Instead of a global track index we number the
-items of each user locally: the recommended item at position ``p`` becomes ``p``; a truth item
-that was hit becomes its position, a missed one ``K + j``. This encoding is exact for every
-ranking metric and needs no driver-side or single-partition step.
+How: :func:`per_user_hits` (one Spark join/aggregate) gives each test user's hit positions; those
+rows, one per test user (bounded by the test set), are collected and :func:`per_user_vectors` /
+:func:`bootstrap_ci` work in numpy. Everything that scales with the train data or the catalogue
+stays in Spark.
 
 Beyond accuracy:
 
@@ -33,7 +31,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple  # noqa: F401
 
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
@@ -78,22 +76,99 @@ def per_user_hits(recs: DataFrame, truth: DataFrame, test_users: DataFrame, k: i
     )
 
 
-def _evaluator_frame(per_user: DataFrame, k: int) -> DataFrame:
-    """``prediction array<double>, label array<double>`` with per-user local ids (module doc)."""
-    n_miss = F.col("n_truth") - F.size("hit_pos")
-    pred = F.when(F.col("n_recs") > 0, F.sequence(F.lit(1), F.col("n_recs").cast("int"))) \
-        .otherwise(F.array().cast("array<int>"))
-    missed = F.when(n_miss > 0, F.sequence(F.lit(k + 1), (F.lit(k) + n_miss).cast("int"))) \
-        .otherwise(F.array().cast("array<int>"))
-    return per_user.select(
-        pred.cast("array<double>").alias("prediction"),
-        F.concat(F.col("hit_pos"), missed).cast("array<double>").alias("label"),
-    )
+def per_user_vectors(hit_pos: Sequence[Sequence[int]], n_truth: Sequence[int], n_recs: Sequence[int], k: int,
+                     curve_ks: Sequence[int] = ()) -> Dict[str, "np.ndarray"]:
+    """Per-user accuracy @``k`` (EVALUATION.md) from each user's hit positions, in numpy.
+
+    Parameters
+    ----------
+    hit_pos : sequence of sequences of int
+        1-based positions (<= ``k``) of the recommended tracks that are in the user's truth.
+    n_truth, n_recs : sequences of int
+        |truth| (>= 1) and the list length of each user.
+
+    Returns
+    -------
+    dict of numpy arrays, one value per user
+        ``recall`` = hits / min(k, |truth|); ``ndcg`` = DCG / ideal DCG over min(k, |truth|)
+        positions (binary relevance, gain 1 / log2(pos + 1)); ``precision`` = hits / k; ``hit``
+        (0/1); ``recall@c`` for each cut-off ``c`` of ``curve_ks``.
+    """
+    import numpy as np
+
+    n = len(n_truth)
+    nt = np.asarray(n_truth, dtype=np.float64)
+    if n and nt.min() < 1:
+        raise ValueError("every test user needs at least one truth item")
+    disc = 1.0 / np.log2(np.arange(2, k + 2, dtype=np.float64))       # gain at positions 1..k
+    ideal = np.cumsum(disc)                                            # ideal DCG of 1..k hits
+    hits = np.zeros(n)
+    dcg = np.zeros(n)
+    curve = {int(c): np.zeros(n) for c in curve_ks}
+    for u, pos in enumerate(hit_pos):
+        p = np.asarray([q for q in (pos or []) if 1 <= q <= k], dtype=np.int64)
+        if p.size:
+            hits[u] = p.size
+            dcg[u] = disc[p - 1].sum()
+            for c in curve:
+                curve[c][u] = np.count_nonzero(p <= c)
+    denom = np.minimum(nt, k)
+    out = {"recall": hits / denom, "ndcg": dcg / ideal[denom.astype(np.int64) - 1],
+           "precision": hits / k, "hit": (hits > 0).astype(np.float64),
+           "has_recs": (np.asarray(n_recs, dtype=np.int64) > 0).astype(np.float64)}
+    for c, v in curve.items():
+        out[f"recall@{c}"] = v / np.minimum(nt, c)
+    return out
+
+
+def bootstrap_ci(values, n_resamples: int = 1000, seed: int = 0, level: float = 0.95,
+                 chunk: int = 50_000_000) -> Tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``values`` (resampling users with replacement).
+
+    Deterministic given ``seed`` (numpy ``default_rng``). Resamples are drawn in chunks so that
+    ``n_resamples x len(values)`` indices never exceed ``chunk`` at once.
+    """
+    import numpy as np
+
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
+        raise ValueError("bootstrap of an empty vector")
+    rng = np.random.default_rng(seed)
+    per = max(1, chunk // v.size)
+    means = []
+    done = 0
+    while done < n_resamples:
+        b = min(per, n_resamples - done)
+        means.append(v[rng.integers(0, v.size, size=(b, v.size))].mean(axis=1))
+        done += b
+    m = np.concatenate(means)
+    a = (1.0 - level) / 2.0
+    lo, hi = np.quantile(m, [a, 1.0 - a])
+    return float(lo), float(hi)
+
+
+def paired_bootstrap_ci(a, b, n_resamples: int = 1000, seed: int = 0, level: float = 0.95) -> Tuple[float, float]:
+    """Interval of mean(a) - mean(b) over the same users (the same resamples for both)."""
+    import numpy as np
+
+    return bootstrap_ci(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64), n_resamples, seed, level)
+
+
+def collect_per_user(recs: DataFrame, truth: DataFrame, test_users: DataFrame, k: int):
+    """``(user_ids, hit_pos, n_truth, n_recs)``: ONE row per test user collected (bounded by the
+    test set, never by the catalogue or the train data), sorted by ``user_id``."""
+    rows = per_user_hits(recs, truth, test_users, k).orderBy("user_id").collect()
+    return ([r["user_id"] for r in rows], [list(r["hit_pos"] or []) for r in rows],
+            [int(r["n_truth"]) for r in rows], [int(r["n_recs"]) for r in rows])
 
 
 def ranking_metrics(recs: DataFrame, truth: DataFrame, test_users: DataFrame, k: int,
-                    curve_ks: Sequence[int] = DEFAULT_CURVE_KS) -> Dict[str, object]:
-    """Accuracy metrics @``k`` over all test users.
+                    curve_ks: Sequence[int] = DEFAULT_CURVE_KS, n_resamples: int = 1000, seed: int = 0,
+                    return_per_user: bool = False) -> Dict[str, object]:
+    """Accuracy metrics @``k`` over all test users, with per-user bootstrap 95% intervals.
+
+    One Spark join/aggregate gives each test user's hit positions (:func:`per_user_hits`); those
+    rows (one per test user) are collected and the metrics and intervals computed in numpy.
 
     Parameters
     ----------
@@ -106,41 +181,39 @@ def ranking_metrics(recs: DataFrame, truth: DataFrame, test_users: DataFrame, k:
     k : int
     curve_ks : sequence of int
         Cut-offs (<= k) of the recall curve.
+    n_resamples, seed : int
+        Bootstrap resamples of the test users and their seed.
+    return_per_user : bool
+        Also return ``"_per_user"``: ``{"user_id": [...], "recall": array, "ndcg": array}``
+        (for paired comparisons; not JSON).
 
     Returns
     -------
     dict
-        ``recall@k, ndcg@k, precision@k, hit@k`` (floats), ``users_with_recs`` (int),
-        ``recall_curve`` ({cut-off: recall}).
+        ``recall@k, ndcg@k, precision@k, hit@k`` (floats), ``recall@k_ci95``, ``ndcg@k_ci95``
+        (``[low, high]``), ``users_with_recs`` (int), ``recall_curve`` ({cut-off: recall}),
+        ``bootstrap`` (resamples, seed).
     """
-    from pyspark.ml.evaluation import RankingEvaluator
-
     t0 = time.perf_counter()
-    per_user = per_user_hits(recs, truth, test_users, k).cache()
-    ks = sorted({int(c) for c in curve_ks if 0 < int(c) <= k} | {k})
-    aggs = [F.count(F.lit(1)).alias("users"),
-            F.sum(F.when(F.col("n_recs") > 0, 1).otherwise(0)).alias("users_with_recs"),
-            F.avg(F.when(F.size("hit_pos") > 0, 1.0).otherwise(0.0)).alias("hit")]
-    for c in ks:
-        n_hits = F.size(F.filter("hit_pos", lambda p: p <= c))
-        aggs.append(F.avg(n_hits / F.least(F.lit(c), F.col("n_truth"))).alias(f"recall_{c}"))
-    row = per_user.agg(*aggs).first()
-    out: Dict[str, object] = {}
-    n_users = int(row["users"] or 0)
-    if n_users == 0:
-        per_user.unpersist()
+    users, hit_pos, n_truth, n_recs = collect_per_user(recs, truth, test_users, k)
+    if not users:
         raise ValueError("no test users: cannot compute ranking metrics")
-    ev_df = _evaluator_frame(per_user, k)
-    ev = RankingEvaluator(predictionCol="prediction", labelCol="label", k=k)
-    out[f"recall@{k}"] = float(row[f"recall_{k}"])
-    out[f"ndcg@{k}"] = float(ev.evaluate(ev_df, {ev.metricName: "ndcgAtK"}))
-    out[f"precision@{k}"] = float(ev.evaluate(ev_df, {ev.metricName: "precisionAtK"}))
-    out[f"hit@{k}"] = float(row["hit"])
-    out["users_with_recs"] = int(row["users_with_recs"] or 0)
-    out["recall_curve"] = {int(c): float(row[f"recall_{c}"]) for c in ks}
-    per_user.unpersist()
-    log.info("ranking metrics @%d over %d test users in %.2fs: recall %.4f ndcg %.4f", k, n_users,
-             time.perf_counter() - t0, out[f"recall@{k}"], out[f"ndcg@{k}"])
+    ks = sorted({int(c) for c in curve_ks if 0 < int(c) <= k} | {k})
+    v = per_user_vectors(hit_pos, n_truth, n_recs, k, ks)
+    out: Dict[str, object] = {
+        f"recall@{k}": float(v["recall"].mean()), f"ndcg@{k}": float(v["ndcg"].mean()),
+        f"precision@{k}": float(v["precision"].mean()), f"hit@{k}": float(v["hit"].mean()),
+        f"recall@{k}_ci95": list(bootstrap_ci(v["recall"], n_resamples, seed)),
+        f"ndcg@{k}_ci95": list(bootstrap_ci(v["ndcg"], n_resamples, seed)),
+        "bootstrap": {"resamples": int(n_resamples), "seed": int(seed), "unit": "test user", "level": 0.95},
+        "users_with_recs": int(v["has_recs"].sum()),
+        "recall_curve": {int(c): float(v[f"recall@{c}"].mean()) for c in ks},
+    }
+    if return_per_user:
+        out["_per_user"] = {"user_id": users, "recall": v["recall"], "ndcg": v["ndcg"]}
+    log.info("ranking metrics @%d over %d test users in %.2fs: recall %.4f %s ndcg %.4f %s", k, len(users),
+             time.perf_counter() - t0, out[f"recall@{k}"], out[f"recall@{k}_ci95"], out[f"ndcg@{k}"],
+             out[f"ndcg@{k}_ci95"])
     return out
 
 

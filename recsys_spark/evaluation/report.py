@@ -84,6 +84,12 @@ def _plots(result: Dict[str, Any], out_dir: str) -> List[str]:
     return written
 
 
+def _cell(v, digits: int = 4) -> str:
+    if isinstance(v, (list, tuple)) and len(v) == 2:
+        return f"[{_fmt(v[0], digits)}, {_fmt(v[1], digits)}]"
+    return _fmt(v, digits)
+
+
 def render_markdown(result: Dict[str, Any], plots: Optional[List[str]] = None) -> str:
     """The report as markdown (tables of every method, reference peers, funnel, skipped)."""
     k = result["k"]
@@ -94,15 +100,16 @@ def render_markdown(result: Dict[str, Any], plots: Optional[List[str]] = None) -
              f"- train: {result.get('train_users')} users, {result.get('train_items')} items, "
              f"{result.get('train_pairs')} user-item pairs", ""]
     methods = result.get("methods", {})
-    cols = [f"recall@{k}", f"ndcg@{k}", f"hit@{k}", f"precision@{k}", "coverage", "diversity", "novelty",
+    cols = [f"recall@{k}", f"recall@{k}_ci95", f"ndcg@{k}", f"ndcg@{k}_ci95", f"hit@{k}", f"precision@{k}", "coverage", "diversity", "novelty",
             "creator_diversity", "fit_seconds"]
     if methods:
         lines += ["## Metrics", "", "| method | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
         for name, m in methods.items():
-            lines.append(f"| {name} | " + " | ".join(_fmt(m.get(c)) if c != "fit_seconds" else _fmt(m.get(c), 1)
+            lines.append(f"| {name} | " + " | ".join(_cell(m.get(c), 1 if c == "fit_seconds" else 4)
                                                       for c in cols) + " |")
         basis = {m.get("diversity_basis") for m in methods.values() if m.get("diversity_basis")}
-        lines += ["", f"Diversity = intra-list distance (1 - cosine) on {', '.join(sorted(basis)) or '-'}; "
+        lines += ["", "Intervals: per-user bootstrap 95% (resampled test users). "
+                  f"Diversity = intra-list distance (1 - cosine) on {', '.join(sorted(basis)) or '-'}; "
                       "novelty = mean self-information (bits) of the recommended items; coverage = distinct "
                       "recommended items / train items; fit_seconds = fit + recommend for the test users.", ""]
         viol = {n: m["train_items_recommended"] for n, m in methods.items() if m.get("train_items_recommended")}
@@ -124,6 +131,23 @@ def render_markdown(result: Dict[str, Any], plots: Optional[List[str]] = None) -
                 lines.append(f"| {name} | - | {_fmt(methods[name].get('recall@30'), 3)} | - | "
                              f"{_fmt(methods[name].get('ndcg@30'), 3)} |")
         lines.append("")
+    if result.get("compare"):
+        lines += ["## Paired differences (per-user bootstrap 95%)", "",
+                  "An interval above 0 beats, below 0 misses, across 0 is a tie at this sample size.", "",
+                  f"| pair | recall@{k} diff | 95% | ndcg@{k} diff | 95% |", "|---|---|---|---|---|"]
+        for pair, e in result["compare"].items():
+            lines.append(f"| {pair} | {_fmt(e.get(f'recall@{k}_diff'))} | {_cell(e.get(f'recall@{k}_diff_ci95'))} | "
+                         f"{_fmt(e.get(f'ndcg@{k}_diff'))} | {_cell(e.get(f'ndcg@{k}_diff_ci95'))} |")
+        lines.append("")
+    for name, m in methods.items():
+        if m.get("path") == "weekly":
+            lines += [f"## {name}: the weekly job's run (week {m.get('week')}, run `{m.get('run_id')}`)", "",
+                      f"Data coverage: `{json.dumps(m.get('data_coverage'))}`", "",
+                      "| stage | status | seconds | rows in | rows out | skipped / note |", "|---|---|---|---|---|---|"]
+            for r in m.get("stage_log") or []:
+                lines.append(f"| {r['stage']} | {r['status']} | {_fmt(r.get('seconds'), 1)} | {r.get('rows_in')} | "
+                             f"{r.get('rows_out')} | {r.get('skipped') or r.get('message') or ''} |")
+            lines.append("")
     for name, rows in (result.get("funnel") or {}).items():
         lines += [f"## Funnel of {name}", "", "Where the truth gets lost: share of each test user's truth "
                   "present in the stage's candidate set (mean over test users).", "",

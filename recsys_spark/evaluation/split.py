@@ -2,8 +2,8 @@
 
 1. cutoff = the 90th percentile of ``event_ts`` over all interactions;
 2. train = interactions strictly before the cutoff, summed per (user, track);
-3. truth of a user = tracks the user touched at or after the cutoff that are *not* in the user's
-   train history;
+3. truth of a user = tracks the user touched at or after the cutoff with a positive weight (a
+   platform skip, weight 0, is not a positive) that are *not* in the user's train history;
 4. test users = users with train history and at least one truth track.
 
 :func:`split_at` is the same with a given cutoff and an optional end (the weekly backtest uses
@@ -100,8 +100,9 @@ def split_at(interactions: DataFrame, cutoff: dt.datetime, end: Optional[dt.date
         F.count(F.lit(1)).alias("n_events"),
     )
     train_users = train.select("user_id").distinct()
+    # a skip (weight 0 on the platform) is not a positive: it never makes a truth item
     truth = (
-        test_events.select("user_id", "track_id").distinct()
+        test_events.where(F.col("weight") > 0).select("user_id", "track_id").distinct()
         .join(train.select("user_id", "track_id"), ["user_id", "track_id"], "left_anti")
         .join(train_users, "user_id", "left_semi")
     )

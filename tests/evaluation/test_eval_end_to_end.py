@@ -10,6 +10,7 @@ from pyspark.sql import functions as F
 from recsys_spark.evaluation import methods as M
 from recsys_spark.evaluation.evaluate import evaluate
 from recsys_spark.evaluation.loaders import EvalDataset
+from recsys_spark.evaluation.peers import MethodUnavailable
 
 SCHEMA = "user_id string, track_id string, event_ts timestamp, event_type string, weight double, event_date date"
 
@@ -96,7 +97,7 @@ def test_registered_method_and_staged_pipeline(spark, tiny):
 
 def test_unavailable_module_is_skipped_with_reason(spark, tiny):
     def needs_missing_module(spark_, train, users, k, ctx):
-        M._import("recsys_spark.recall.no_such_channel", "NoSuchChannel")
+        raise MethodUnavailable("recsys_spark.recall.no_such_channel is not available yet")
 
     M.register_method("missing_channel", needs_missing_module)
     try:

@@ -76,3 +76,13 @@ def test_csv_missing_column_is_a_clear_error(spark, tmp_path):
     p.write_text("a,b,c\n1,2,3\n")
     with pytest.raises(ValueError, match="missing columns"):
         load_dataset(spark, "csv", str(p), user_col="user", item_col="b", time_col="c")
+
+
+def test_movielens_movies_csv_gives_titles_and_genres(spark, tmp_path):
+    (tmp_path / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,10,4.0,964982703\n")
+    (tmp_path / "movies.csv").write_text('movieId,title,genres\n10,"Heat, The (1995)",Action|Crime\n'
+                                         "20,Nothing (2000),(no genres listed)\n")
+    ds = load_dataset(spark, "movielens", str(tmp_path))
+    got = sorted((r.track_id, r.title, r.genre, list(r.tags)) for r in ds.tracks.collect())
+    assert got == [("10", "Heat, The (1995)", "action", ["action", "crime"]), ("20", "Nothing (2000)", None, [])]
+    assert "creator_id" not in ds.tracks.columns   # nothing is invented

@@ -1,11 +1,13 @@
 """Metrics on hand-made lists whose values were computed by hand (literals below)."""
 
+import numpy as np
 import pytest
 from pyspark.ml.evaluation import RankingEvaluator
+from pyspark.sql import functions as F
 
 from recsys_spark.evaluation.metrics import (
-    _evaluator_frame, coverage, creator_diversity, diversity_cooccurrence, diversity_embeddings,
-    funnel_metrics, novelty, per_user_hits, ranking_metrics)
+    bootstrap_ci, coverage, creator_diversity, diversity_cooccurrence, diversity_embeddings,
+    funnel_metrics, novelty, paired_bootstrap_ci, per_user_hits, per_user_vectors, ranking_metrics)
 
 REC = "user_id string, track_id string, rank int"
 
@@ -39,12 +41,67 @@ def test_ranking_metrics_hand_computed(case):
     assert m["recall_curve"] == {1: pytest.approx(1 / 3), 2: pytest.approx(1 / 6), 3: pytest.approx(1 / 3)}
 
 
-def test_spark_recall_at_k_is_not_the_protocol(case):
-    """Why recall is hand-written: RankingEvaluator's recallAtK divides by |truth|, not min(K, |truth|)."""
+def _evaluator_frame(per_user, k):
+    """Spark RankingEvaluator input with per-user local ids: recommended position p -> p, a missed
+    truth item -> K + j (exact for every ranking metric)."""
+    n_miss = F.col("n_truth") - F.size("hit_pos")
+    pred = F.when(F.col("n_recs") > 0, F.sequence(F.lit(1), F.col("n_recs").cast("int"))) \
+        .otherwise(F.array().cast("array<int>"))
+    missed = F.when(n_miss > 0, F.sequence(F.lit(k + 1), (F.lit(k) + n_miss).cast("int"))) \
+        .otherwise(F.array().cast("array<int>"))
+    return per_user.select(pred.cast("array<double>").alias("prediction"),
+                           F.concat(F.col("hit_pos"), missed).cast("array<double>").alias("label"))
+
+
+def test_numpy_metrics_match_spark_ranking_evaluator(case):
+    """NDCG / precision in numpy equal Spark's RankingEvaluator; its recallAtK divides by |truth|
+    (not min(K, |truth|), the protocol), which is why recall is computed by hand."""
     recs, truth, test_users = case
     frame = _evaluator_frame(per_user_hits(recs, truth, test_users, 3), 3)
+    m = ranking_metrics(recs, truth, test_users, k=3)
+    ev = RankingEvaluator(k=3)
+    assert m["ndcg@3"] == pytest.approx(ev.evaluate(frame, {ev.metricName: "ndcgAtK"}))
+    assert m["precision@3"] == pytest.approx(ev.evaluate(frame, {ev.metricName: "precisionAtK"}))
     spark_recall = RankingEvaluator(metricName="recallAtK", k=3).evaluate(frame)
     assert spark_recall == pytest.approx((2 / 3 + 1 / 5 + 0) / 3)  # 0.28889 != the protocol's 1/3
+
+
+def test_per_user_vectors_hand_computed():
+    # u0: truth 2, hits at 1 and 4 (K = 3: the 4 is beyond K); u1: truth 5 > K, hit at 2; u2: no recs
+    v = per_user_vectors([[1, 4], [2], []], [2, 5, 1], [4, 3, 0], k=3, curve_ks=(1, 3))
+    assert v["recall"].tolist() == pytest.approx([1 / 2, 1 / 3, 0.0])
+    idcg2, idcg3 = 1 + 1 / np.log2(3), 1 + 1 / np.log2(3) + 1 / np.log2(4)
+    assert v["ndcg"].tolist() == pytest.approx([1 / idcg2, (1 / np.log2(3)) / idcg3, 0.0])
+    assert v["precision"].tolist() == pytest.approx([1 / 3, 1 / 3, 0.0])
+    assert v["hit"].tolist() == [1.0, 1.0, 0.0]
+    assert v["recall@1"].tolist() == pytest.approx([1.0, 0.0, 0.0])
+    assert v["has_recs"].tolist() == [1.0, 1.0, 0.0]
+
+
+def test_bootstrap_interval_known_answers():
+    # a constant vector: every resample has the same mean
+    assert bootstrap_ci([0.25] * 40, 200, seed=1) == pytest.approx((0.25, 0.25))
+    # 0/1 with p = 0.5 over n = 400 users: mean's sd = sqrt(.25 / 400) = .025, 95% ~ +-1.96 sd = +-.049
+    v = np.array([0.0, 1.0] * 200)
+    lo, hi = bootstrap_ci(v, 2000, seed=0)
+    assert lo == pytest.approx(0.5 - 0.049, abs=0.01) and hi == pytest.approx(0.5 + 0.049, abs=0.01)
+    assert bootstrap_ci(v, 2000, seed=0) == (lo, hi)              # seeded: deterministic
+    assert bootstrap_ci(v, 2000, seed=0, chunk=1000) == (lo, hi)  # chunking does not change the draws
+    # paired: b = a - 0.1 for every user -> the difference is exactly 0.1 in every resample
+    a = np.linspace(0, 1, 50)
+    assert paired_bootstrap_ci(a, a - 0.1, 300) == pytest.approx((0.1, 0.1))
+    with pytest.raises(ValueError):
+        bootstrap_ci([], 10)
+
+
+def test_ranking_metrics_intervals(case):
+    recs, truth, test_users = case
+    m = ranking_metrics(recs, truth, test_users, k=3, n_resamples=500, seed=3)
+    lo, hi = m["recall@3_ci95"]
+    # per-user recall (2/3, 1/3, 0): resampled means lie in [0, 2/3] and around the mean 1/3
+    assert 0.0 <= lo < m["recall@3"] < hi <= 2 / 3
+    assert m["ndcg@3_ci95"][0] < m["ndcg@3"] < m["ndcg@3_ci95"][1]
+    assert m["bootstrap"] == {"resamples": 500, "seed": 3, "unit": "test user", "level": 0.95}
 
 
 def test_per_user_hits_rows(spark, case):
