@@ -52,7 +52,8 @@ Row reasons: ``malformed_record``, ``broken_encoding`` (invalid UTF-8, seen as U
 ``unparseable_timestamp``, ``timestamp_out_of_range``, ``future_timestamp``,
 ``unknown_track_id``, ``invalid_count``, ``invalid_duration``, ``empty_text``,
 ``oversize_field``, ``duplicate``. File reasons: ``unsupported_file``, ``unreadable_file``,
-``unsupported_compression``, ``binary_file``, ``format_mismatch``, ``json_array_file``,
+``unsupported_compression``, ``unsupported_encoding`` (UTF-16 / UTF-32), ``binary_file``,
+``format_mismatch``, ``json_array_file``,
 ``pretty_printed_json``, ``concatenated_json``, ``csv_missing_header``,
 ``csv_unterminated_quote``, ``record_count_mismatch``. The first failing rule is the reason.
 
@@ -80,6 +81,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -298,7 +300,7 @@ def _norm_col(name: str) -> str:
 
 
 def _sniff_csv(rf: RawFile, text: str, fields: Sequence[str]) -> None:
-    first = text.split("\n", 1)[0].rstrip("\r")
+    first = re.split(r"\r\n|\r|\n", text, maxsplit=1)[0]
     if not first.strip():
         return
     best, best_hits, best_cols = ",", -1, []
@@ -374,6 +376,10 @@ def inspect_file(path: str, entity: str) -> RawFile:
         if magic == "parquet":
             rf.reason, rf.detail = "format_mismatch", f"Parquet content in a file named as {fmt}"
             return rf
+        if raw_head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE, codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)) \
+                and not raw_head.startswith(codecs.BOM_UTF8):
+            rf.reason, rf.detail = "unsupported_encoding", "UTF-16 / UTF-32 text (byte order mark); export as UTF-8"
+            return rf
         rf.codec = magic if magic in ("gzip", "bzip2") else None
         if named_codec and not rf.codec:
             log.info("ingest: %s is named %s but holds plain text; read as text", path, named_codec)
@@ -429,7 +435,8 @@ def count_records(path: str, fmt: str, codec: Optional[str], delimiter: str = ",
                     return max(0, n - 1), None, ""
                 except csvmod.Error as exc:
                     if "unexpected end of data" in str(exc) or "EOF" in str(exc):
-                        return 0, "csv_unterminated_quote", f"a quoted field is still open at the end of the file ({exc})"
+                        return (0, "csv_unterminated_quote",
+                                f"a quoted field is still open at the end of the file ({exc})")
                     if not strict:
                         raise
             raise RuntimeError("unreachable")
@@ -507,7 +514,9 @@ class _Staging:
 
 
 def _read_json_lines(spark, files: List[str], fields: Sequence[str], st: _Staging) -> DataFrame:
-    txt = spark.read.text(files).select(F.col("value").alias("_line"), st.source_col().alias("_source"))
+    # a file that breaks while Spark reads it is skipped, not fatal: its count then differs from the
+    # independent one and the file is quarantined whole (record_count_mismatch)
+    txt = spark.read.option("ignoreCorruptFiles", True).text(files).select(F.col("value").alias("_line"), st.source_col().alias("_source"))
     body = F.regexp_replace(F.col("_line"), "^\ufeff", "")
     txt = txt.withColumn("_body", body).where(~F.col("_body").rlike("^[ \\t\\r\\n\\x0B\\f]*$"))
     parsed = txt.withColumn("_p", F.from_json(F.col("_body"), _string_schema(fields, "_corrupt"),
@@ -530,6 +539,7 @@ def _read_csv(spark, files: List[str], header: List[str], delimiter: str, fields
         names.append(name if name and name not in names and name != corrupt else f"_c{i}")
     schema = _string_schema(names, corrupt)
     csv = (spark.read.schema(schema).option("header", True).option("enforceSchema", True)
+           .option("ignoreCorruptFiles", True)
            .option("mode", "PERMISSIVE").option("multiLine", True).option("sep", delimiter)
            .option("quote", '"').option("escape", '"').option("columnNameOfCorruptRecord", corrupt).csv(files))
     as_json = F.to_json(F.struct(*[F.col(f"`{c}`") for c in names])) if names else F.lit("{}")
@@ -541,7 +551,7 @@ def _read_csv(spark, files: List[str], header: List[str], delimiter: str, fields
 def _read_parquet(spark, files: List[str], schema, fields: Sequence[str], st: _Staging) -> DataFrame:
     import pyarrow as pa
 
-    pq = spark.read.parquet(*files)
+    pq = spark.read.option("ignoreCorruptFiles", True).parquet(*files)
     by_norm: Dict[str, str] = {}
     for name in schema.names:
         by_norm.setdefault(_norm_col(name), name)
@@ -880,7 +890,8 @@ def _inspect_all(spark: SparkSession, path: str, entity: str) -> List[RawFile]:
     todo = [(f.path, f.format, f.codec, f.delimiter) for f in files if not f.reason and f.format in ("json", "csv")]
     if todo:
         n_tasks = max(1, min(len(todo), spark.sparkContext.defaultParallelism * 2))
-        counted = {p: (n, r, d) for p, n, r, d in spark.sparkContext.parallelize(todo, n_tasks).map(_count_task).collect()}
+        rdd = spark.sparkContext.parallelize(todo, n_tasks).map(_count_task)
+        counted = {p: (n, r, d) for p, n, r, d in rdd.collect()}
         for f in files:
             if f.path in counted:
                 f.seen, reason, detail = counted[f.path]

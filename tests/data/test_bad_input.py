@@ -154,6 +154,12 @@ def _landing(root):
         _ev("u_zw\u200bx"),                                         # invalid_id:user_id
     ]) + "\n")
     _write(it, "gzipped.csv", gzip.compress((H + f"u_gzcsv,t2,{TS},play,1\n").encode()))  # gzip named .csv
+    _write(it, "utf16.csv", (H + f"u_utf16,t1,{TS},play,1\n").encode("utf-16"))         # unsupported_encoding
+    _write(it, "cr_only.csv", (H + f"u_cr,t1,{TS},play,1\n").replace("\n", "\r"))       # old Mac line ends: kept
+    _write(it, "quoted.csv", '"user_id","track_id","event_ts","event_type","weight"\n'    # quoted header: kept
+                             f'"u_quoted","t1","{TS}","play","1"\n'
+                             f'"u_stray"x,t1,{TS},play,1\n')          # a stray quote: kept verbatim
+    _write(it, "truncated.json.gz", gzip.compress(((_ev("u_trunc") + "\n") * 50).encode())[:-30])  # unreadable
 
     pr = root / "user_prompts"
     _write(pr, "prompts.csv", "prompt_id,user_id,prompt_text,created_at\n"
@@ -208,7 +214,9 @@ INTERACTION_FILES = {
     "typed_ids.json": (6, 1, 0, 1, 4, None), "int_ids.parquet": (1, 1, 0, 0, 0, None),
     "str_ids.parquet": (1, 1, 0, 0, 0, None), "fake.parquet": (1, 0, 0, 0, 1, "unreadable_file"),
     "Upper.csv": (1, 1, 0, 0, 0, None), "timestamps.csv": (9, 7, 0, 0, 2, None), "ids.json": (3, 2, 0, 0, 1, None),
-    "gzipped.csv": (1, 1, 0, 0, 0, None),
+    "gzipped.csv": (1, 1, 0, 0, 0, None), "utf16.csv": (1, 0, 0, 0, 1, "unsupported_encoding"),
+    "cr_only.csv": (1, 1, 0, 0, 0, None), "quoted.csv": (2, 2, 0, 0, 0, None),
+    "truncated.json.gz": (1, 0, 0, 0, 1, "unreadable_file"),
 }
 TRACK_FILES = {
     "tracks.json": (2, 2, 0, 0, 0, None), "multiline.csv": (1, 1, 0, 0, 0, None),
@@ -230,7 +238,7 @@ def test_every_file_accounted_for(ingested):
     for rep in reps.values():
         assert rep.reconciles and all(f.reconciles for f in rep.files)
     rep = reps["interactions"]
-    assert (rep.read, rep.loaded, rep.already_present, rep.duplicates, rep.quarantined) == (45, 23, 0, 1, 22)
+    assert (rep.read, rep.loaded, rep.already_present, rep.duplicates, rep.quarantined) == (50, 26, 0, 1, 24)
 
 
 def test_interactions_every_valid_row_kept(ingested):
@@ -244,7 +252,8 @@ def test_interactions_every_valid_row_kept(ingested):
         ("u_crlf_json", "t1", "play", 1.0), ("u_bom_json", "t1", "play", 1.0),
         ("u_long_line", "t1", "play", 1.0), ("12345", "t1", "play", 2.0), ("777", "t2", "play", 1.5),
         ("u_parquet", "t2", "skip", 0.0), ("u_upper", "t1", "play", 1.0), ("u_gzcsv", "t2", "play", 1.0),
-        ("u_nbsp", "Caf\u00e9", "play", 1.0), ("u_id2", "t_nbsp", "play", 1.0),
+        ("u_nbsp", "Caf\u00e9", "play", 1.0), ("u_id2", "t_nbsp", "play", 1.0), ("u_cr", "t1", "play", 1.0),
+        ("u_quoted", "t1", "play", 1.0), ('"u_stray"x', "t1", "play", 1.0),
     ] + ts_users)
 
 
@@ -276,6 +285,7 @@ def test_interactions_every_bad_row_quarantined_with_reason(ingested):
         ("fake.parquet", "unreadable_file"),
         ("timestamps.csv", "unparseable_timestamp"), ("timestamps.csv", "timestamp_out_of_range"),
         ("ids.json", "invalid_id:user_id"),
+        ("utf16.csv", "unsupported_encoding"), ("truncated.json.gz", "unreadable_file"),
     ])
 
 
@@ -337,11 +347,11 @@ def test_reingest_is_idempotent_for_file_level_records(spark, ingested):
     tables, reps, root = ingested
     n_q = tables.read("quarantine").count()
     again = ingest_entity(spark, tables, "interactions", str(root / "raw" / "interactions"), RULES, "bad-2", now=NOW)
-    assert (again.read, again.loaded, again.already_present, again.quarantined) == (45, 0, 23, 22)
+    assert (again.read, again.loaded, again.already_present, again.quarantined) == (50, 0, 26, 24)
     assert _files(again)["timestamps.csv"] == (9, 0, 7, 0, 2, None)
     assert all(f.reconciles for f in again.files)
     assert tables.read("quarantine").count() == n_q
-    assert tables.read("interactions").count() == 23
+    assert tables.read("interactions").count() == 26
 
 
 def test_unreadable_source_fails_clearly(spark, tmp_path):
