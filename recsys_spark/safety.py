@@ -38,8 +38,12 @@ class UnsafeValueError(ValueError):
 _BAD_PATH_CHARS = ("\x00", "`", "\n", "\r")
 
 
-def _is_uri(p: str) -> bool:
+def is_uri(p: str) -> bool:
+    """True for ``scheme:/...`` (``s3a://``, ``dbfs:/``, ``file:/``), false for a Windows drive path."""
     return bool(re.match(r"^[A-Za-z][A-Za-z0-9+.\-]*:/", p)) and not re.match(r"^[A-Za-z]:[\\/]", p)
+
+
+_is_uri = is_uri  # the old private name, until recsys_spark/pipeline/context.py imports is_uri
 
 
 def safe_path(root: str, path: str) -> str:
@@ -75,7 +79,7 @@ def safe_path(root: str, path: str) -> str:
         bad = [c for c in _BAD_PATH_CHARS if c in value]
         if bad:
             raise UnsafeValueError(f"{label} {value!r} contains a forbidden character {bad[0]!r}")
-    if _is_uri(root) or _is_uri(path):
+    if is_uri(root) or is_uri(path):
         return _safe_uri(root, path)
     root_real = os.path.realpath(root)
     cand = path if os.path.isabs(path) else os.path.join(root_real, path)
@@ -87,9 +91,9 @@ def safe_path(root: str, path: str) -> str:
 
 def _safe_uri(root: str, path: str) -> str:
     r = urlparse(root)
-    if not _is_uri(root):
+    if not is_uri(root):
         raise UnsafeValueError(f"path {path!r} is a URI but the allowed root {root!r} is local")
-    p = urlparse(path) if _is_uri(path) else None
+    p = urlparse(path) if is_uri(path) else None
     rpath = posixpath.normpath(r.path or "/")
     if p is None:
         if path.startswith("/"):

@@ -19,7 +19,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from .safety import UnsafeValueError, _is_uri, safe_path, validate_identifier
+from .safety import UnsafeValueError, is_uri, safe_path, validate_identifier
 
 log = logging.getLogger(__name__)
 
@@ -385,8 +385,8 @@ class Tables:
         if mode == "path":
             # the warehouse is the root every table path must stay under, and it is quoted into
             # ``delta.`<path>``` SQL references: no NUL / backtick / newline
-            safe_path(warehouse if _is_uri(warehouse) else os.path.abspath(warehouse), ".")
-        self.warehouse = warehouse.rstrip("/") if _is_uri(warehouse) else os.path.abspath(warehouse)
+            safe_path(warehouse if is_uri(warehouse) else os.path.abspath(warehouse), ".")
+        self.warehouse = warehouse.rstrip("/") if is_uri(warehouse) else os.path.abspath(warehouse)
         for part, label in ((catalog, "catalog"), (schema, "schema")):
             if part and not _IDENT.match(part):
                 raise ValueError(f"invalid {label} identifier {part!r}")
@@ -414,7 +414,7 @@ class Tables:
         name is not a plain identifier or the folder resolves outside the warehouse (a symlink)."""
         self.spec(name)
         validate_identifier(name, "table name")
-        if _is_uri(self.warehouse):
+        if is_uri(self.warehouse):
             return safe_path(self.warehouse, name)
         safe_path(self.warehouse, name)  # raises when <warehouse>/<name> escapes through a symlink
         return os.path.join(self.warehouse, name)

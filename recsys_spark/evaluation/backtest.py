@@ -22,7 +22,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from ..tables import TableSpec, Tables, _f, register
+from ..tables import TableSpec, Tables, column, register
 from ..weeks import week_start
 from . import methods as M
 from .evaluate import evaluate_recs, run_method
@@ -36,15 +36,15 @@ log = logging.getLogger(__name__)
 EVALUATION_RUNS = register(TableSpec(
     "evaluation_runs",
     T.StructType([
-        _f("run_id", T.StringType(), False, "backtest run"),
-        _f("week_start", T.DateType(), False, "partition: the Monday whose playlists were scored"),
-        _f("method", T.StringType(), False, "discover_weekly (the pipeline's playlists) or a method name"),
-        _f("k", T.IntegerType(), False, "list length"),
-        _f("test_users", T.LongType(), comment="users with history before W and a new track in [W, W+7d)"),
-        _f("metrics", T.MapType(T.StringType(), T.DoubleType()), comment="recall@k, ndcg@k, hit@k, coverage, ..."),
-        _f("status", T.StringType(), False, "succeeded | skipped | failed"),
-        _f("message", T.StringType(), comment="why skipped / failed"),
-        _f("evaluated_at", T.TimestampType(), False, "when"),
+        column("run_id", T.StringType(), False, "backtest run"),
+        column("week_start", T.DateType(), False, "partition: the Monday whose playlists were scored"),
+        column("method", T.StringType(), False, "discover_weekly (the pipeline's playlists) or a method name"),
+        column("k", T.IntegerType(), False, "list length"),
+        column("test_users", T.LongType(), comment="users with history before W and a new track in [W, W+7d)"),
+        column("metrics", T.MapType(T.StringType(), T.DoubleType()), comment="recall@k, ndcg@k, hit@k, coverage, ..."),
+        column("status", T.StringType(), False, "succeeded | skipped | failed"),
+        column("message", T.StringType(), comment="why skipped / failed"),
+        column("evaluated_at", T.TimestampType(), False, "when"),
     ]),
     key=("run_id", "week_start", "method"),
     partition_by=("week_start",),
