@@ -133,25 +133,39 @@ def build_ingest_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
 
 
 def ingest_main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
+    """``recsys ingest``: arguments, input paths and the warehouse path are checked before Spark
+    starts (a missing or unreadable input, or a warehouse path that is a file, exits 2 with one
+    line); bad rows and bad files never fail the run, they go to quarantine with a reason."""
     parser = build_ingest_parser(prog)
     args, cfg = parse(parser, argv)
-    if not args.raw and not (args.entity and args.path):
-        parser.error("give --raw DIR, or --entity and --path")
-    from .data.ingest import Rules, ingest_all, ingest_entity
+    from .data.ingest import Rules, ingest_plan, plan_ingest
     from .runlog import new_run_id
     from .spark import spark_from_config
     from .tables import Tables
+    from .validation import InputError, check_warehouse_path
 
+    try:
+        plan = plan_ingest(resolve_path(args.raw) if args.raw else None, args.entity,
+                           resolve_path(args.path) if args.path else None)
+        if cfg.storage.mode == "path":
+            check_warehouse_path(cfg.storage.warehouse)
+        rules = Rules.from_conf(cfg.ingest)
+    except (InputError, ValueError) as exc:
+        parser.exit(2, f"ingest: {exc}\n")
     spark = spark_from_config(cfg)
     _classic_or_exit(spark, "ingest")
     tables = Tables.from_config(spark, cfg.storage)
-    rules = Rules.from_conf(cfg.ingest)
-    run_id = new_run_id("ingest", None)
-    reports = ingest_all(spark, tables, resolve_path(args.raw), rules, run_id) if args.raw else \
-        {args.entity: ingest_entity(spark, tables, args.entity, resolve_path(args.path), rules, run_id)}
+    try:
+        reports = ingest_plan(spark, tables, plan, rules, new_run_id("ingest", None))
+    except InputError as exc:  # the source vanished or became unreadable after the check
+        parser.exit(2, f"ingest: {exc}\n")
     for r in reports.values():
         print(f"{r.entity}: read={r.read} loaded={r.loaded} updated={r.updated} "
-              f"already_present={r.already_present} quarantined={r.quarantined} {r.reasons}")
+              f"already_present={r.already_present} duplicates={r.duplicates} quarantined={r.quarantined} "
+              f"{r.reasons}")
+        for f in r.files:
+            if f.reason:
+                print(f"  file quarantined: {f.path}: {f.reason} ({f.detail})")
     return 0
 
 
@@ -183,10 +197,21 @@ def weekly_main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None
     args, cfg = parse(build_weekly_parser(prog), argv)
     from .pipeline import run_weekly
     from .spark import spark_from_config
+    from .validation import InputError, check_warehouse_path
 
+    if cfg.storage.mode == "path":
+        try:
+            check_warehouse_path(cfg.storage.warehouse)
+        except InputError as exc:
+            print(f"weekly: {exc}", file=sys.stderr)
+            return 2
     spark = spark_from_config(cfg)
     _classic_or_exit(spark, "weekly")
-    result = run_weekly(spark, cfg, args.week, force=args.force, if_needed=args.if_needed)
+    try:
+        result = run_weekly(spark, cfg, args.week, force=args.force, if_needed=args.if_needed)
+    except InputError as exc:  # the week cannot be built from the data (e.g. far after the last event)
+        print(f"weekly: {exc}", file=sys.stderr)
+        return 2
     print(result.summary)
     if cfg.storage.mode == "catalog":  # persistent views next to the tables (Databricks SQL, dashboards)
         from .queries import create_views

@@ -384,6 +384,10 @@ class PipelineConf:
     timezone: TimeZone = "UTC"
     model_version: NonEmpty = "dw-0.1"
     write_candidates: bool = True
+    # a week W is refused when the last interaction before it is more than 7 + this many days
+    # before W (a far-future --week, or ingestion that stopped): the run says so instead of
+    # building playlists from stale data
+    max_days_after_data: NonNeg = 28
 
 
 @section

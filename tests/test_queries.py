@@ -28,22 +28,31 @@ def _stage(run, week, stage, status, minute, rows_out=None, counts=None, skipped
             counts or {}, skipped, message, "cfg")
 
 
+VERSIONS = {}
+
+
 @pytest.fixture(scope="module")
 def qt(spark, tmp_path_factory):
     tables = Tables(spark, warehouse=str(tmp_path_factory.mktemp("queries") / "warehouse"))
     tables.append("tracks", spark.createDataFrame(
         [(t, c, title, None, [], "pop", 120.0, None, None, 0, 0, 0, None) for t, c, title in TRACKS],
         tables.spec("tracks").schema))
-    # v1: last week's run; v2: this week's run; v3: an unrecorded rewrite of last week's partition
+    # VERSIONS: last week's run ("prev"), this week's run ("this"), an unrecorded rewrite of last
+    # week's partition ("rewrite"); read from the Delta log (creating the table adds its CHECK
+    # constraints in commits of their own)
     tables.replace_partition("discover_weekly", _dw(spark, W_PREV, [("u1", 1, "t5", ["popular"]),
                                                                     ("u1", 2, "t6", ["als"])], "run-a"),
                              "week_start", W_PREV)
+    VERSIONS["prev"] = tables.version("discover_weekly")
     tables.replace_partition("discover_weekly", _dw(spark, W, [
         ("u1", 1, "t1", ["item_cf", "popular"]), ("u1", 2, "t3", ["als"]), ("u1", 3, "t4", ["popular"]),
         ("u2", 1, "t2", ["item_cf"]), ("u2", 2, "t5", ["popular"])], "run-b"), "week_start", W)
+    VERSIONS["this"] = tables.version("discover_weekly")
     tables.replace_partition("discover_weekly", _dw(spark, W_PREV, [("u1", 1, "t6", ["als"]),
                                                                     ("u1", 2, "t2", ["item_cf"])], "backfill"),
                              "week_start", W_PREV)
+    VERSIONS["rewrite"] = tables.version("discover_weekly")
+    assert VERSIONS["prev"] < VERSIONS["this"] < VERSIONS["rewrite"]
     tables.append("candidates", spark.createDataFrame(
         [(W, "u1", "t1", ["item_cf", "popular"], 0.9, None, 0.7, 0.95, "t2"),
          (W, "u1", "t3", ["als"], 0.5, None, 0.6, 0.55, None)], tables.spec("candidates").schema))
@@ -60,13 +69,13 @@ def qt(spark, tmp_path_factory):
     tables.append("quarantine", spark.createDataFrame(q_rows, tables.spec("quarantine").schema))
     runs = [
         _stage("run-a", W_PREV, "load", "succeeded", 0, 100),
-        _stage("run-a", W_PREV, "write", "succeeded", 5, 2, {"table_version": 1.0}),
+        _stage("run-a", W_PREV, "write", "succeeded", 5, 2, {"table_version": float(VERSIONS["prev"])}),
         _stage("run-a", W_PREV, "run", "succeeded", 6, 2, {"users": 1.0, "short_users": 1.0, "total_seconds": 400.0}),
         _stage("run-b", W, "load", "succeeded", 0, 250, {"users": 2.0}),
         _stage("run-b", W, "recall.popular", "succeeded", 1, 400),
         _stage("run-b", W, "recall.item_cf", "skipped", 2, skipped="channel not available in this build"),
         _stage("run-b", W, "rerank", "succeeded", 3, 5, {"users": 2.0, "short_users": 2.0}),
-        _stage("run-b", W, "write", "succeeded", 4, 5, {"table_version": 2.0}),
+        _stage("run-b", W, "write", "succeeded", 4, 5, {"table_version": float(VERSIONS["this"])}),
         _stage("run-b", W, "run", "succeeded", 5, 5, {"users": 2.0, "short_users": 2.0, "total_seconds": 330.0}),
         _stage("run-c", W_PREV, "load", "succeeded", 30, 100),
         _stage("run-c", W_PREV, "rerank", "failed", 31, message="RuntimeError: boom"),
@@ -114,13 +123,14 @@ def test_bad_week_and_values_are_rejected(spark, qt):
 def test_last_week_through_partition_and_time_travel(spark, qt):
     # the partition holds the later rewrite; time travel returns what last week's run published
     assert _ids(Q.last_week_playlist(spark, qt, "u1", W)) == [(1, "t6"), (2, "t2")]
-    assert Q.version_for_week(spark, qt, W_PREV) == 1
+    assert Q.version_for_week(spark, qt, W_PREV) == VERSIONS["prev"]
     assert Q.version_for_week(spark, qt, dt.date(2026, 11, 9)) is None
     assert _ids(Q.last_week_playlist_time_travel(spark, qt, "u1", W)) == [(1, "t5"), (2, "t6")]
-    assert _ids(Q.playlist_as_of(spark, qt, "u1", W_PREV, version=3)) == [(1, "t6"), (2, "t2")]
+    assert _ids(Q.playlist_as_of(spark, qt, "u1", W_PREV, version=VERSIONS["rewrite"])) == [(1, "t6"), (2, "t2")]
     hist = {r["version"]: r["timestamp"] for r in qt.delta("discover_weekly").history().collect()}
-    assert _ids(Q.playlist_as_of(spark, qt, "u1", W_PREV, timestamp=hist[1])) == [(1, "t5"), (2, "t6")]
-    assert _ids(Q.playlist_as_of(spark, qt, "u1", W_PREV, timestamp=hist[1].isoformat())) == [(1, "t5"), (2, "t6")]
+    ts = hist[VERSIONS["prev"]]
+    assert _ids(Q.playlist_as_of(spark, qt, "u1", W_PREV, timestamp=ts)) == [(1, "t5"), (2, "t6")]
+    assert _ids(Q.playlist_as_of(spark, qt, "u1", W_PREV, timestamp=ts.isoformat())) == [(1, "t5"), (2, "t6")]
     with pytest.raises(LookupError):
         Q.last_week_playlist_time_travel(spark, qt, "u1", W_PREV)
 

@@ -88,3 +88,13 @@ def test_normalize_id_python_and_spark_agree(spark):
     got = df.select(normalize_id(F.col("s")).alias("n")).withColumn("bad", id_problem(F.col("n"))).collect()
     assert [r["n"] for r in got] == want
     assert [r["bad"] for r in got] == [False, False, False, False, True, False, False, False]
+
+
+def test_weekly_refuses_a_warehouse_that_is_a_file_before_spark(tmp_path, capsys):
+    from recsys_spark.cli import weekly_main
+
+    wh = tmp_path / "warehouse-file"
+    wh.write_text("not a folder")
+    assert weekly_main(["--week", "2026-11-23", "--set", f"storage.warehouse={wh}"]) == 2
+    err = capsys.readouterr().err
+    assert "is a file" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -4,15 +4,14 @@
     python tests/weekly_driver.py --kill-during-commit --week 2026-11-23 --set k=v ...
 
 It is ``jobs/weekly.py`` plus :class:`recsys_spark.pipeline.RunHooks` that SIGKILL the process
-after a stage, or one second into the final ``discover_weekly`` commit (while Delta writes the
-files, before the commit lands). Production code knows nothing of it.
+after a stage, or from a task of the final ``discover_weekly`` write job (while Delta writes the
+files, before the commit can land). Production code knows nothing of it.
 """
 
 import logging
 import os
 import signal
 import sys
-import threading
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -34,12 +33,23 @@ def kill_hooks(kill_after=None, during_commit=False):
             log.error("fault injection: SIGKILL after stage %s", name)
             _die()
 
-    def before_commit():
-        if during_commit:
-            log.error("fault injection: SIGKILL in 1 s, during the discover_weekly commit")
-            threading.Timer(1.0, _die).start()
+    def wrap_commit(df):
+        """Kill the driver from inside the write job: Delta has started writing the week's files,
+        and the commit (which only follows a finished job) can never land. No timing involved."""
+        if not during_commit:
+            return df
+        from pyspark.sql import functions as F
 
-    return RunHooks(after_stage=after_stage, before_commit=before_commit)
+        driver = os.getpid()
+        log.error("fault injection: SIGKILL from a task of the discover_weekly write job")
+
+        def die(position):
+            os.kill(driver, signal.SIGKILL)
+            return position
+
+        return df.withColumn("position", F.udf(die, "int")("position"))
+
+    return RunHooks(after_stage=after_stage, wrap_commit=wrap_commit)
 
 
 def main(argv=None) -> int:

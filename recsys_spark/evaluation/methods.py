@@ -29,7 +29,6 @@ scored.
 from __future__ import annotations
 
 import datetime as dt
-import importlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -37,6 +36,9 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from ..common import top_n_per_user
+from ..recall import registry
+from ..recall.base import ChannelInputs
 from . import peers
 from .peers import MethodUnavailable
 
@@ -187,95 +189,70 @@ def get_method(name: str) -> MethodFn:
     return REGISTRY[name]
 
 
-def _import(module: str, what: str):
-    """Import ``module`` lazily; a missing module or attribute means "not available yet"."""
-    try:
-        mod = importlib.import_module(module)
-    except ImportError as exc:
-        raise MethodUnavailable(f"{module} is not available yet ({exc})") from exc
-    if not hasattr(mod, what):
-        raise MethodUnavailable(f"{module}.{what} is not available yet")
-    return getattr(mod, what)
-
-
 def _as_recs(cands: DataFrame) -> DataFrame:
     return cands.select("user_id", "track_id", F.col("score").cast("double"), F.col("rank").cast("int"))
 
 
-# -- channel adapters ---------------------------------------------------------------------------
+# -- channel adapters: every recall channel of the registry, alone ----------------------------
 
 
-def item_cf_method(spark, train, users, k, context: MethodContext) -> DataFrame:
-    """The ``item_cf`` channel alone: ``ItemCF(**params).fit(train_events)``, seeds as the pipeline.
-
-    Params (``context.params['item_cf']``): the ``ItemCF`` constructor's, plus ``per_seed``.
-    """
-    ItemCF = _import("recsys_spark.recall.item_cf", "ItemCF")
-    p = context.method_params("item_cf")
-    rec_kw = {key: p.pop(key) for key in ("per_seed",) if key in p}
-    p.setdefault("seed", context.seed)
-    model = ItemCF(**p).fit(context.train_events)
-    seeds = context.seeds.join(users.select("user_id"), "user_id", "left_semi")
-    return _as_recs(model.recommend(seeds, context.heard, n=k, **rec_kw))
-
-
-def als_method(spark, train, users, k, context: MethodContext) -> DataFrame:
-    """The ``als`` channel alone (Spark MLlib ALS): ``ALSRecall(**params).fit(train_events)``."""
-    ALSRecall = _import("recsys_spark.recall.als", "ALSRecall")
-    p = context.method_params("als")
-    p.setdefault("seed", context.seed)
-    model = ALSRecall(**p).fit(context.train_events)
-    return _as_recs(model.recommend(users.select("user_id"), context.heard, n=k))
-
-
-def content_method(spark, train, users, k, context: MethodContext) -> DataFrame:
-    """The ``content`` channel alone (needs CLAP audio embeddings)."""
-    if not context.dataset.has_audio:
-        raise MethodUnavailable(f"data set {context.dataset.name!r} has no audio embeddings "
-                                "(the content channel needs track_embeddings)")
-    ContentRecall = _import("recsys_spark.recall.content", "ContentRecall")
-    p = context.method_params("content")
-    p.setdefault("seed", context.seed)
-    model = ContentRecall(**p).fit(context.dataset.track_embeddings)
-    seeds = context.seeds.join(users.select("user_id"), "user_id", "left_semi")
-    return _as_recs(model.recommend(seeds, context.heard, n=k))
-
-
-def prompt_method(spark, train, users, k, context: MethodContext) -> DataFrame:
-    """The ``prompt`` channel alone (CLAP text embeddings of the users' prompts vs track audio).
-
-    Only prompts written before the cutoff are used (no leakage).
-    """
+def channel_inputs(context: MethodContext, users: DataFrame) -> ChannelInputs:
+    """The :class:`~recsys_spark.recall.base.ChannelInputs` of the split as of its cutoff, serving
+    ``users``: train events, the pipeline's seeds, every train pair as heard, the data set's
+    catalog, embeddings and the prompts written before the cutoff (no leakage)."""
     ds = context.dataset
-    if not ds.has_prompts or not ds.has_audio:
-        raise MethodUnavailable(f"data set {ds.name!r} has no user prompts with embeddings "
-                                "and track audio embeddings (the prompt channel needs both)")
-    PromptRecall = _import("recsys_spark.recall.prompt", "PromptRecall")
-    p = context.method_params("prompt")
-    p.setdefault("seed", context.seed)
-    model = PromptRecall(**p).fit(ds.track_embeddings)
-    prompts = ds.user_prompts.where(F.col("created_at") < F.lit(context.split.cutoff)) \
-        .join(users.select("user_id"), "user_id", "left_semi")
-    seeds = context.seeds.join(users.select("user_id"), "user_id", "left_semi")
-    return _as_recs(model.recommend(seeds, context.heard, n=k, prompts=prompts,
-                                    prompt_embeddings=ds.prompt_embeddings, week=context.week))
+    prompts = None
+    if ds.has_prompts:
+        prompts = ds.user_prompts.where(F.col("created_at") < F.lit(context.split.cutoff))
+    inputs = ChannelInputs(context.spark, week=context.week, tracks=ds.tracks, interactions=context.train_events,
+                           prompts=prompts, seeds=context.seeds, heard=context.heard,
+                           track_embeddings=ds.track_embeddings, prompt_embeddings=ds.prompt_embeddings)
+    return inputs.for_users(users)
+
+
+def channel_candidates(name: str, users: DataFrame, n: int, context: MethodContext) -> DataFrame:
+    """Channel ``name`` of :data:`recsys_spark.recall.registry.CHANNELS`, fitted and asked for ``n``
+    candidates per user, as the weekly job builds it: its settings are the evaluation's config
+    (``context.cfg.recall``; the config defaults without one) with ``context.params[name]`` on top
+    (constructor parameters, plus ``model_version`` of the embeddings). Raises
+    :class:`MethodUnavailable` with the channel's reason when the data set lacks its inputs."""
+    params = context.method_params(name)
+    inputs = channel_inputs(context, users)
+    if "model_version" in params:
+        inputs.model_version = params.pop("model_version")
+    recall_conf = context.cfg.recall if context.cfg is not None else None
+    channel = registry.build_channel(name, recall_conf, seed=context.seed, **params)
+    _, cands, reason = registry.fit_recommend(channel, inputs, n)
+    if reason:
+        raise MethodUnavailable(f"data set {context.dataset.name!r}: the {name} channel cannot run ({reason})")
+    return cands
+
+
+def channel_method(name: str) -> MethodFn:
+    """The evaluation method running channel ``name`` alone (``k`` candidates per test user)."""
+
+    def method(spark, train, users, k, context: MethodContext) -> DataFrame:
+        return _as_recs(channel_candidates(name, users, k, context))
+
+    method.__name__ = f"{name}_method"
+    method.__doc__ = f"The ``{name}`` recall channel alone (:func:`channel_candidates`)."
+    return method
 
 
 def recall_union_method(spark, train, users, k, context: MethodContext) -> StagedResult:
-    """Diagnostic: the collaborative channels' funnel.
+    """Diagnostic: the recall channels' funnel.
 
-    Runs ``item_cf`` and ``als`` with ``candidates`` (200) per user, reports each alone and
-    their union (the recall ceiling of these channels), and fuses them by reciprocal rank
-    (``sum 1 / (60 + rank)``) into the final top-``k``. Params (``context.params['recall_union']``):
-    ``candidates`` (200), ``channels`` (``["item_cf", "als"]``), ``rrf_k`` (60).
+    Runs each channel of ``channels`` (``["item_cf", "als"]``) with ``candidates`` (200) per user,
+    reports each alone and their union (the recall ceiling of these channels), and fuses them by
+    reciprocal rank (``sum 1 / (rrf_k + rank)``, ``rrf_k`` 60) into the final top-``k``; params in
+    ``context.params['recall_union']``. A channel that cannot run is noted and left out.
     """
     p = {"candidates": 200, "channels": ["item_cf", "als"], "rrf_k": 60.0}
     p.update(context.method_params("recall_union"))
-    fns = {"item_cf": item_cf_method, "als": als_method, "content": content_method, "prompt": prompt_method}
     chans, notes = [], {}
     for name in p["channels"]:
         try:
-            c = fns[name](spark, train, users, int(p["candidates"]), context).cache()
+            c = _as_recs(channel_candidates(name, users, int(p["candidates"]), context)).cache()
             c.count()
             chans.append((name, c))
         except MethodUnavailable as exc:
@@ -287,10 +264,7 @@ def recall_union_method(spark, train, users, k, context: MethodContext) -> Stage
         part = c.select("user_id", "track_id", (F.lit(1.0) / (F.lit(float(p["rrf_k"])) + F.col("rank"))).alias("s"))
         fused = part if fused is None else fused.unionByName(part)
     fused = fused.groupBy("user_id", "track_id").agg(F.sum("s").alias("score"))
-    from pyspark.sql import Window
-
-    w = Window.partitionBy("user_id").orderBy(F.col("score").desc(), F.col("track_id"))
-    final = fused.withColumn("rank", F.row_number().over(w)).where(F.col("rank") <= k)
+    final = top_n_per_user(fused, k)
     return StagedResult(final=final, channels=[(f"{n} ({p['candidates']}/user)", c) for n, c in chans],
                         notes=notes)
 
@@ -299,7 +273,7 @@ from .weekly_path import weekly_method  # noqa: E402 (it imports StagedResult / 
 
 for _name, _fn in (("popularity", peers.popularity), ("implicit_als", peers.implicit_als),
                    ("implicit_item", peers.implicit_item), ("implicit_cosine", peers.implicit_cosine),
-                   ("ease", peers.ease), ("item_cf", item_cf_method), ("als", als_method),
-                   ("content", content_method), ("prompt", prompt_method), ("pipeline", weekly_method),
-                   ("recall_union", recall_union_method)):
+                   ("ease", peers.ease), ("pipeline", weekly_method), ("recall_union", recall_union_method)):
     register_method(_name, _fn)
+for _name in registry.CHANNELS:
+    register_method(_name, channel_method(_name))

@@ -47,10 +47,13 @@ class RunHooks:
 
     after_stage : called with the stage name after each stage (ran, resumed or skipped).
     before_commit : called right before week W's ``discover_weekly`` commit.
+    wrap_commit : called with the rows about to be committed; what it returns is written instead
+        (a test wraps them in a UDF that kills the driver while Delta writes the files).
     """
 
     after_stage: Optional[Callable[[str], None]] = None
     before_commit: Optional[Callable[[], None]] = None
+    wrap_commit: Optional[Callable[[DataFrame], DataFrame]] = None
 
 
 @dataclass
@@ -109,6 +112,8 @@ def claimed_commit(tables: Tables, week: dt.date, run_id: str, hooks: Optional[R
     def commit(df: DataFrame) -> int:
         if hooks is not None and hooks.before_commit is not None:
             hooks.before_commit()
+        if hooks is not None and hooks.wrap_commit is not None:
+            df = hooks.wrap_commit(df)
         try:
             return tables.commit_partition(claim, df)
         except ConcurrentWriteError as exc:

@@ -45,6 +45,7 @@ def test_spark_submit_to_a_cluster_keeps_every_submitted_setting():
     assert not set(plan.conf) & set(submitted)  # nothing submitted is overridden
     assert plan.conf == {"spark.sql.catalog.spark_catalog": DELTA_SETTINGS["spark.sql.catalog.spark_catalog"],
                          "spark.sql.legacy.parameterSubstitution.constantsOnly": "true",
+                         "spark.sql.session.timeZone": "UTC",  # weeks are UTC Mondays; not submitted
                          "spark.sql.autoBroadcastJoinThreshold": "64m"}
 
 

@@ -40,3 +40,20 @@ def test_released_frames_are_unpersisted(spark, hand_platform):
     assert seeds.is_cached
     ctx.release()
     assert not seeds.is_cached
+
+
+def test_load_refuses_a_week_far_after_the_data(spark, tmp_path):
+    import datetime as dt
+
+    from stage_fixtures import make_cfg
+
+    from recsys_spark.pipeline import RunContext
+    from recsys_spark.tables import Tables
+    from recsys_spark.validation import InputError
+
+    cfg = make_cfg(tmp_path, "embeddings.enabled=false", "pipeline.max_days_after_data=14")
+    tables = write_platform(spark, Tables.from_config(spark, cfg.storage))
+    # the last event before W is u1's play on 11-24: W = 2026-12-14 is 20 days later (<= 7 + 14), accepted
+    assert LoadStage().run(RunContext(spark, cfg, tables, dt.date(2026, 12, 14), "run-ok")).counts["users"] == 3
+    with pytest.raises(InputError, match="days after the last interaction"):
+        LoadStage().run(RunContext(spark, cfg, tables, dt.date(2027, 6, 7), "run-far"))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pyspark.sql import functions as F
+
+from ...validation import check_week_against_data
 from ..context import RunContext
 from ..stage import Stage, StageReport
 
@@ -13,7 +16,10 @@ class LoadStage(Stage):
 
     def run(self, ctx: RunContext) -> StageReport:
         inp = ctx.inputs
-        rep = StageReport(rows_in=inp.interactions.count())
+        n_events, last_event = inp.interactions.agg(F.count(F.lit(1)), F.max("event_ts")).first()
+        rep = StageReport(rows_in=int(n_events))
+        if last_event is not None:  # a platform of prompts only has no events to compare with
+            check_week_against_data(ctx.week, last_event, ctx.cfg.pipeline.max_days_after_data)
         rep.counts.update(tracks=inp.tracks.count(), seeds=inp.seeds.count(), users=inp.users.count(),
                           prompts=inp.prompts.count())
         rep.rows_out = int(rep.counts["seeds"])
