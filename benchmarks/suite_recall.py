@@ -2,7 +2,7 @@
 
 Run ``python benchmarks/run.py --suite recall --size S|M|L`` (or this file directly with the same
 flags). Writes ``benchmarks/results/recall_<size>.json``; the figures are discussed in
-``benchmarks/recall.md``.
+``benchmarks/README.md`` (recall section).
 
 Parts (``--parts`` selects, default all):
 

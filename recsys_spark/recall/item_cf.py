@@ -29,7 +29,7 @@ How it scales (no dense matrices, nothing collected to the driver)
    **Cost in accuracy:** co-occurrences between a heavy user's older tracks are not counted, so
    similarities of tracks mostly heard by heavy users in the past are estimated from fewer
    (lighter, more recent) users. Recent taste is what Discover Weekly serves, so the recency order
-   is the cheap, defensible choice; ``benchmarks/recall.md`` measures the effect of M on quality.
+   is the cheap, defensible choice; ``benchmarks/README.md`` (recall section) measures the effect of M on quality.
 2. **Item-partitioned sparse products.** Tracks are hashed into ``num_blocks`` blocks. Each user's
    (capped) row is sent to every block that holds one of the user's tracks (at most
    ``min(n_u, M, num_blocks)`` copies), so block ``b`` holds every user vector needed for the
