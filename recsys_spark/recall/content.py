@@ -134,22 +134,42 @@ class ContentRecall(RecallChannel):
         return ContentRecallModel(inputs.spark, idx, {**self.params(), "model_version": inputs.model_version})
 
 
-class ContentRecallModel(RecallChannelModel):
-    """Fitted content channel (see module docstring)."""
+class IndexedRecallModel(RecallChannelModel):
+    """A fitted channel that searches a faiss :class:`TrackIndex` (content and prompt channels):
+    the index shipped to executors once, released by :meth:`unpersist`, saved under ``<path>/index``."""
 
-    channel = CHANNEL
-
-    def __init__(self, spark: SparkSession, index: TrackIndex, params: dict):
+    def __init__(self, spark: SparkSession, index: TrackIndex, params: dict, shipped: Optional[ShippedIndex] = None):
         self.spark = spark
         self.track_index = index
         self.params = dict(params)
-        self._shipped: Optional[ShippedIndex] = None
+        self._shipped = shipped
 
     @property
     def shipped(self) -> ShippedIndex:
         if self._shipped is None:
             self._shipped = ShippedIndex(self.spark, self.track_index)
         return self._shipped
+
+    def unpersist(self) -> None:
+        if self._shipped is not None:
+            self._shipped.unpersist()
+            self._shipped = None
+
+    def _spark(self) -> SparkSession:
+        return self.spark
+
+    def _save_state(self, path: str) -> None:
+        self.track_index.save(self.spark, f"{path}/index")
+
+    @classmethod
+    def _load_state(cls, spark: SparkSession, path: str, params: Dict[str, Any]) -> "IndexedRecallModel":
+        return cls(spark, TrackIndex.load(spark, f"{path}/index"), params)
+
+
+class ContentRecallModel(IndexedRecallModel):
+    """Fitted content channel (see module docstring)."""
+
+    channel = CHANNEL
 
     def recommend(self, inputs: ChannelInputs, n: int) -> DataFrame:
         """Candidates for every user with at least one embedded seed of positive weight.
@@ -175,18 +195,3 @@ class ContentRecallModel(RecallChannelModel):
         q = q.withColumn("extra", F.lit(None).cast("array<struct<w:double,embedding:array<float>>>"))
         return search_users(q, self.shipped, n, CHANNEL, seed_weight=1.0, extra_weight=0.0, attribute_seed=True,
                             batch_size=p["batch_size"])
-
-    def unpersist(self) -> None:
-        if self._shipped is not None:
-            self._shipped.unpersist()
-            self._shipped = None
-
-    def _spark(self) -> SparkSession:
-        return self.spark
-
-    def _save_state(self, path: str) -> None:
-        self.track_index.save(self.spark, f"{path}/index")
-
-    @classmethod
-    def _load_state(cls, spark: SparkSession, path: str, params: Dict[str, Any]) -> "ContentRecallModel":
-        return cls(spark, TrackIndex.load(spark, f"{path}/index"), params)

@@ -25,14 +25,14 @@ import datetime as dt
 import logging
 from typing import Any, Dict, Optional
 
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from ..common import Timer
 from ..config import ContentConf, PromptConf
-from .base import ChannelInputs, RecallChannel, RecallChannelModel
-from .content import SEED_WEIGHTINGS, seed_lists, select_vectors
-from .faiss_index import INDEX_KINDS, ShippedIndex, TrackIndex, heard_lists, search_users
+from .base import ChannelInputs, RecallChannel
+from .content import SEED_WEIGHTINGS, IndexedRecallModel, seed_lists, select_vectors
+from .faiss_index import INDEX_KINDS, TrackIndex, heard_lists, search_users
 
 log = logging.getLogger(__name__)
 
@@ -133,22 +133,10 @@ class PromptRecall(RecallChannel):
         return PromptRecallModel(inputs.spark, idx, {**p, "model_version": inputs.model_version})
 
 
-class PromptRecallModel(RecallChannelModel):
+class PromptRecallModel(IndexedRecallModel):
     """Fitted prompt channel (see module docstring)."""
 
     channel = CHANNEL
-
-    def __init__(self, spark: SparkSession, index: TrackIndex, params: dict, shipped: Optional[ShippedIndex] = None):
-        self.spark = spark
-        self.track_index = index
-        self.params = dict(params)
-        self._shipped = shipped
-
-    @property
-    def shipped(self) -> ShippedIndex:
-        if self._shipped is None:
-            self._shipped = ShippedIndex(self.spark, self.track_index)
-        return self._shipped
 
     def recommend(self, inputs: ChannelInputs, n: int) -> DataFrame:
         """Candidates for every user with at least one embedded prompt written before ``inputs.week``.
@@ -186,18 +174,3 @@ class PromptRecallModel(RecallChannelModel):
         hw = p["history_weight"] if combine else 0.0
         return search_users(q, self.shipped, n, CHANNEL, seed_weight=hw, extra_weight=1.0 - hw,
                             attribute_seed=False, batch_size=p["batch_size"])
-
-    def unpersist(self) -> None:
-        if self._shipped is not None:
-            self._shipped.unpersist()
-            self._shipped = None
-
-    def _spark(self) -> SparkSession:
-        return self.spark
-
-    def _save_state(self, path: str) -> None:
-        self.track_index.save(self.spark, f"{path}/index")
-
-    @classmethod
-    def _load_state(cls, spark: SparkSession, path: str, params: Dict[str, Any]) -> "PromptRecallModel":
-        return cls(spark, TrackIndex.load(spark, f"{path}/index"), params)
