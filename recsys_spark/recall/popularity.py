@@ -1,7 +1,11 @@
 """Taste-aware popularity: the baseline channel and the back-fill source (the ``popular`` channel).
 
-A track's popularity is ``log1p(plays) + 2 log1p(upvotes) + 3 log1p(comments)`` (platform
-counts), normalised by the catalog's maximum. A user's taste is the share of their seed weight
+A track's popularity is ``log1p(plays) + 2 log1p(upvotes) + 3 log1p(comments)`` (the catalog's
+platform counts), normalised by the catalog's maximum. A track without any count in the catalog
+(every track of a public data set's item table, a platform whose statistics job has not run yet)
+gets ``log1p(plays)`` with ``plays`` = its positive-weight events in the interactions before W
+(:func:`track_popularity` with ``interactions``), so the channel and the back-fill never rank a
+catalog of nulls by track id. A user's taste is the share of their seed weight
 (weight x recency) per genre; the channel offers the most popular unheard tracks of the user's
 ``top_genres`` genres (each genre's ``per_genre_pool`` most popular), scored
 ``taste_share x popularity``; users without seeds get the platform's ``global_pool`` top tracks
@@ -28,7 +32,7 @@ CHANNEL = "popular"
 _D = PopularityConf()
 #: cold users' pool (not a tuned setting: users without seeds are few and back-filled anyway)
 GLOBAL_POOL = 200
-STAT_COLUMNS = ("genre", "creator_id", "play_count", "upvote_count", "comment_count")
+COUNT_COLUMNS = ("play_count", "upvote_count", "comment_count")
 
 POPULARITY_SCHEMA = T.StructType([
     T.StructField("track_id", T.StringType(), False),
@@ -38,13 +42,32 @@ POPULARITY_SCHEMA = T.StructType([
 ])
 
 
-def track_popularity(tracks: DataFrame) -> DataFrame:
-    """``track_id, genre, creator_id, popularity`` (higher is more popular)."""
-    pop = (F.log1p(F.coalesce(F.col("play_count"), F.lit(0)).cast("double"))
-           + 2.0 * F.log1p(F.coalesce(F.col("upvote_count"), F.lit(0)).cast("double"))
-           + 3.0 * F.log1p(F.coalesce(F.col("comment_count"), F.lit(0)).cast("double")))
-    return tracks.select("track_id", F.coalesce(F.col("genre"), F.lit("unknown")).alias("genre"), "creator_id",
-                         pop.alias("popularity"))
+def _col(df: DataFrame, name: str, dtype: str) -> F.Column:
+    return F.col(name).cast(dtype) if name in df.columns else F.lit(None).cast(dtype)
+
+
+def track_popularity(tracks: DataFrame, interactions: Optional[DataFrame] = None) -> DataFrame:
+    """``track_id, genre, creator_id, popularity`` (higher is more popular).
+
+    Tracks with a catalog count use the catalog's counts (module docstring); tracks without any
+    use ``log1p`` of their positive-weight events in ``interactions`` (0 when ``interactions`` is
+    None). Missing ``genre`` is ``"unknown"``; missing ``creator_id`` is null.
+    """
+    counts = [_col(tracks, c, "long") for c in COUNT_COLUMNS]
+    catalog = (F.log1p(F.coalesce(counts[0], F.lit(0)).cast("double"))
+               + 2.0 * F.log1p(F.coalesce(counts[1], F.lit(0)).cast("double"))
+               + 3.0 * F.log1p(F.coalesce(counts[2], F.lit(0)).cast("double")))
+    has_counts = F.coalesce(*counts).isNotNull()
+    if interactions is not None:
+        plays = (interactions.where(F.col("weight") > 0).groupBy("track_id")
+                 .agg(F.count(F.lit(1)).cast("double").alias("_plays")))
+        tracks = tracks.join(plays, "track_id", "left")
+        fallback = F.log1p(F.coalesce(F.col("_plays"), F.lit(0.0)))
+    else:
+        fallback = F.lit(0.0)
+    return tracks.select("track_id", F.coalesce(_col(tracks, "genre", "string"), F.lit("unknown")).alias("genre"),
+                         _col(tracks, "creator_id", "string").alias("creator_id"),
+                         F.when(has_counts, catalog).otherwise(fallback).cast("double").alias("popularity"))
 
 
 class PopularityRecall(RecallChannel):
@@ -70,21 +93,13 @@ class PopularityRecall(RecallChannel):
             raise ValueError("top_genres, per_genre_pool and global_pool must be >= 1")
         self.top_genres, self.per_genre_pool, self.global_pool = int(top_genres), int(per_genre_pool), int(global_pool)
 
-    def missing_inputs(self, inputs: ChannelInputs) -> Optional[str]:
-        """Also needs the catalog's statistics (a public data set's item table may lack them)."""
-        reason = super().missing_inputs(inputs)
-        if reason is None:
-            lacking = [c for c in STAT_COLUMNS if c not in inputs.tracks.columns]
-            if lacking:
-                reason = f"no track statistics in the catalog ({', '.join(lacking)})"
-        return reason
-
     def params(self) -> Dict[str, Any]:
         return {"top_genres": self.top_genres, "per_genre_pool": self.per_genre_pool, "global_pool": self.global_pool}
 
     def fit(self, inputs: ChannelInputs) -> "PopularityModel":
-        """Every catalog track's popularity (``inputs.tracks``), normalised by the maximum."""
-        pop = track_popularity(inputs.tracks)
+        """Every catalog track's popularity (``inputs.tracks``; ``inputs.interactions`` for tracks
+        without catalog counts), normalised by the maximum."""
+        pop = track_popularity(inputs.tracks, inputs.interactions)
         max_pop = F.max("popularity").over(Window.partitionBy())
         pop = pop.select("track_id", "genre", F.col("popularity").cast("double").alias("popularity"),
                          (F.col("popularity") / F.greatest(max_pop, F.lit(1e-9))).cast("double").alias("pop_norm"))

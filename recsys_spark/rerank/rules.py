@@ -55,12 +55,15 @@ def exclude_unwanted(cands: DataFrame, heard: DataFrame, tracks: DataFrame) -> D
     return out.join(own, ["user_id", "track_id"], "left_anti")
 
 
-def backfill_candidates(users: DataFrame, tracks: DataFrame, heard: DataFrame, pool_size: int) -> DataFrame:
+def backfill_candidates(users: DataFrame, tracks: DataFrame, heard: DataFrame, pool_size: int,
+                        interactions: Optional[DataFrame] = None) -> DataFrame:
     """``pool_size`` most popular tracks for each user in ``users``, heard and own tracks removed.
 
-    Scores are negative (below every real candidate); ``channels = [popular_backfill]``.
+    Popularity is the popular channel's (:func:`~recsys_spark.recall.popularity.track_popularity`:
+    catalog counts, else plays in ``interactions``). Scores are negative (below every real
+    candidate); ``channels = [popular_backfill]``.
     """
-    pop = track_popularity(tracks)
+    pop = track_popularity(tracks, interactions)
     pool = (pop.withColumn("p", F.row_number().over(Window.orderBy(F.col("popularity").desc(), F.col("track_id"))))
             .where(F.col("p") <= pool_size)
             .select("track_id", (-F.col("p").cast("double")).alias("final_score")))
@@ -305,7 +308,7 @@ def build_playlists(cands: DataFrame, users: DataFrame, heard: DataFrame, tracks
                     diversity: bool = True, fresh_share: float = 0.1, fresh_days: int = 14,
                     max_candidates: int = 150, embeddings: Optional[DataFrame] = None,
                     backfill_pool: Optional[int] = None, creator_embeddings: Optional[DataFrame] = None,
-                    creator_weight: float = 0.8) -> DataFrame:
+                    creator_weight: float = 0.8, interactions: Optional[DataFrame] = None) -> DataFrame:
     """Exactly ``size`` tracks per user in ``users`` (fewer only if the catalog runs out).
 
     Parameters
@@ -324,6 +327,8 @@ def build_playlists(cands: DataFrame, users: DataFrame, heard: DataFrame, tracks
         ``creator_weight`` x the cosine of their creators' embeddings (at least).
     creator_weight : float
         Weight of the creator similarity in the MMR similarity (0 turns it off).
+    interactions : DataFrame, optional
+        Events before the week: the back-fill's popularity for tracks without catalog counts.
 
     Returns
     -------
@@ -341,7 +346,7 @@ def build_playlists(cands: DataFrame, users: DataFrame, heard: DataFrame, tracks
         .where(F.coalesce(F.col("n"), F.lit(0)) < 2 * size).select("user_id")
     pool = backfill_pool or 4 * size * max(creator_cap, 1)
     pool = min(pool, n_catalog)
-    allc = eligible.unionByName(backfill_candidates(needy, tracks, heard, pool))
+    allc = eligible.unionByName(backfill_candidates(needy, tracks, heard, pool, interactions))
     result = select_playlists(_decorate(allc, tracks, week, fresh_days, embeddings, creator_embeddings), size,
                               creator_cap, diversity_lambda, fresh_share, diversity, creator_weight).persist()
     while True:
@@ -356,7 +361,7 @@ def build_playlists(cands: DataFrame, users: DataFrame, heard: DataFrame, tracks
             break
         pool = min(pool * 4, n_catalog)
         log.info("re-selecting %d short users with a back-fill pool of %d tracks", n_short, pool)
-        redo_c = eligible.join(short, "user_id").unionByName(backfill_candidates(short, tracks, heard, pool))
+        redo_c = eligible.join(short, "user_id").unionByName(backfill_candidates(short, tracks, heard, pool, interactions))
         redo = select_playlists(_decorate(redo_c, tracks, week, fresh_days, embeddings, creator_embeddings), size,
                                 creator_cap, diversity_lambda, fresh_share, diversity, creator_weight)
         new_result = result.join(short, "user_id", "left_anti").unionByName(redo).persist()

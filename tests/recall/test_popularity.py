@@ -53,9 +53,27 @@ def test_popular_defaults_come_from_the_config():
     assert (est.top_genres, est.per_genre_pool) == (conf.top_genres, conf.per_genre_pool)
 
 
-def test_popular_needs_track_statistics(spark, inputs):
-    assert PopularityRecall().missing_inputs(inputs) is None
-    bare = ChannelInputs(spark, seeds=inputs.seeds, tracks=inputs.tracks.select("track_id", "genre"))
-    assert PopularityRecall().missing_inputs(bare) == \
-        "no track statistics in the catalog (creator_id, play_count, upvote_count, comment_count)"
-    assert PopularityRecall().missing_inputs(ChannelInputs(spark, seeds=inputs.seeds)) == "no track catalog (tracks)"
+def test_a_catalog_without_counts_ranks_by_plays_in_the_interactions(spark):
+    """A public data set's item table has no counts: popularity = log1p(positive events before W)."""
+    from recsys_spark.recall.popularity import track_popularity
+
+    tracks = spark.createDataFrame([("x", "A"), ("y", "A"), ("z", "A"), ("w", "B")], "track_id string, genre string")
+    events = spark.createDataFrame(
+        [("u1", "x", 1.0), ("u2", "x", 2.0), ("u3", "x", 1.0), ("u1", "y", 1.0), ("u2", "y", 0.0), ("u9", "z", 0.0)],
+        "user_id string, track_id string, weight double")
+    pop = {r.track_id: r.popularity for r in track_popularity(tracks, events).collect()}
+    assert pop == pytest.approx({"x": math.log1p(3), "y": math.log1p(1), "z": 0.0, "w": 0.0})  # skips count 0
+    assert {r.creator_id for r in track_popularity(tracks).collect()} == {None}
+    # catalog counts win over plays for tracks that have them
+    mixed = spark.createDataFrame([("x", "A", None), ("y", "A", 100)], "track_id string, genre string, play_count long")
+    pop = {r.track_id: r.popularity for r in track_popularity(mixed, events).collect()}
+    assert pop == pytest.approx({"x": math.log1p(3), "y": math.log1p(100)})
+
+    seeds = spark.createDataFrame([("u5", "w", 1.0, 1.0), ("u5", "x", 1.0, 1.0)],
+                                  "user_id string, track_id string, weight double, recency double")
+    heard = spark.createDataFrame([("u5", "w"), ("u5", "x")], "user_id string, track_id string")
+    inp = ChannelInputs(spark, seeds=seeds, tracks=tracks, heard=heard, interactions=events)
+    assert PopularityRecall().missing_inputs(inp) is None
+    rows = PopularityRecall(top_genres=1, per_genre_pool=10).fit(inp).recommend(inp, 5).collect()
+    # u5's genres tie (A, B: 1/2 each) -> A by name; x heard; y (1 play) before z (0 plays)
+    assert [(r.rank, r.track_id) for r in sorted(rows, key=lambda r: r.rank)] == [(1, "y"), (2, "z")]
