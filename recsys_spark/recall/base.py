@@ -280,7 +280,7 @@ class RecallChannel(ABC):
 
     def missing_inputs(self, inputs: ChannelInputs) -> Optional[str]:
         """Why this channel cannot run on ``inputs`` (``None``: it can). Cheap: no Spark job."""
-        absent = [INPUT_NAMES.get(f, f) for f in self.needs if getattr(inputs, f) is None]
+        absent = list(dict.fromkeys(INPUT_NAMES.get(f, f) for f in self.needs if getattr(inputs, f) is None))
         return f"no {', '.join(absent)}" if absent else None
 
     @abstractmethod
