@@ -43,7 +43,6 @@ def is_uri(p: str) -> bool:
     return bool(re.match(r"^[A-Za-z][A-Za-z0-9+.\-]*:/", p)) and not re.match(r"^[A-Za-z]:[\\/]", p)
 
 
-_is_uri = is_uri  # the old private name, until recsys_spark/pipeline/context.py imports is_uri
 
 
 def safe_path(root: str, path: str) -> str:

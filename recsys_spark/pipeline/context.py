@@ -22,7 +22,7 @@ from pyspark.sql import functions as F
 
 from .. import history as hist
 from ..config import Config, resolve_path
-from ..safety import _is_uri, safe_path
+from ..safety import safe_path
 from ..tables import Tables
 from ..weeks import require_monday
 

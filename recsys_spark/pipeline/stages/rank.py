@@ -8,6 +8,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from ...common import top_n_per_user
 from ..context import RunContext
 from ..stage import Stage, StageReport, recorded_output_present
 from .recall import RECALL_CHANNELS, active_channels
@@ -31,8 +32,6 @@ def prerank(fused: DataFrame, top_n: int) -> DataFrame:
     cut rarely reach the final 30 (the re-ranking rules look at ``rerank.max_candidates``)."""
     if top_n <= 0:
         return fused
-    from ...recall.popularity import top_n_per_user
-
     return top_n_per_user(fused, top_n, score_col="recall_score").drop("rank")
 
 

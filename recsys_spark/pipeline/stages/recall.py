@@ -21,17 +21,13 @@ from ..stage import Stage, StageReport, recorded_output_present
 
 log = logging.getLogger(__name__)
 
-RECALL_CHANNELS = ("popular", "item_cf", "als", "content", "prompt")
-
-
-def _channel_conf(name: str, rc):
-    return {"popular": rc.popularity, "item_cf": rc.item_cf, "als": rc.als, "content": rc.content,
-            "prompt": rc.prompt}[name]
+#: the registry's channels, in the pipeline's order (one ``recall.<name>`` stage each)
+RECALL_CHANNELS = tuple(recall_registry.CHANNELS)
 
 
 def channel_skip_reason(name: str, ctx: RunContext) -> Optional[str]:
     """Why channel ``name`` does not run for this configuration / data set (None: it runs)."""
-    if not _channel_conf(name, ctx.cfg.recall).enabled:
+    if not recall_registry.channel_conf(ctx.cfg.recall, name).enabled:
         return "disabled in config"
     if name == "content":
         if ctx.emb_version is None:
