@@ -160,8 +160,14 @@ def compare_table(dirs, k: int = 30) -> str:
 #: through the weekly job on a validation split of the training events.
 VALIDATION_CANDIDATES = {
     "shipped": {},
+    # the settings of the removed replica path (PIPELINE_BASE): deeper item-CF, 12 DIN weeks
     "replica_base": {"recall.item_cf.per_seed": 20, "recall.item_cf.min_support": 1,
                      "recall.item_cf.max_items_per_user": 500, "din.train_weeks": 12},
+    # only the DIN's training weeks (3 label weeks find almost no labelled rows on sparse data)
+    "din_weeks_12": {"din.train_weeks": 12},
+    # deeper recall: more candidates per channel reach the ranker and the rules
+    "deeper_recall": {"recall.item_cf.candidates": 300, "recall.als.candidates": 200,
+                      "recall.popularity.candidates": 100, "din.prerank_top_n": 300},
 }
 
 
@@ -189,7 +195,7 @@ if __name__ == "__main__" and "--validate" in sys.argv:
 
     setup_logging("INFO")
     _out = os.path.join(ROOT, "benchmarks", "results")
-    _spark = get_spark(app_name="bench-validation", master="local[2]", driver_memory="4g", shuffle_partitions=4)
+    _spark = get_spark(app_name="bench-validation", master="local[2]", driver_memory="6g", shuffle_partitions=8)
     for _name in [a for a in sys.argv[1:] if a != "--validate"] or ["movielens", "hetrec"]:
         _r = validate(_spark, _name, _out)
         print(_name, "chosen:", _r["chosen"], {n: (round(m["recall@30"], 4), round(m["ndcg@30"], 4))

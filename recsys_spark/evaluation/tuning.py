@@ -61,7 +61,7 @@ def tune_weekly(spark, cfg, dataset, split: Split, candidates: Mapping[str, Mapp
         ``{"cutoff", "week", "users", "candidates": {name: {"overrides", "recall@k", "ndcg@k",
         "..._ci95", "seconds", "stage_log", "vs_baseline": {...}}}}``.
     """
-    from .weekly_path import playlists_as_recs, run_weekly_path
+    from .weekly_path import playlists_as_recs, private_warehouse, run_weekly_path
 
     if not candidates:
         raise ValueError("no candidate settings to compare")
@@ -69,9 +69,11 @@ def tune_weekly(spark, cfg, dataset, split: Split, candidates: Mapping[str, Mapp
     out: Dict[str, Any] = {"cutoff": str(split.cutoff), "week": week.isoformat(), "k": k, "candidates": {}}
     per_user: Dict[str, Any] = {}
     base: Optional[str] = None
+    root, coverage = private_warehouse("recsys-tune-"), None  # the split's tables, written once
     for name, overrides in candidates.items():
         t0 = time.perf_counter()
-        run = run_weekly_path(spark, cfg, dataset, split, week, overrides=overrides)
+        run = run_weekly_path(spark, cfg, dataset, split, week, root=root, overrides=overrides, coverage=coverage)
+        coverage = run["coverage"]
         recs = playlists_as_recs(run["tables"], week, split.test_users)
         m = ranking_metrics(recs, split.truth, split.test_users, k, n_resamples=n_resamples, seed=seed,
                             return_per_user=True)

@@ -161,7 +161,8 @@ def private_warehouse(prefix: str = "recsys-eval-") -> str:
 
 
 def run_weekly_path(spark: SparkSession, cfg, dataset, split, week: dt.date, root: Optional[str] = None,
-                    overrides: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+                    overrides: Optional[Mapping[str, Any]] = None,
+                    coverage: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Materialise ``split``'s train part under ``root`` and run the weekly job for ``week``.
 
     Parameters
@@ -172,6 +173,11 @@ def run_weekly_path(spark: SparkSession, cfg, dataset, split, week: dt.date, roo
         applied: what ``--set`` does).
     week : datetime.date
         A Monday on or after ``split.cutoff``.
+    coverage : dict, optional
+        The :func:`materialise` report of an earlier call with the same ``root`` and ``split``:
+        the input tables are already there and are reused (several settings compared on one
+        split). The run itself is a new run of W: its configuration fingerprint differs, so no
+        stage output of the earlier settings is resumed.
 
     Returns
     -------
@@ -188,7 +194,8 @@ def run_weekly_path(spark: SparkSession, cfg, dataset, split, week: dt.date, roo
     run_cfg = cfg.replace(**{"storage.mode": "path", "storage.warehouse": os.path.join(root, "warehouse"),
                              "storage.model_dir": os.path.join(root, "models")}, **dict(overrides or {}))
     tables = Tables.from_config(spark, run_cfg.storage)
-    coverage = materialise(spark, dataset, split, tables)
+    if coverage is None:
+        coverage = materialise(spark, dataset, split, tables)
     res = run_weekly(spark, run_cfg, week, tables=tables)
     return {"tables": tables, "cfg": run_cfg, "result": res, "coverage": coverage,
             "stage_log": stage_log(tables, res.run_id), "root": root}
