@@ -391,6 +391,17 @@ class PipelineConf:
 
 
 @section
+class TrackingConf:
+    # MLflow tracking of each weekly run (params, per-stage metrics, model files); "" = off.
+    # Any MLflow tracking URI: "databricks", "http://host:5000", "sqlite:///mlflow.db", "file:///x"
+    # (the file store needs MLFLOW_ALLOW_FILE_STORE=true since MLflow 3.x). Needs the `tracking`
+    # extra (mlflow-skinny); when mlflow is missing the run logs a warning and goes on.
+    mlflow_uri: str = ""
+    experiment: NonEmpty = "recsys-spark-weekly"
+    log_models: bool = True  # upload <model_dir>/week=<W> as run artifacts (local model dirs only)
+
+
+@section
 class Config:
     env: str = "local"
     spark: SparkConf = field(default_factory=SparkConf)
@@ -406,6 +417,7 @@ class Config:
     aggregation: AggregationConf = field(default_factory=AggregationConf)
     rerank: RerankConf = field(default_factory=RerankConf)
     pipeline: PipelineConf = field(default_factory=PipelineConf)
+    tracking: TrackingConf = field(default_factory=TrackingConf)
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -413,10 +425,10 @@ class Config:
     def fingerprint(self) -> str:
         """A short stable hash of the configuration that shapes results (stored with each run).
 
-        Execution settings (``spark``, ``env``) are left out: the same week computed on another
-        cluster size is the same result, and a resumed run may use other resources.
+        Execution settings (``spark``, ``env``, ``tracking``) are left out: the same week computed
+        on another cluster size is the same result, and a resumed run may use other resources.
         """
-        data = {k: v for k, v in self.to_dict().items() if k not in ("spark", "env")}
+        data = {k: v for k, v in self.to_dict().items() if k not in ("spark", "env", "tracking")}
         blob = json.dumps(data, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 

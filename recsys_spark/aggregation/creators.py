@@ -20,7 +20,6 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import os
 import time
 from typing import Dict, Optional, Sequence, Tuple
 
@@ -225,20 +224,26 @@ def train_creator_attention(
     return models["attention"], report
 
 
-def save_pooling(model: A.CreatorAffinityModel, path: str) -> str:
-    """``pooling_state.pt`` (torch.save of the state_dict) + ``pooling_config.json``."""
-    os.makedirs(path, exist_ok=True)
-    torch.save(model.state_dict(), os.path.join(path, STATE_FILE))
-    with open(os.path.join(path, HPARAMS_FILE), "w") as fh:
-        json.dump(model.hparams(), fh, sort_keys=True)
+def save_pooling(model: A.CreatorAffinityModel, path: str, spark: Optional[SparkSession] = None) -> str:
+    """``pooling_state.pt`` (torch.save of the state_dict) + ``pooling_config.json`` in ``path``.
+
+    ``path``: a folder or any URI (``file:``, ``s3a:``, ``abfss:``, ``dbfs:``, ``/Volumes``), written
+    through :mod:`recsys_spark.artifacts` (Hadoop FileSystem when ``spark`` is a classic session,
+    fsspec otherwise)."""
+    from ..artifacts import torch_bytes, write_files
+
+    write_files(path, {HPARAMS_FILE: json.dumps(model.hparams(), sort_keys=True).encode(),
+                       STATE_FILE: torch_bytes(model.state_dict())}, spark)  # weights last
     return path
 
 
-def load_pooling(path: str) -> A.CreatorAffinityModel:
-    with open(os.path.join(path, HPARAMS_FILE)) as fh:
-        hp = json.load(fh)
-    model = A.CreatorAffinityModel(**hp)
-    model.load_state_dict(torch.load(os.path.join(path, STATE_FILE), map_location="cpu", weights_only=True))
+def load_pooling(path: str, spark: Optional[SparkSession] = None) -> A.CreatorAffinityModel:
+    """Read what :func:`save_pooling` wrote (weights with ``weights_only=True``: no code runs)."""
+    from ..artifacts import read_files, torch_from_bytes
+
+    files = read_files(path, (HPARAMS_FILE, STATE_FILE), spark)
+    model = A.CreatorAffinityModel(**json.loads(files[HPARAMS_FILE].decode()))
+    model.load_state_dict(torch_from_bytes(files[STATE_FILE]))
     return model.eval()
 
 
@@ -371,7 +376,7 @@ def aggregate_creators(
                 lr=lr, seed=seed, max_users=max_users)
             report.update({k: v for k, v in rep.items() if isinstance(v, (int, float)) and v == v})
             if model_path:
-                save_pooling(model, model_path)
+                save_pooling(model, model_path, spark=spark)
         except ValueError as exc:
             log.warning("creator attention pooling not trained for %s (%s): mean pooling instead", week, exc)
             report["fallback"] = f"mean pooling: attention not trained ({exc})"

@@ -155,4 +155,7 @@ def run_pipeline(spark: SparkSession, cfg: Config, week: dt.date, stages: Sequen
         ctx.release()
     summary = runlog.summary()
     log.info("%s", summary)
+    from ..tracking import log_weekly_run  # MLflow, only when tracking.mlflow_uri is set; never raises
+
+    log_weekly_run(cfg, run_id, week, runlog.records, ctx.model_dir)
     return WeeklyResult(run_id, week, users, rows, short, [r.stage for r in runlog.records], summary)

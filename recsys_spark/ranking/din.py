@@ -37,7 +37,6 @@ import copy
 import json
 import logging
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -483,41 +482,65 @@ def _checked(path: str, root: Optional[str]) -> str:
     return safe_path(root, path)
 
 
+def to_files(model: DIN, vocab: Sequence[str], metrics: Optional[dict] = None) -> Dict[str, bytes]:
+    """The artifact as ``{file name: bytes}``: ``din_state.pt`` (state_dict), ``din_config.json``,
+    ``vocab.json`` (ordered ids: position ``i`` has vocabulary index ``i + 2``) and, when given,
+    ``metrics.json``."""
+    if len(vocab) != model.config.n_items:
+        raise ValueError(f"vocab has {len(vocab)} ids but the model has {model.config.n_items} items")
+    from ..artifacts import torch_bytes
+
+    files = {CONFIG_FILE: model.config.to_json().encode(), VOCAB_FILE: json.dumps(list(vocab)).encode()}
+    if metrics is not None:
+        files[METRICS_FILE] = json.dumps(metrics, indent=1, sort_keys=True, default=float).encode()
+    files[STATE_FILE] = torch_bytes(model.state_dict())  # last: its presence means the rest is written
+    return files
+
+
+def from_files(files: Dict[str, bytes], device: Optional[torch.device] = None) -> Tuple[DIN, Dict[str, int]]:
+    """Rebuild ``(model, {track_id: index})`` from :func:`to_files` output (weights read with
+    ``weights_only=True``)."""
+    from ..artifacts import torch_from_bytes
+
+    config = DINConfig.from_json(files[CONFIG_FILE].decode())
+    state = torch_from_bytes(files[STATE_FILE])
+    model = DIN(config, content=state.get("content"))
+    model.load_state_dict(state)
+    ids = json.loads(files[VOCAB_FILE].decode())
+    vocab = {t: i + N_SPECIAL for i, t in enumerate(ids)}
+    model.to(device or torch.device("cpu")).eval()
+    return model, vocab
+
+
+def read_files(path: str, spark=None, metrics: bool = False) -> Dict[str, bytes]:
+    """The files of the DIN saved at ``path`` (a folder or any URI; see :mod:`recsys_spark.artifacts`)."""
+    from ..artifacts import read_files as _read
+
+    return _read(path, (STATE_FILE, CONFIG_FILE, VOCAB_FILE), spark, optional=(METRICS_FILE,) if metrics else ())
+
+
 def save(path: str, model: DIN, vocab: Sequence[str], metrics: Optional[dict] = None,
-         root: Optional[str] = None) -> None:
+         root: Optional[str] = None, spark=None) -> None:
     """Write ``din_state.pt`` (state_dict), ``din_config.json``, ``vocab.json`` (ordered ids:
     position ``i`` has vocabulary index ``i + 2``) and ``metrics.json`` into folder ``path``.
 
-    ``root`` (the model folder from config): refuse a ``path`` that resolves outside it
-    (:class:`~recsys_spark.safety.UnsafeValueError`)."""
+    ``path``: a local folder or a URI (``file:``, ``s3a:``, ``abfss:``, ``dbfs:``, ``/Volumes``);
+    written through :mod:`recsys_spark.artifacts` (Hadoop FileSystem when ``spark`` is a classic
+    session, fsspec otherwise). ``root`` (the model folder from config): refuse a ``path`` that
+    resolves outside it (:class:`~recsys_spark.safety.UnsafeValueError`)."""
+    from ..artifacts import write_files
+
     path = _checked(path, root)
-    os.makedirs(path, exist_ok=True)
-    if len(vocab) != model.config.n_items:
-        raise ValueError(f"vocab has {len(vocab)} ids but the model has {model.config.n_items} items")
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, os.path.join(path, STATE_FILE))
-    with open(os.path.join(path, CONFIG_FILE), "w") as fh:
-        fh.write(model.config.to_json())
-    with open(os.path.join(path, VOCAB_FILE), "w") as fh:
-        json.dump(list(vocab), fh)
-    if metrics is not None:
-        with open(os.path.join(path, METRICS_FILE), "w") as fh:
-            json.dump(metrics, fh, indent=1, sort_keys=True, default=float)
+    write_files(path, to_files(model, vocab, metrics), spark)
 
 
-def load(path: str, device: Optional[torch.device] = None, root: Optional[str] = None) -> Tuple[DIN, Dict[str, int]]:
+def load(path: str, device: Optional[torch.device] = None, root: Optional[str] = None,
+         spark=None) -> Tuple[DIN, Dict[str, int]]:
     """Load a saved DIN (weights with ``weights_only=True``) and its ``{track_id: index}`` map.
 
     No code is executed on load: the weights file is read by torch's restricted unpickler
     (tensors and containers only; anything else raises ``pickle.UnpicklingError``), the rest is
-    JSON. ``root``: refuse a ``path`` that resolves outside that folder."""
+    JSON. ``path``, ``spark`` as in :func:`save`; ``root``: refuse a ``path`` that resolves outside
+    that folder."""
     path = _checked(path, root)
-    with open(os.path.join(path, CONFIG_FILE)) as fh:
-        config = DINConfig.from_json(fh.read())
-    state = torch.load(os.path.join(path, STATE_FILE), map_location="cpu", weights_only=True)
-    model = DIN(config, content=state.get("content"))
-    model.load_state_dict(state)
-    with open(os.path.join(path, VOCAB_FILE)) as fh:
-        ids = json.load(fh)
-    vocab = {t: i + N_SPECIAL for i, t in enumerate(ids)}
-    model.to(device or torch.device("cpu")).eval()
-    return model, vocab
+    return from_files(read_files(path, spark), device)

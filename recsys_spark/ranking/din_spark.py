@@ -23,8 +23,10 @@ Training (:func:`train_din`)
 
 Scoring (:func:`score_candidates`)
     ``mapInPandas`` with an iterator function over one row per user (the user's candidates and
-    history): the model (``torch.load(weights_only=True)``) and its vocabulary are loaded once per
-    Python worker process and cached; each user's history is encoded and embedded once
+    history). The driver reads the saved model's files from any URI (:mod:`recsys_spark.artifacts`)
+    and ships their bytes with the task (executors never open the model folder); the model
+    (``torch.load(weights_only=True)``) and its vocabulary are rebuilt once per Python worker
+    process and cached by content hash; each user's history is encoded and embedded once
     (:meth:`DIN.grouped_logits`); CUDA is used when the executor has it.
 """
 
@@ -262,22 +264,22 @@ class DINArtifact:
     def state_dict(self):
         return self.model.state_dict()
 
-    def save(self, path: str, root: Optional[str] = None) -> str:
+    def save(self, path: str, root: Optional[str] = None, spark: Optional[SparkSession] = None) -> str:
         """``din_state.pt`` (torch.save of the state_dict) + JSON config / vocab / metrics.
 
+        ``path``: a folder or any URI (:mod:`recsys_spark.artifacts`: Hadoop FileSystem through
+        ``spark`` when it is a classic session, fsspec otherwise, plain IO for local paths).
         ``root`` (the model folder from config): refuse a ``path`` resolving outside it."""
-        D.save(path, self.model, self.vocab, self.metrics, root=root)
+        D.save(path, self.model, self.vocab, self.metrics, root=root, spark=spark)
         return path
 
     @classmethod
-    def load(cls, path: str, root: Optional[str] = None) -> "DINArtifact":
-        """Load without executing code (``weights_only=True`` + JSON); ``root`` as in :meth:`save`."""
-        model, vocab = D.load(path, root=root)
-        metrics = {}
-        mp = os.path.join(path, D.METRICS_FILE)
-        if os.path.exists(mp):
-            with open(mp) as fh:
-                metrics = json.load(fh)
+    def load(cls, path: str, root: Optional[str] = None, spark: Optional[SparkSession] = None) -> "DINArtifact":
+        """Load without executing code (``weights_only=True`` + JSON); ``path``, ``root``, ``spark``
+        as in :meth:`save`."""
+        files = D.read_files(D._checked(path, root), spark, metrics=True)
+        model, vocab = D.from_files(files)
+        metrics = json.loads(files[D.METRICS_FILE].decode()) if D.METRICS_FILE in files else {}
         ids = [None] * len(vocab)
         for t, i in vocab.items():
             ids[i - D.N_SPECIAL] = t
@@ -504,18 +506,30 @@ def train_din(
 _MODEL_CACHE: Dict[tuple, tuple] = {}
 
 
-def _cached_model(model_path: str, device: str):
-    """Load (once per Python worker process) the model and vocabulary at ``model_path``."""
-    state_file = os.path.join(model_path, D.STATE_FILE)
-    key = (os.path.abspath(model_path), os.path.getmtime(state_file), device)
+def _cached_model(files: Dict[str, bytes], digest: str, device: str):
+    """The model and vocabulary of ``files`` (:func:`recsys_spark.ranking.din.to_files` output),
+    rebuilt once per Python worker process and kept while ``digest`` is the same."""
+    key = (digest, device)
     hit = _MODEL_CACHE.get(key)
     if hit is None:
         dev = resolve_device(device)
-        model, vocab = D.load(model_path, device=dev)
+        model, vocab = D.from_files(files, device=dev)
         hit = (model, vocab, dev)
         _MODEL_CACHE.clear()
         _MODEL_CACHE[key] = hit
     return hit
+
+
+def model_digest(files: Dict[str, bytes]) -> str:
+    """A content hash of a saved DIN's files (the worker cache key)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in sorted(files):
+        h.update(name.encode())
+        h.update(len(files[name]).to_bytes(8, "little"))
+        h.update(files[name])
+    return h.hexdigest()
 
 
 def score_pandas(pdf: pd.DataFrame, model: D.DIN, vocab: Dict[str, int], batch_size: int = 4096,
@@ -550,7 +564,10 @@ def score_candidates(
         ``seed_rank`` order, cut to the model's ``max_history``. Users without seeds are scored
         with an empty history.
     model_path : str
-        Folder written by :meth:`DINArtifact.save` (must be readable by the executors).
+        Folder or URI written by :meth:`DINArtifact.save`. Only the driver reads it (through
+        :mod:`recsys_spark.artifacts`, with ``spark``); the model's bytes travel to the executors
+        inside the task closure (broadcast by PySpark when over 1 MiB), so executors never open
+        ``model_path`` and a folder on the driver's local disk works on a cluster.
     track_features_df : DataFrame, optional
         Not used: content features come from the table stored with the model (every track that
         had a CLAP embedding at training time); tracks embedded later score on the OOV row.
@@ -566,8 +583,9 @@ def score_candidates(
     """
     if track_features_df is not None:
         log.warning("score_candidates: track_features_df is ignored; content comes from the model")
-    with open(os.path.join(model_path, D.CONFIG_FILE)) as fh:
-        max_history = D.DINConfig.from_json(fh.read()).max_history
+    files = D.read_files(model_path, spark)
+    digest = model_digest(files)
+    max_history = D.DINConfig.from_json(files[D.CONFIG_FILE].decode()).max_history
     # One row per user: the history travels (and is encoded, and run through the history half of
     # the model) once per user instead of once per candidate.
     per_user = (candidates_df.groupBy("user_id")
@@ -577,10 +595,9 @@ def score_candidates(
     out_schema = T.StructType([T.StructField("user_id", T.StringType(), False),
                                T.StructField("track_id", T.StringType(), False),
                                T.StructField(output_col, T.DoubleType(), True)])
-    path = os.path.abspath(model_path)
 
     def _score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        model, vocab, _ = _cached_model(path, device)
+        model, vocab, _ = _cached_model(files, digest, device)
         for pdf in batches:
             cands = [np.asarray(c, dtype=object) for c in pdf["_din_cands"]]
             sizes = np.fromiter((len(c) for c in cands), dtype=np.int64, count=len(cands))

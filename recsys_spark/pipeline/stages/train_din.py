@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-import os
 from typing import Optional
 
 from pyspark.sql import functions as F
 
+from ...artifacts import exists, join
 from ...weeks import previous_weeks
 from ..context import RunContext
 from ..stage import Stage, StageReport
@@ -20,7 +20,7 @@ MIN_TRAIN_ROWS = 50
 
 def din_model_ready(ctx: RunContext) -> bool:
     """A DIN for W, trained with this configuration, is there (trained or resumed in this run)."""
-    return "train.din" in ctx.finished and os.path.exists(os.path.join(ctx.din_path, "din_state.pt"))
+    return "train.din" in ctx.finished and exists(join(ctx.din_path, "din_state.pt"), ctx.spark)
 
 
 class TrainDinStage(Stage):
@@ -35,7 +35,7 @@ class TrainDinStage(Stage):
 
     def done(self, ctx: RunContext) -> bool:
         return (ctx.succeeded(self.name) is not None
-                and os.path.exists(os.path.join(ctx.din_path, "din_state.pt")))
+                and exists(join(ctx.din_path, "din_state.pt"), ctx.spark))
 
     def run(self, ctx: RunContext) -> StageReport:
         from ...ranking.din_spark import build_training_set, estimate_training_rows, train_din
@@ -75,7 +75,7 @@ class TrainDinStage(Stage):
             patience=dc.patience, seed=dc.seed, device=dc.device, min_count=dc.min_count,
             max_rows=dc.max_train_rows, use_torch_distributor=dc.use_torch_distributor,
             num_processes=dc.num_processes)
-        artifact.save(ctx.din_path, root=ctx.model_dir)
+        artifact.save(ctx.din_path, root=ctx.model_dir, spark=ctx.spark)
         rep.rows_out = n_train
         rep.counts.update({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
         return rep
