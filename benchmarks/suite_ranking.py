@@ -149,7 +149,7 @@ def run(size: str, out_dir: str, parts) -> dict:
     from recsys_spark.aggregation.creators import train_creator_attention
     from recsys_spark.history import build_history
     from recsys_spark.ranking.din_spark import (build_training_set, score_candidates, score_pandas,
-                                                train_din, _cached_model)
+                                                train_din, _cached_model, model_digest)
     from recsys_spark.ranking.fusion import final_score, fuse
     from recsys_spark.spark import get_spark
 
@@ -232,7 +232,9 @@ def run(size: str, out_dir: str, parts) -> dict:
             reps.append(time.time() - t)
         from recsys_spark.ranking.din_spark import _history_arrays
         pdf = fused.join(_history_arrays(seeds, 30), "user_id", "left").toPandas()
-        model, vocab, _ = _cached_model(model_dir, "cpu")
+        from recsys_spark.ranking import din as _D
+        files = _D.read_files(model_dir)
+        model, vocab, _ = _cached_model(files, model_digest(files), "cpu")
         treps = []
         for _ in range(2):
             t = time.time()
