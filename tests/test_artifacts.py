@@ -153,14 +153,17 @@ def test_din_scores_on_executors_without_the_driver_folder(spark, tmp_path):
     from recsys_spark.ranking.din_spark import DINArtifact, score_candidates
 
     torch.manual_seed(3)
-    ids = ["a", "b", "c", "d"]
-    cfg = D.DINConfig(n_items=4, n_id_items=3, embedding_dim=4, content_dim=2, attention_hidden=[8],
+    # 40k content-only filler tracks: the weights pass 1 MiB, so PySpark ships the task's closure
+    # (which holds the model's bytes) as a broadcast, the path a real model takes
+    ids = ["a", "b", "c", "d"] + [f"x{i}" for i in range(40000)]
+    cfg = D.DINConfig(n_items=len(ids), n_id_items=3, embedding_dim=4, content_dim=8, attention_hidden=[8],
                       mlp_hidden=[8], max_history=2)
-    model = D.DIN(cfg, content=torch.randn(6, 2)).eval()
+    model = D.DIN(cfg, content=torch.randn(len(ids) + 2, 8)).eval()
     folder = tmp_path / "models" / "week=2024-01-08" / "din"
     uri = f"file://{folder}"
     DINArtifact(model, ids, {"auc": 0.75}).save(uri, spark=spark)
     assert sorted(p.name for p in folder.iterdir()) == ["din_config.json", "din_state.pt", "metrics.json", "vocab.json"]
+    assert (folder / "din_state.pt").stat().st_size > 1 << 20
     back = DINArtifact.load(uri, spark=spark)
     assert back.vocab == ids and back.metrics == {"auc": 0.75}
 
