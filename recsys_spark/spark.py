@@ -11,6 +11,10 @@ Three situations, decided by :func:`plan_session` (a pure function, unit-tested)
   config; the local defaults (UI off, small snapshot partitions, ...) only when the submitted
   master is ``local[...]``. Delta's jars must come with the submit (``--packages``
   :func:`delta_coordinates`); they cannot be added to a JVM that is already running.
+* **Spark Connect** (``SPARK_REMOTE=sc://host:port`` or ``remote=``): a Connect session; the
+  server owns master, memory and jars (it must be started with the Delta extension and catalog),
+  only runtime SQL settings are set (:func:`connect_session`). Jobs that need a SparkContext stop
+  at once there (:func:`require_classic`); queries, views and notebooks run.
 * **Nothing yet** (``python jobs/weekly.py``): a new session with ``spark.master`` of the config;
   the local defaults and the driver memory apply only to a ``local[...]`` master, and
   ``configure_spark_with_delta_pip`` adds the Delta jars (resolved by Ivy from Maven Central and
@@ -24,7 +28,7 @@ import logging
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Dict, Mapping, Optional
+from typing import Dict, List, Mapping, Optional, Sequence
 
 from pyspark.sql import SparkSession
 
@@ -148,29 +152,80 @@ def active_session() -> Optional[SparkSession]:
 
 
 def is_connect(spark) -> bool:
-    """True for a Spark Connect session (no SparkContext, no JVM on this side)."""
+    """True for a Spark Connect session (no SparkContext, no JVM on this side).
+
+    Decided by the session's class (``pyspark.sql.connect...``); PySpark's process-wide
+    ``is_remote()`` is only the fallback for objects of neither class, because it stays true in a
+    process once any Connect session was created there.
+    """
+    module = type(spark).__module__
+    if module.startswith("pyspark.sql.connect"):
+        return True
+    if module.startswith("pyspark.sql"):
+        return False
     try:
         from pyspark.sql.utils import is_remote
 
-        if is_remote():
-            return True
+        return bool(is_remote())
     except ImportError:  # pragma: no cover - older pyspark
-        pass
-    return type(spark).__module__.startswith("pyspark.sql.connect")
+        return False
 
 
-#: Why a job needs a classic session (a JVM driver with a SparkContext), for the jobs that do.
-#: Spark Connect sessions (Databricks serverless / shared clusters, ``sc://``) have no SparkContext.
-CLASSIC_ONLY: Dict[str, str] = {
-    "weekly": ("stage recall.als broadcasts the ALS item factors and stages recall.content / recall.prompt "
-               "broadcast the faiss index with SparkContext.broadcast (recsys_spark.recall.als, "
-               "recsys_spark.recall.faiss_index), and stage embed sizes its CLAP batches from "
-               "SparkContext.defaultParallelism (recsys_spark.embeddings.jobs)"),
-    "ingest": ("reading raw files counts their records with SparkContext.parallelize, one task per file group "
-               "(recsys_spark.data.ingest)"),
-    "generate": ("generate ingests what it wrote, and ingestion counts raw records with "
-                 "SparkContext.parallelize (recsys_spark.data.ingest)"),
+def default_parallelism(spark) -> int:
+    """``SparkContext.defaultParallelism`` on a classic session; over Spark Connect (no SparkContext)
+    ``spark.default.parallelism`` when the server sets it, else ``spark.sql.shuffle.partitions``."""
+    if not is_connect(spark):
+        return int(spark.sparkContext.defaultParallelism)
+    for key in ("spark.default.parallelism", "spark.sql.shuffle.partitions"):
+        try:
+            value = spark.conf.get(key, None)
+        except Exception:  # noqa: BLE001 - a managed server may hide a key
+            value = None
+        if value and str(value).isdigit() and int(value) > 0:
+            return int(value)
+    return 8
+
+
+#: Stages that need a classic session (a JVM driver with a SparkContext), per job, and why. Spark
+#: Connect sessions (``sc://``, Databricks serverless and shared-access clusters) have no
+#: SparkContext, so these would fail hours into a run; :func:`require_classic` stops the job before
+#: any work instead.
+CLASSIC_STAGES: Dict[str, Dict[str, str]] = {
+    "weekly": {
+        "recall.als": "ships the ALS item factors to the executors with SparkContext.broadcast "
+                      "(recsys_spark.recall.als)",
+        "recall.content": "ships the faiss index of the track embeddings to the executors with "
+                          "SparkContext.broadcast (recsys_spark.recall.faiss_index)",
+        "recall.prompt": "ships the faiss index of the prompt embeddings the same way "
+                         "(recsys_spark.recall.faiss_index)",
+    },
+    "ingest": {
+        "read raw files": "counts the records of the raw files on the executors with "
+                          "SparkContext.parallelize (recsys_spark.data.ingest)",
+    },
+    "generate": {
+        "ingest": "generate ingests what it wrote, and ingestion counts the raw records with "
+                  "SparkContext.parallelize (recsys_spark.data.ingest)",
+    },
 }
+
+#: One line per job (kept for callers of the former name).
+CLASSIC_ONLY: Dict[str, str] = {job: "; ".join(f"stage {st} {why}" for st, why in stages.items())
+                                for job, stages in CLASSIC_STAGES.items()}
+
+
+class ClassicSessionRequired(RuntimeError):
+    """A job that needs a classic SparkSession was started on a Spark Connect session."""
+
+    def __init__(self, job: str):
+        self.job = job
+        self.stages = dict(CLASSIC_STAGES.get(job, {}))
+        super().__init__(
+            f"`recsys {job}` needs a classic SparkSession, and this is a Spark Connect session "
+            f"(no SparkContext): {CLASSIC_ONLY.get(job, '')}. Nothing was run. Run it with "
+            f"spark-submit or on a classic cluster (Databricks: a job cluster in dedicated / "
+            f"single-user access mode); the downstream queries, views and notebooks "
+            f"(recsys_spark.queries, notebooks/01-02) work over Spark Connect.")
 
 
 def require_classic(spark, job: str) -> None:
@@ -178,16 +233,63 @@ def require_classic(spark, job: str) -> None:
 
     Raises
     ------
-    RuntimeError
-        Naming the stage that needs a classic session and why. The downstream queries, views and
-        notebooks (``recsys_spark.queries``) run over Spark Connect.
+    ClassicSessionRequired
+        (a ``RuntimeError``) naming the stages that need a classic session and why. The
+        downstream queries, views and notebooks (``recsys_spark.queries``) run over Spark Connect.
     """
-    if is_connect(spark) and job in CLASSIC_ONLY:
-        raise RuntimeError(
-            f"`recsys {job}` needs a classic SparkSession, and this is a Spark Connect session: "
-            f"{CLASSIC_ONLY[job]}. Spark Connect has no SparkContext. Run it on a classic cluster "
-            f"(spark-submit, a Databricks job cluster in single-user / dedicated access mode); the "
-            f"queries, views and notebooks work over Spark Connect.")
+    if job in CLASSIC_STAGES and is_connect(spark):
+        raise ClassicSessionRequired(job)
+
+
+#: Session settings a Spark Connect client sets on its session (runtime SQL settings only: the
+#: server owns the static ones, e.g. the Delta extension and catalog, which it must be started with).
+CONNECT_SETTINGS = {
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.legacy.parameterSubstitution.constantsOnly": "true",
+}
+
+
+def connect_session(url: str, settings: Optional[Mapping[str, str]] = None) -> SparkSession:
+    """A Spark Connect session to ``url`` (``sc://host:port``) with :data:`CONNECT_SETTINGS` and
+    ``settings`` applied where the server allows (a setting it refuses is logged and skipped)."""
+    spark = SparkSession.builder.remote(url).getOrCreate()
+    for k, v in {**CONNECT_SETTINGS, **(settings or {})}.items():
+        try:
+            if spark.conf.get(k, None) != str(v):
+                spark.conf.set(k, str(v))
+        except Exception as exc:  # noqa: BLE001 - static or server-managed setting
+            log.info("Spark Connect: %s not set (%s)", k, str(exc).splitlines()[0][:200])
+    log.info("connected to Spark Connect server %s", url)
+    return spark
+
+
+#: Main class of the Spark Connect server (its jar ships with pyspark >= 4: ``pyspark/jars/spark-connect_*.jar``).
+CONNECT_SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
+
+
+def connect_server_command(port: int = 15002, host: str = "127.0.0.1", master: str = "local[2]",
+                           driver_memory: str = "1g", warehouse_dir: Optional[str] = None,
+                           jars: Sequence[str] = (), conf: Optional[Mapping[str, str]] = None) -> List[str]:
+    """The ``spark-submit`` command line of a Spark Connect server with Delta, from the installed pyspark.
+
+    Delta's jars come from ``--packages`` :func:`delta_coordinates` (Ivy, cached in ``~/.ivy2*``) or
+    from ``jars``; the Delta extension and catalog, the parameter-binding fix and UTC are server
+    settings (static: a Connect client cannot set them). For a laptop or a test; a cluster's Connect
+    endpoint (Databricks) is already set up. Run it in the foreground; stop it with SIGTERM.
+    """
+    from pyspark.find_spark_home import _find_spark_home
+
+    cmd = [os.path.join(_find_spark_home(), "bin", "spark-submit"), "--class", CONNECT_SERVER_CLASS,
+           "--name", "recsys-spark-connect", "--master", master, "--driver-memory", driver_memory]
+    cmd += ["--jars", ",".join(os.path.abspath(j) for j in jars)] if jars else ["--packages", delta_coordinates()]
+    settings = {k: v for k, v in LOCAL_DEFAULTS.items() if is_local_master(master) or k in DELTA_SETTINGS}
+    settings.update({"spark.connect.grpc.binding.address": host, "spark.connect.grpc.binding.port": str(port)})
+    if warehouse_dir:
+        settings["spark.sql.warehouse.dir"] = os.path.abspath(warehouse_dir)
+    settings.update({k: str(v) for k, v in (conf or {}).items()})
+    for k, v in settings.items():
+        cmd += ["--conf", f"{k}={v}"]
+    return cmd + ["spark-internal"]
 
 
 def get_spark(
@@ -198,6 +300,7 @@ def get_spark(
     extra: Optional[Mapping[str, str]] = None,
     warehouse_dir: Optional[str] = None,
     jars_dir: str = "",
+    remote: Optional[str] = None,
 ) -> SparkSession:
     """Return the active session unchanged, or build one (see the module docstring and :func:`plan_session`).
 
@@ -211,6 +314,9 @@ def get_spark(
         ``spark.sql.warehouse.dir`` for the new session.
     jars_dir : str
         A folder holding ``delta-spark_*.jar`` and ``delta-storage-*.jar``; used instead of Ivy.
+    remote : str, optional
+        A Spark Connect URL (``sc://host:port``); default ``$SPARK_REMOTE``. When set, a Connect
+        session is returned (:func:`connect_session`) and the local settings do not apply.
 
     Returns
     -------
@@ -220,6 +326,10 @@ def get_spark(
     if existing is not None:
         log.info("using the active SparkSession")
         return existing
+    url = remote or os.environ.get("SPARK_REMOTE")
+    if url:  # Spark Connect: the server owns master, memory and jars
+        return connect_session(url, {"spark.sql.shuffle.partitions": str(shuffle_partitions),
+                                     **{k: str(v) for k, v in (extra or {}).items()}})
 
     submitted = submitted_conf()
     plan = plan_session(submitted, master=master, driver_memory=driver_memory,

@@ -47,7 +47,9 @@ def _empty(spark: SparkSession, spec: tbl.TableSpec) -> DataFrame:
 
 def _partitions(spark: SparkSession, n_rows: int, batch_size: int) -> int:
     """Enough partitions to keep every core busy, none smaller than one batch."""
-    par = spark.sparkContext.defaultParallelism
+    from ..spark import default_parallelism  # no SparkContext over Spark Connect
+
+    par = default_parallelism(spark)
     return max(1, min(par * 4, math.ceil(n_rows / max(1, batch_size))))
 
 

@@ -46,6 +46,14 @@ def run_weekly(spark: SparkSession, cfg: Config, week: dt.date, run_id: Optional
     -------
     WeeklyResult
         Counts of the written partition and the run summary.
+
+    Raises
+    ------
+    recsys_spark.spark.ClassicSessionRequired
+        At once, before any stage, on a Spark Connect session (stages that need a SparkContext).
     """
+    from ..spark import require_classic
+
+    require_classic(spark, "weekly")
     return run_pipeline(spark, cfg, week, weekly_stages(), run_id=run_id, tables=tables, force=force,
                         if_needed=if_needed, hooks=hooks)
