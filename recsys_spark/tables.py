@@ -438,12 +438,21 @@ class Tables:
         properties and constraints it lacks."""
         if name in self._ready and self.exists(name):
             return
+        existed = self.exists(name)
         self._create(name)
-        self.ensure_rules(name)
+        self.ensure_rules(name, created=not existed)
         self._ready.add(name)
 
-    def ensure_rules(self, name: str) -> Dict[str, List[str]]:
+    def ensure_rules(self, name: str, created: bool = False) -> Dict[str, List[str]]:
         """Set missing table properties and add missing CHECK constraints of ``name``.
+
+        Parameters
+        ----------
+        created : bool
+            The caller has just created the table (it did not exist before :meth:`_create`): the
+            create set every property and no constraint yet, so the table's detail is not read
+            (one Spark job less per table). A table that a concurrent writer created in between
+            already has its constraints: adding one again is skipped ("already exists").
 
         Returns
         -------
@@ -451,8 +460,11 @@ class Tables:
             ``{"properties": [...], "constraints": [...]}``: what was added now.
         """
         spec = self.spec(name)
-        detail = self._detail(name).select("properties").first()
-        have = dict(detail["properties"] or {}) if detail else {}
+        if created:
+            have = dict(self.properties(name))
+        else:
+            detail = self._detail(name).select("properties").first()
+            have = dict(detail["properties"] or {}) if detail else {}
         want = self.properties(name)
         missing = {k: v for k, v in want.items() if have.get(k) != v}
         ref = self.qualified(name)

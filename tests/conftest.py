@@ -25,7 +25,10 @@ def spark():
         shuffle_partitions=2,
         warehouse_dir=wh,
         extra={"spark.default.parallelism": "2", "spark.sql.adaptive.enabled": "false",
-               "spark.databricks.delta.snapshotPartitions": "1"},
+               "spark.databricks.delta.snapshotPartitions": "1",
+               # Delta's VACUUM lists the table's folders in a job of this many tasks (Spark's default
+               # is 10,000: a VACUUM of a tiny table ran 70,049 tasks, about a minute)
+               "spark.sql.sources.parallelPartitionDiscovery.parallelism": "2"},
     )
     yield session
     session.stop()

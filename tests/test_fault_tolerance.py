@@ -42,6 +42,22 @@ def _status(tables, run_id):
     return {r["stage"]: r["status"] for r in tables.read("runs").where(F.col("run_id") == run_id).collect()}
 
 
+def _session_jars(spark, dest):
+    """The jars this session's JVM resolved through Ivy (Delta and its dependencies), linked into
+    one folder for the subprocesses' ``spark.jars_dir``: they start without resolving Delta again.
+    None (the subprocesses resolve it themselves) when the session has no Delta jar listed."""
+    listed = [j for j in spark.sparkContext.getConf().get("spark.jars", "").split(",") if j]
+    jars = [j[len("file://"):] if j.startswith("file://") else j[len("file:"):] if j.startswith("file:") else j
+            for j in listed]
+    jars = [j for j in jars if j.endswith(".jar") and os.path.isfile(j)]
+    if not any("delta-spark" in os.path.basename(j) for j in jars):
+        return None
+    dest.mkdir()
+    for j in jars:
+        os.symlink(j, dest / os.path.basename(j))
+    return str(dest)
+
+
 def _killed_run(overrides, *flags, timeout=900):
     """``tests/weekly_driver.py`` in a fresh process; returns (process, run_id of that run)."""
     cmd = [sys.executable, os.path.join(HERE, "weekly_driver.py"), *flags, "--week", TINY_WEEK,
@@ -66,6 +82,8 @@ def test_kills_and_a_crash_then_resume_equal_the_uninterrupted_run(spark, tiny_p
     overrides = tiny_platform["overrides"] + [f"storage.warehouse={tmp_path / 'warehouse'}",
                                               f"storage.model_dir={tmp_path / 'models'}"]
     cfg = load_config(overrides=overrides)
+    jars = _session_jars(spark, tmp_path / "jars")
+    sub_overrides = overrides + ([f"spark.jars_dir={jars}"] if jars else [])  # execution only: same fingerprint
     tables = Tables.from_config(spark, cfg.storage)
     prev_rows, reference = tiny_weeks["playlist_prev"], tiny_weeks["playlist_w"]
     assert prev_rows and reference and _playlist(tables, PREV) == prev_rows
@@ -75,7 +93,7 @@ def test_kills_and_a_crash_then_resume_equal_the_uninterrupted_run(spark, tiny_p
         assert _playlist(tables, PREV) == prev_rows
 
     # 1. SIGKILL right after recall.als committed its candidates
-    proc = _killed_run(overrides, "--kill-after", "recall.als")
+    proc = _killed_run(sub_overrides, "--kill-after", "recall.als")
     assert proc.returncode == -9, proc.stdout[-2000:] + proc.stderr[-2000:]
     nothing_of_w_visible()
     first = _last_run_id(tables, set())
@@ -84,7 +102,7 @@ def test_kills_and_a_crash_then_resume_equal_the_uninterrupted_run(spark, tiny_p
 
     # 2. the rerun resumes after recall.als (nothing before it is recomputed), runs the stages the
     #    kill prevented, and is SIGKILLed while Delta writes the week's files
-    proc = _killed_run(overrides, "--kill-during-commit")
+    proc = _killed_run(sub_overrides, "--kill-during-commit")
     assert proc.returncode == -9, proc.stdout[-2000:] + proc.stderr[-2000:]
     nothing_of_w_visible()
     second = _status(tables, _last_run_id(tables, {first}))

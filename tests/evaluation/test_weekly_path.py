@@ -62,6 +62,7 @@ def test_materialise_writes_train_only_and_leaves_unknowns_null(spark, small, tm
     assert cov["tracks_with_genre"] == 2 and cov["tracks_with_audio_uri"] == 0 and cov["user_prompts"] == 0
 
 
+@pytest.mark.slow  # one whole weekly run
 def test_pipeline_method_scores_the_weekly_jobs_playlists(spark, small, tmp_path):
     """One weekly run (tiny settings): the metrics entry says path "weekly", its recs are the
     discover_weekly rows written for the test users, and missing inputs skip with the run's reason."""

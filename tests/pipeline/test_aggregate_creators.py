@@ -23,12 +23,18 @@ def _ctx(spark, tmp_path, *overrides, **platform):
 
 def test_skip_reasons(spark, tmp_path):
     stage = AggregateCreatorsStage()
-    assert stage.skip_reason(_ctx(spark, tmp_path / "a", "aggregation.enabled=false")) == "disabled in config"
-    assert stage.skip_reason(_ctx(spark, tmp_path / "b", "embeddings.enabled=false")) == \
-        "no track embeddings (embeddings disabled)"
+    full = _ctx(spark, tmp_path / "e")
+    assert stage.skip_reason(full) is None
+
+    def on_full(*overrides):
+        """A run over the same complete platform (``full``'s tables) with other settings."""
+        return make_ctx(spark, make_cfg(tmp_path / "e", "embeddings.model_version=clap-test", "aggregation.method=mean",
+                                        *overrides))
+
+    assert stage.skip_reason(on_full("aggregation.enabled=false")) == "disabled in config"
+    assert stage.skip_reason(on_full("embeddings.enabled=false")) == "no track embeddings (embeddings disabled)"
     assert stage.skip_reason(_ctx(spark, tmp_path / "c", creators=False)) == "tracks have no creator_id"
     assert stage.skip_reason(_ctx(spark, tmp_path / "d", audio=False)) == "no track embeddings (no audio in the data set)"
-    assert stage.skip_reason(_ctx(spark, tmp_path / "e")) is None
 
 
 def test_mean_pooling_writes_one_row_per_embedded_creator_and_is_then_done(spark, tmp_path):

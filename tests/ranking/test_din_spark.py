@@ -92,13 +92,17 @@ def test_user_fraction_builds_exactly_the_sampled_users_rows(spark):
     pool = spark.createDataFrame([(f"u{u:02d}", f"t{t:02d}", w) for u in range(60) for t in range(25, 31)
                                   for w in (L1, L2)], "user_id string, track_id string, week_start date")
     kw = dict(negatives_pool_df=pool, n_negatives=2, popularity_share=0.5, seed=4, max_history=10)
-    full = build_training_set(spark, inter, [L1, L2], **kw)
-    part = build_training_set(spark, inter, [L1, L2], user_fraction=0.4, **kw)
+    # each set is built once (cached): the assertions below read it five times
+    full = build_training_set(spark, inter, [L1, L2], **kw).cache()
+    part = build_training_set(spark, inter, [L1, L2], user_fraction=0.4, **kw).cache()
     want = full.where(user_sample(4, 0.4))
-    assert 0 < part.count() < full.count()
+    n_full, n_part = full.count(), part.count()
+    assert 0 < n_part < n_full
     assert part.select("user_id").distinct().count() < full.select("user_id").distinct().count()
     assert_df_equality(part, want, ignore_row_order=True, ignore_nullable=True)
-    assert full.count() <= estimate_training_rows(inter, [L1, L2], 2)
+    assert n_full <= estimate_training_rows(inter, [L1, L2], 2)
+    full.unpersist()
+    part.unpersist()
     with pytest.raises(ValueError, match="user_fraction"):
         build_training_set(spark, inter, [L1], user_fraction=0.0)
 
