@@ -98,10 +98,11 @@ def main(args) -> dict:
     return results
 
 
-LABELS = {"pipeline": "**`pipeline`: the weekly job's playlists** (shipped conf)", "popularity": "popularity",
-          "implicit_als": "implicit ALS (default params)", "implicit_item": "implicit BM25 item-item (default params)",
-          "implicit_cosine": "implicit cosine (default params)", "ease": "EASE (default lambda)",
-          "recall_union": "`recall_union` (item_cf + als, RRF)", "item_cf": "`item_cf` channel", "als": "`als` channel"}
+LABELS = {"pipeline": "**`pipeline`: the weekly job's playlists** (shipped conf)", "popularity": "popularity (peer)",
+          "implicit_als": "implicit ALS (peer)", "implicit_item": "implicit BM25 item-item (peer)",
+          "implicit_cosine": "implicit cosine (peer)", "ease": "EASE (peer)",
+          "recall_union": "`recall_union` (item_cf + als, RRF; diagnostic)", "item_cf": "`item_cf` channel alone",
+          "als": "`als` channel alone", "popular": "`popular` channel alone"}
 
 
 def _load(d: str) -> dict:

@@ -388,6 +388,15 @@ class PipelineConf:
     # before W (a far-future --week, or ingestion that stopped): the run says so instead of
     # building playlists from stale data
     max_days_after_data: NonNeg = 28
+    # the week's interactions are cached (memory and disk) for the run when the interactions table
+    # holds less than this many MB of files: every stage then reads them once instead of scanning
+    # the table again (a public data set spans thousands of day partitions). 0 = never cache; a
+    # platform's full history is far above it and is read per stage with partition pruning.
+    cache_interactions_mb: NonNeg = 1024
+
+
+#: pipeline keys that change how a run executes, never what it computes (not in the fingerprint)
+EXECUTION_ONLY_PIPELINE_KEYS = ("cache_interactions_mb",)
 
 
 @section
@@ -425,10 +434,11 @@ class Config:
     def fingerprint(self) -> str:
         """A short stable hash of the configuration that shapes results (stored with each run).
 
-        Execution settings (``spark``, ``env``, ``tracking``) are left out: the same week computed
+        Execution settings (``spark``, ``env``, ``tracking``, ``pipeline.cache_interactions_mb``) are left out: the same week computed
         on another cluster size is the same result, and a resumed run may use other resources.
         """
         data = {k: v for k, v in self.to_dict().items() if k not in ("spark", "env", "tracking")}
+        data["pipeline"] = {k: v for k, v in data["pipeline"].items() if k not in EXECUTION_ONLY_PIPELINE_KEYS}
         blob = json.dumps(data, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 

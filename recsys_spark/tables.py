@@ -785,6 +785,12 @@ class Tables:
          .whenNotMatchedInsertAll()
          .execute())
 
+    def size_bytes(self, name: str) -> Optional[int]:
+        """Bytes of the table's current files (Delta's ``sizeInBytes``); None when it does not exist."""
+        if not self.exists(name):
+            return None
+        return int(self._detail(name).select("sizeInBytes").first()[0] or 0)
+
     def version(self, name: str) -> Optional[int]:
         if not self.exists(name):
             return None

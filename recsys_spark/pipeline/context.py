@@ -42,11 +42,17 @@ class WeekInputs:
 
 
 def load_inputs(spark: SparkSession, tables: Tables, week: dt.date, last_n: int, this_week_share: float,
-                half_life_days: float) -> WeekInputs:
-    """Read the tables and build seeds, heard set and the users to serve (all lazily)."""
+                half_life_days: float, keep_interactions: Optional[Callable[[DataFrame], DataFrame]] = None
+                ) -> WeekInputs:
+    """Read the tables and build seeds, heard set and the users to serve (all lazily).
+
+    ``keep_interactions`` (e.g. :meth:`RunContext.cache`) is applied to the interactions before W
+    before anything is built from them."""
     end = dt.datetime.combine(week, dt.time())
     tracks = tables.read("tracks").where(F.coalesce(F.col("created_at"), F.lit(end)) <= F.lit(end))
     inter = tables.read("interactions").where(F.col("event_ts") < F.lit(end))
+    if keep_interactions is not None:
+        inter = keep_interactions(inter)
     prompts = tables.read("user_prompts").where(F.coalesce(F.col("created_at"), F.lit(end)) < F.lit(end))
     seeds = hist.build_history(inter, week, last_n=last_n, this_week_share=this_week_share,
                                half_life_days=half_life_days)
@@ -167,10 +173,26 @@ class RunContext:
         def build() -> WeekInputs:
             h = self.cfg.history
             inp = load_inputs(self.spark, self.tables, self.week, h.last_n, h.this_week_share,
-                              h.recency_half_life_days)
+                              h.recency_half_life_days,
+                              keep_interactions=self.cache if self.cache_interactions else None)
             inp.seeds, inp.heard, inp.users = (self.cache(d) for d in (inp.seeds, inp.heard, inp.users))
             return inp
         return self.memo("inputs", build)
+
+    @property
+    def cache_interactions(self) -> bool:
+        """Cache the week's interactions for the run: the table is under
+        ``pipeline.cache_interactions_mb`` (logged either way)."""
+        def build() -> bool:
+            limit = self.cfg.pipeline.cache_interactions_mb
+            if limit <= 0:
+                return False
+            size = self.tables.size_bytes("interactions") or 0
+            keep = size < limit * 1024 * 1024
+            log.info("[%s] interactions table %.1f MB: %s", self.run_id, size / 2 ** 20,
+                     f"cached for the run (< {limit} MB)" if keep else f"read per stage (>= {limit} MB)")
+            return keep
+        return self.memo("cache_interactions", build)
 
     # -- what the data set has ---------------------------------------------------------------
     @property

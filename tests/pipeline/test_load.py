@@ -36,10 +36,24 @@ def test_load_refuses_a_week_without_users(spark, tmp_path):
 
 def test_released_frames_are_unpersisted(spark, hand_platform):
     _, ctx = hand_platform
-    seeds = ctx.inputs.seeds
+    seeds, inter = ctx.inputs.seeds, ctx.inputs.interactions
     assert seeds.is_cached
+    assert inter.is_cached  # a small interactions table (< pipeline.cache_interactions_mb) is read once
     ctx.release()
-    assert not seeds.is_cached
+    assert not seeds.is_cached and not inter.is_cached
+
+
+def test_interactions_are_read_per_stage_above_the_cache_limit(spark, hand_platform):
+    from recsys_spark.pipeline import RunContext
+
+    cfg, ctx = hand_platform
+    big = RunContext(spark, cfg.replace(**{"pipeline.cache_interactions_mb": 0}), ctx.tables, ctx.week, "run-nocache")
+    assert not big.cache_interactions and not big.inputs.interactions.is_cached
+    assert big.inputs.seeds.is_cached  # seeds, heard set and users are cached either way
+    assert sorted(map(tuple, big.inputs.seeds.select("user_id", "track_id").collect())) == \
+        sorted(map(tuple, ctx.inputs.seeds.select("user_id", "track_id").collect()))
+    assert cfg.replace(**{"pipeline.cache_interactions_mb": 0}).fingerprint() == cfg.fingerprint()
+    big.release()
 
 
 def test_load_refuses_a_week_far_after_the_data(spark, tmp_path):
