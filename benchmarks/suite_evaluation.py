@@ -161,11 +161,14 @@ def compare_table(dirs, k: int = 30) -> str:
 #: through the weekly job on a validation split of the training events.
 VALIDATION_CANDIDATES = {
     "shipped": {},
-    # the settings of the removed replica path (PIPELINE_BASE): deeper item-CF, 12 DIN weeks
-    "replica_base": {"recall.item_cf.per_seed": 20, "recall.item_cf.min_support": 1,
-                     "recall.item_cf.max_items_per_user": 500, "din.train_weeks": 12},
-    # only the DIN's training weeks (3 label weeks find almost no labelled rows on sparse data)
+    # item-CF as the removed replica path had it (PIPELINE_BASE): more neighbours per seed, pairs
+    # seen once, longer user rows
+    "itemcf_deeper": {"recall.item_cf.per_seed": 20, "recall.item_cf.min_support": 1,
+                      "recall.item_cf.max_items_per_user": 500},
+    # the DIN's training weeks (3 label weeks find almost no labelled rows on sparse data)
     "din_weeks_12": {"din.train_weeks": 12},
+    # equal item_cf / als weights in the reciprocal-rank fusion (shipped: item_cf 2.0, als 1.0)
+    "fusion_equal": {"fusion.channel_weights.item_cf": 1.0},
     # deeper recall: more candidates per channel reach the ranker and the rules
     "deeper_recall": {"recall.item_cf.candidates": 300, "recall.als.candidates": 200,
                       "recall.popularity.candidates": 100, "din.prerank_top_n": 300},
