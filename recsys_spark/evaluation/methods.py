@@ -204,7 +204,10 @@ def channel_inputs(context: MethodContext, users: DataFrame) -> ChannelInputs:
     prompts = None
     if ds.has_prompts:
         prompts = ds.user_prompts.where(F.col("created_at") < F.lit(context.split.cutoff))
-    inputs = ChannelInputs(context.spark, week=context.week, tracks=ds.tracks, interactions=context.train_events,
+    # a data set without an item table: the catalogue is the tracks of the train events, as the
+    # weekly path materialises it (weekly_path.materialise)
+    tracks = ds.tracks if ds.tracks is not None else context.train_events.select("track_id").distinct()
+    inputs = ChannelInputs(context.spark, week=context.week, tracks=tracks, interactions=context.train_events,
                            prompts=prompts, seeds=context.seeds, heard=context.heard,
                            track_embeddings=ds.track_embeddings, prompt_embeddings=ds.prompt_embeddings)
     return inputs.for_users(users)

@@ -56,6 +56,15 @@ def test_evaluate_popularity_ease_end_to_end(spark, tiny, tmp_path):
     assert os.path.exists(os.path.join(out, "recall_curve.png"))
 
 
+def test_popular_channel_alone_on_a_data_set_without_an_item_table(spark, tiny):
+    """The catalogue is the train events' tracks (as the weekly path materialises it) and, with
+    no catalog counts, popularity is the plays: A 3, B 3, C 1, D 1 -> the popularity peer's lists."""
+    res = evaluate(spark, tiny, ["popular"], k=2, beyond=False)
+    assert "popular" not in res["skipped"]
+    assert res["methods"]["popular"]["recall@2"] == pytest.approx(2 / 3)
+    assert res["methods"]["popular"]["ndcg@2"] == pytest.approx(0.5436432511904858)
+
+
 def test_ease_recommendations_known_scores(spark, tiny):
     """EASE, lambda=1, on the tiny train (users u1..u4 x items A, B, C, D: u1 AB, u2 AC, u3 AB, u4 BD).
 
