@@ -161,6 +161,10 @@ def compare_table(dirs, k: int = 30) -> str:
 #: through the weekly job on a validation split of the training events.
 VALIDATION_CANDIDATES = {
     "shipped": {},
+    # item-CF before this choice (per_seed 5, min_support 2, max_items_per_user 200): runs made
+    # before it shipped have "shipped" = these values and "itemcf_deeper" = today's base.yaml
+    "itemcf_before": {"recall.item_cf.per_seed": 5, "recall.item_cf.min_support": 2,
+                      "recall.item_cf.max_items_per_user": 200},
     # item-CF as the removed replica path had it (PIPELINE_BASE): more neighbours per seed, pairs
     # seen once, longer user rows
     "itemcf_deeper": {"recall.item_cf.per_seed": 20, "recall.item_cf.min_support": 1,
@@ -177,7 +181,8 @@ VALIDATION_CANDIDATES = {
 
 def validate(spark, name: str, out: str, candidates=None) -> dict:
     """Validation-split comparison through the weekly job (never the test split): writes
-    ``<out>/eval_validation_<name>.json``."""
+    ``<out>/eval_validation_<name>.json`` after every candidate (``"complete": false`` until the
+    last one)."""
     from recsys_spark.config import load_config
     from recsys_spark.evaluation import load_dataset
     from recsys_spark.evaluation.split import temporal_split
@@ -186,10 +191,16 @@ def validate(spark, name: str, out: str, candidates=None) -> dict:
     fmt, path = DATASETS[name]
     ds = load_dataset(spark, fmt, path)
     val = validation_split(temporal_split(ds.interactions)).cache()
-    res = tune_weekly(spark, load_config(), ds, val, candidates or VALIDATION_CANDIDATES)
-    res.update(dataset=name, load_average_end=list(os.getloadavg()))
-    with open(os.path.join(out, f"eval_validation_{name}.json"), "w") as fh:
-        json.dump(res, fh, indent=1, default=str)
+    dest = os.path.join(out, f"eval_validation_{name}.json")
+
+    def save(res):
+        res.update(dataset=name, load_average=list(os.getloadavg()),
+                   shipped_conf="conf/base.yaml + local overlay at the time of the run (see each candidate's overrides)")
+        with open(dest, "w") as fh:
+            json.dump(res, fh, indent=1, default=str)
+
+    res = tune_weekly(spark, load_config(), ds, val, candidates or VALIDATION_CANDIDATES, on_candidate=save)
+    save(res)
     return res
 
 
@@ -199,9 +210,12 @@ if __name__ == "__main__" and "--validate" in sys.argv:
 
     setup_logging("INFO")
     _out = os.path.join(ROOT, "benchmarks", "results")
-    _spark = get_spark(app_name="bench-validation", master="local[2]", driver_memory="6g", shuffle_partitions=8)
-    for _name in [a for a in sys.argv[1:] if a != "--validate"] or ["movielens", "hetrec"]:
-        _r = validate(_spark, _name, _out)
+    _args = [a for a in sys.argv[1:] if a != "--validate"]
+    _only = [a.split("=", 1)[1].split(",") for a in _args if a.startswith("--candidates=")]
+    _cands = {n: VALIDATION_CANDIDATES[n] for n in _only[0]} if _only else None
+    _spark = get_spark(app_name="bench-validation", master="local[2]", driver_memory="4g", shuffle_partitions=8)
+    for _name in [a for a in _args if not a.startswith("--")] or ["movielens", "hetrec"]:
+        _r = validate(_spark, _name, _out, _cands)
         print(_name, "chosen:", _r["chosen"], {n: (round(m["recall@30"], 4), round(m["ndcg@30"], 4))
                                                 for n, m in _r["candidates"].items()})
     sys.exit(0)

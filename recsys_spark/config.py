@@ -208,11 +208,13 @@ class HistoryConf:
 class ItemCFConf:
     enabled: bool = True
     k: Pos = 100
-    per_seed: Pos = 5
+    # per_seed 20 / min_support 1 / max_items_per_user 500 (was 5 / 2 / 200): chosen through the
+    # weekly job on validation splits of MovieLens and HetRec (benchmarks/results/eval_validation_*.json)
+    per_seed: Pos = 20
     n_seeds: Pos = 50
     similarity: Literal["cosine", "bm25", "tfidf"] = "cosine"  # cosine | bm25 | tfidf
-    min_support: Pos = 2
-    max_items_per_user: Pos = 200
+    min_support: Pos = 1
+    max_items_per_user: Pos = 500
     weighting: Weighting = "log"  # log | raw | binary
     bm25_k1: NonNegFloat = 1.2
     bm25_b: Prob = 0.75

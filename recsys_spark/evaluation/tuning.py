@@ -21,7 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, Mapping, Optional
 
 from .metrics import paired_bootstrap_ci, ranking_metrics
 from .split import Split, temporal_split
@@ -43,7 +43,8 @@ def monday_on_or_after(t: dt.datetime) -> dt.date:
 
 
 def tune_weekly(spark, cfg, dataset, split: Split, candidates: Mapping[str, Mapping[str, Any]], k: int = 30,
-                n_resamples: int = 1000, seed: int = 0) -> Dict[str, Any]:
+                n_resamples: int = 1000, seed: int = 0,
+                on_candidate: Optional[Callable[[Dict[str, Any]], None]] = None) -> Dict[str, Any]:
     """Score each candidate setting with a weekly run on ``split`` (a validation split).
 
     Parameters
@@ -54,6 +55,9 @@ def tune_weekly(spark, cfg, dataset, split: Split, candidates: Mapping[str, Mapp
         A validation split (:func:`validation_split`); the caller keeps the test split away.
     candidates : mapping
         ``{name: {dotted config key: value}}``; the first is the baseline of the paired intervals.
+    on_candidate : callable, optional
+        Called with the result so far after each candidate (e.g. to save it: a long comparison
+        that dies keeps what it measured).
 
     Returns
     -------
@@ -93,8 +97,11 @@ def tune_weekly(spark, cfg, dataset, split: Split, candidates: Mapping[str, Mapp
         out["candidates"][name] = m
         log.info("tuning %s: validation recall@%d %.4f ndcg@%d %.4f (%.0fs)", name, k, m[f"recall@{k}"], k,
                  m[f"ndcg@{k}"], m["seconds"])
+        if on_candidate is not None:
+            on_candidate(dict(out, baseline=base, complete=False))
     out["baseline"] = base
     out["chosen"] = choose(out, k)
+    out["complete"] = True
     return out
 
 
