@@ -11,7 +11,7 @@ WEEK ?=
 WEEK_ARG := $(if $(WEEK),--week $(WEEK),)
 PYTEST_ARGS ?=
 
-.PHONY: run test test-fast setup blas generate weekly show evaluate bench wheel lock cluster-test clean-data clean
+.PHONY: run test integration-test test-fast setup blas generate weekly show evaluate bench wheel lock cluster-test clean-data clean
 
 setup: $(STAMP)
 
@@ -43,12 +43,17 @@ run: setup
 	$(PY) jobs/weekly.py --conf $(CONF) $(WEEK_ARG)
 	$(PY) jobs/show.py --conf $(CONF) $(WEEK_ARG)
 
+# the suite; the integration tier (SIGKILLed weekly runs in subprocesses, a Spark Connect server,
+# the wheel in a new venv) runs with `make integration-test`, and CI runs both (.ci/run)
 test: setup
-	$(PY) -m pytest -q $(PYTEST_ARGS) tests
+	$(PY) -m pytest -q -m "not integration" $(PYTEST_ARGS) tests
+
+integration-test: setup
+	$(PY) -m pytest -q -m integration $(PYTEST_ARGS) tests
 
 # the fast tier: no whole weekly runs, no platform generation, no subprocesses (pytest.ini: markers)
 test-fast: setup
-	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS) tests
+	$(PY) -m pytest -q -m "not slow and not integration" $(PYTEST_ARGS) tests
 
 evaluate: setup
 	$(PY) jobs/evaluate.py --format movielens --path ../shared/data/movielens_latest_small/ratings.csv --out artifacts/eval/movielens

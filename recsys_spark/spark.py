@@ -61,6 +61,9 @@ LOCAL_DEFAULTS = {
     "spark.databricks.delta.snapshotPartitions": "2",
     "spark.databricks.delta.optimizeWrite.enabled": "false",
     "spark.sql.sources.partitionOverwriteMode": "static",
+    # Delta's VACUUM lists a table's folders with a job of this many tasks (Spark's default is
+    # 10,000: about a minute of empty tasks per table on a laptop); a cluster keeps its own
+    "spark.sql.sources.parallelPartitionDiscovery.parallelism": "8",
     "spark.driver.extraJavaOptions": "-Dio.netty.tryReflectionSetAccessible=true",
     "spark.executor.extraJavaOptions": "-Dio.netty.tryReflectionSetAccessible=true",
 }

@@ -23,7 +23,7 @@ from recsys_spark.config import load_config
 from recsys_spark.pipeline import RunHooks, run_weekly
 from recsys_spark.tables import Tables
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 W = dt.date.fromisoformat(TINY_WEEK)
 PREV = W - dt.timedelta(days=7)

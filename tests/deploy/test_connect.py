@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 W, P = "2026-11-23", "2026-11-16"  # this week and last week (Mondays)
 HERE = Path(__file__).resolve()

@@ -18,7 +18,7 @@ import pytest
 
 from recsys_spark.config import REPO_ROOT
 
-pytestmark = pytest.mark.slow  # builds a wheel and a venv, spawns processes (a few seconds)
+pytestmark = [pytest.mark.slow, pytest.mark.integration]  # builds a wheel and a venv, spawns processes (a few seconds)
 
 CHECKOUT = Path(REPO_ROOT)
 
