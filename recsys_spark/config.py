@@ -209,7 +209,7 @@ class ItemCFConf:
     enabled: bool = True
     k: Pos = 100
     # per_seed 20 / min_support 1 / max_items_per_user 500 (was 5 / 2 / 200): chosen through the
-    # weekly job on validation splits of MovieLens and HetRec (benchmarks/results/eval_validation_*.json)
+    # weekly job on a validation split (conf/base.yaml, benchmarks/results/eval_validation_hetrec.json)
     per_seed: Pos = 20
     n_seeds: Pos = 50
     similarity: Literal["cosine", "bm25", "tfidf"] = "cosine"  # cosine | bm25 | tfidf
