@@ -10,6 +10,9 @@ CONF ?= conf/local.yaml
 WEEK ?=
 WEEK_ARG := $(if $(WEEK),--week $(WEEK),)
 PYTEST_ARGS ?=
+# the suite on two processes (pytest-xdist; tests/conftest.py groups the tests that share the tiny
+# platform's fixtures on one of them); XDIST= runs it in one process
+XDIST ?= -n 2 --no-loadscope-reorder  # groups in collection order: the tiny-platform chain first
 
 .PHONY: run test integration-test test-fast setup blas generate weekly show evaluate bench wheel lock cluster-test clean-data clean
 
@@ -46,14 +49,14 @@ run: setup
 # the suite; the integration tier (SIGKILLed weekly runs in subprocesses, a Spark Connect server,
 # the wheel in a new venv) runs with `make integration-test`, and CI runs both (.ci/run)
 test: setup
-	$(PY) -m pytest -q -m "not integration" $(PYTEST_ARGS) tests
+	$(PY) -m pytest -q -m "not integration" $(XDIST) $(PYTEST_ARGS) tests
 
 integration-test: setup
 	$(PY) -m pytest -q -m integration $(PYTEST_ARGS) tests
 
 # the fast tier: no whole weekly runs, no platform generation, no subprocesses (pytest.ini: markers)
 test-fast: setup
-	$(PY) -m pytest -q -m "not slow and not integration" $(PYTEST_ARGS) tests
+	$(PY) -m pytest -q -m "not slow and not integration" $(XDIST) $(PYTEST_ARGS) tests
 
 evaluate: setup
 	$(PY) jobs/evaluate.py --format movielens --path ../shared/data/movielens_latest_small/ratings.csv --out artifacts/eval/movielens

@@ -435,62 +435,26 @@ class Tables:
     def create(self, name: str) -> None:
         """Create the table with its schema, partitioning (or liquid clustering), comments, properties
         and CHECK constraints if it does not exist; a table created by an older version gets the
-        properties and constraints it lacks."""
+        properties and constraints it lacks.
+
+        A new table is created in one Delta commit with its constraints (:meth:`_create`; SQL
+        :meth:`create_sql` over Spark Connect): no reader ever sees the table without its rules, and
+        no validation scan per constraint (``ALTER TABLE ADD CONSTRAINT`` is a commit and a job each;
+        creating the twelve tables that way took 7 s against 2 s on a local session)."""
         if name in self._ready and self.exists(name):
             return
-        existed = self.exists(name)
-        self._create(name)
-        self.ensure_rules(name, created=not existed)
+        if self.exists(name):
+            self.ensure_rules(name)
+        elif self._connect:
+            self._create_sql(name)
+        else:
+            self._create(name)
         self._ready.add(name)
 
-    def ensure_rules(self, name: str, created: bool = False) -> Dict[str, List[str]]:
-        """Set missing table properties and add missing CHECK constraints of ``name``.
-
-        Parameters
-        ----------
-        created : bool
-            The caller has just created the table (it did not exist before :meth:`_create`): the
-            create set every property and no constraint yet, so the table's detail is not read
-            (one Spark job less per table). A table that a concurrent writer created in between
-            already has its constraints: adding one again is skipped ("already exists").
-
-        Returns
-        -------
-        dict
-            ``{"properties": [...], "constraints": [...]}``: what was added now.
-        """
-        spec = self.spec(name)
-        if created:
-            have = dict(self.properties(name))
-        else:
-            detail = self._detail(name).select("properties").first()
-            have = dict(detail["properties"] or {}) if detail else {}
-        want = self.properties(name)
-        missing = {k: v for k, v in want.items() if have.get(k) != v}
-        ref = self.qualified(name)
-        if missing:
-            kv = ", ".join(f"'{k}' = '{v}'" for k, v in missing.items())
-            self.spark.sql(f"ALTER TABLE {ref} SET TBLPROPERTIES ({kv})")
-        added = []
-        for cname, expr in spec.checks:
-            if f"delta.constraints.{cname.lower()}" in have:
-                continue
-            try:
-                self.spark.sql(f"ALTER TABLE {ref} ADD CONSTRAINT {cname} CHECK ({expr})")
-                added.append(cname)
-            except Exception as exc:  # an older table whose rows break the rule: keep it readable, say so
-                if "already exists" in str(exc):
-                    continue
-                log.error("table %s: CHECK constraint %s (%s) not added: %s", name, cname, expr,
-                          str(exc).splitlines()[0][:300])
-        if missing or added:
-            log.info("table %s: properties %s, constraints %s added", name, sorted(missing), added)
-        return {"properties": sorted(missing), "constraints": added}
-
     def _create(self, name: str) -> None:
-        if self._connect:
-            self._create_sql(name)
-            return
+        """``DeltaTable.createIfNotExists`` with the exact column types (SQL DDL cannot say that an
+        array's elements are never null) and the CHECK constraints as the table properties that
+        ``ALTER TABLE ADD CONSTRAINT`` would store: one commit, as :meth:`create_sql`."""
         from delta.tables import DeltaTable
 
         spec = self.spec(name)
@@ -512,9 +476,44 @@ class Tables:
             b = b.partitionedBy(*spec.partition_by)
         if spec.comment:
             b = b.comment(spec.comment)
-        for k, v in self.properties(name).items():
+        for k, v in {**self.properties(name), **{f"delta.constraints.{c.lower()}": e for c, e in spec.checks}}.items():
             b = b.property(k, v)
         b.execute()
+
+    def ensure_rules(self, name: str) -> Dict[str, List[str]]:
+        """Set missing table properties and add missing CHECK constraints of an existing table
+        ``name`` (one created by an older version). A constraint that a concurrent writer added in
+        between is skipped ("already exists").
+
+        Returns
+        -------
+        dict
+            ``{"properties": [...], "constraints": [...]}``: what was added now.
+        """
+        spec = self.spec(name)
+        detail = self._detail(name).select("properties").first()
+        have = dict(detail["properties"] or {}) if detail else {}
+        want = self.properties(name)
+        missing = {k: v for k, v in want.items() if have.get(k) != v}
+        ref = self.qualified(name)
+        if missing:
+            kv = ", ".join(f"'{k}' = '{v}'" for k, v in missing.items())
+            self.spark.sql(f"ALTER TABLE {ref} SET TBLPROPERTIES ({kv})")
+        added = []
+        for cname, expr in spec.checks:
+            if f"delta.constraints.{cname.lower()}" in have:
+                continue
+            try:
+                self.spark.sql(f"ALTER TABLE {ref} ADD CONSTRAINT {cname} CHECK ({expr})")
+                added.append(cname)
+            except Exception as exc:  # an older table whose rows break the rule: keep it readable, say so
+                if "already exists" in str(exc):
+                    continue
+                log.error("table %s: CHECK constraint %s (%s) not added: %s", name, cname, expr,
+                          str(exc).splitlines()[0][:300])
+        if missing or added:
+            log.info("table %s: properties %s, constraints %s added", name, sorted(missing), added)
+        return {"properties": sorted(missing), "constraints": added}
 
     # -- Spark Connect ---------------------------------------------------------------------------
     # Over Spark Connect, delta-spark's DeltaTable API needs Delta's Connect plugin on the server

@@ -1,4 +1,5 @@
-"""One session-scoped Spark fixture with Delta (local[2], few shuffle partitions, no UI)."""
+"""One session-scoped Spark fixture with Delta (local[2], few shuffle partitions, no UI) per pytest
+process; test grouping for pytest-xdist (``make test`` runs two processes)."""
 
 import logging
 import os
@@ -15,10 +16,25 @@ os.environ.setdefault("TZ", "UTC")
 
 @pytest.fixture(scope="session")
 def spark():
-    from recsys_spark.spark import get_spark
+    import fcntl
 
     wh = tempfile.mkdtemp(prefix="recsys-spark-wh-")
-    session = get_spark(
+    # `make test` runs two pytest-xdist workers: the first JVM start of a machine resolves Delta's
+    # jars with Ivy into ~/.ivy2, and two resolutions at once can trip over each other's files, so
+    # the sessions start one after the other (the second finds the cache filled)
+    with open(os.path.join(tempfile.gettempdir(), "recsys-spark-tests-session.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        session = _session(wh)
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    yield session
+    session.stop()
+    shutil.rmtree(wh, ignore_errors=True)
+
+
+def _session(wh):
+    from recsys_spark.spark import get_spark
+
+    return get_spark(
         app_name="recsys-spark-tests",
         master="local[2]",
         driver_memory="3g",
@@ -30,9 +46,6 @@ def spark():
                # is 10,000: a VACUUM of a tiny table ran 70,049 tasks, about a minute)
                "spark.sql.sources.parallelPartitionDiscovery.parallelism": "2"},
     )
-    yield session
-    session.stop()
-    shutil.rmtree(wh, ignore_errors=True)
 
 
 @pytest.fixture()
@@ -53,11 +66,64 @@ logging.getLogger("py4j").setLevel(logging.WARNING)
 SLOW_FIXTURES = ("tiny_platform", "tiny_weeks")
 
 
+#: where the pytest-xdist workers write each test's group for the controller's scheduler
+GROUPS_ENV = "RECSYS_TEST_GROUPS"
+TINY_GROUP = "tiny-platform"
+
+
+def pytest_configure(config):
+    # the controller of an xdist run (workers have ``workerinput``): the workers, started later,
+    # inherit the path of the groups file through the environment
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        os.environ[GROUPS_ENV] = os.path.join(tempfile.mkdtemp(prefix="recsys-test-groups-"), "groups.json")
+
+
 def pytest_collection_modifyitems(config, items):
-    """Mark ``slow`` every test that uses a whole-platform fixture (``make test-fast`` skips them)."""
+    """Mark ``slow`` every test that uses a whole-platform fixture (``make test-fast`` skips them),
+    and run those first (the longest chain: the tiny platform, then its two weekly runs).
+
+    Under pytest-xdist (``make test``) each worker also writes every test's group to the file
+    named by ``$RECSYS_TEST_GROUPS``: the tiny-platform tests form one group (their session
+    fixtures are built on one worker, once), any other test is grouped with its module (module
+    fixtures built once). :func:`pytest_xdist_make_scheduler` hands whole groups to workers."""
+    tiny, rest = [], []
     for item in items:
         if set(SLOW_FIXTURES) & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+            tiny.append(item)
+        else:
+            rest.append(item)
+    items[:] = tiny + rest
+    path = os.environ.get(GROUPS_ENV)
+    if path and hasattr(config, "workerinput"):
+        import json
+
+        groups = {i.nodeid: TINY_GROUP for i in tiny}
+        tmp = f"{path}.{config.workerinput['workerid']}"
+        with open(tmp, "w") as fh:
+            json.dump(groups, fh)
+        os.replace(tmp, path)  # every worker collects the same tests: the same content
+
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook (without xdist the suite runs in one process)
+def pytest_xdist_make_scheduler(config, log):
+    """Load scheduling by group (:func:`pytest_collection_modifyitems`): a scope per group, handed
+    whole to one worker. (xdist's own ``--dist loadgroup`` reads marks that pytest >= 9.2 no
+    longer carries into the node ids it schedules.)"""
+    import json
+
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        _groups = None
+
+        def _split_scope(self, nodeid):
+            if self._groups is None:
+                path = os.environ.get(GROUPS_ENV)
+                self._groups = json.load(open(path)) if path and os.path.exists(path) else {}
+            return self._groups.get(nodeid) or nodeid.split("::", 1)[0]
+
+    return GroupScheduling(config, log)
 
 
 TINY_WEEK = "2026-11-23"

@@ -18,7 +18,8 @@ from pyspark.sql import functions as F
 
 from . import methods as M
 from .loaders import EvalDataset
-from .metrics import DEFAULT_CURVE_KS, beyond_accuracy, funnel_metrics, paired_bootstrap_ci, ranking_metrics
+from .metrics import (DEFAULT_CURVE_KS, TrainStats, beyond_accuracy, funnel_metrics, paired_bootstrap_ci,
+                      ranking_metrics, top_k)
 from .peers import MethodUnavailable
 from .split import Split, temporal_split
 
@@ -62,19 +63,33 @@ def run_method(spark: SparkSession, name: str, split: Split, k: int, context: M.
 
 def evaluate_recs(recs: DataFrame, split: Split, k: int, dataset: Optional[EvalDataset] = None,
                   curve_ks: Sequence[int] = DEFAULT_CURVE_KS, beyond: bool = True, seed: int = 0,
-                  n_resamples: int = 1000, return_per_user: bool = False) -> Dict[str, Any]:
+                  n_resamples: int = 1000, return_per_user: bool = False,
+                  stats: Optional[TrainStats] = None) -> Dict[str, Any]:
     """All metrics of one method's recommendations on ``split`` (see :mod:`.metrics`).
 
     Accuracy comes with per-user bootstrap 95% intervals (``n_resamples`` resamples of the test
     users, ``seed``). Also counts ``train_items_recommended`` (protocol violations; must be 0).
+    The test users' top-``k`` is computed once and shared by every metric; ``stats``
+    (:class:`~.metrics.TrainStats` of ``split.train``) is computed once per split by
+    :func:`evaluate` (here when not given).
     """
-    out = ranking_metrics(recs, split.truth, split.test_users, k, curve_ks, n_resamples=n_resamples, seed=seed,
-                          return_per_user=return_per_user)
-    if beyond:
-        out.update(beyond_accuracy(
-            recs.join(split.test_users.select("user_id"), "user_id", "left_semi"), split.train, k,
-            embeddings=dataset.track_embeddings if dataset is not None else None,
-            tracks=dataset.tracks if dataset is not None else None))
+    top = top_k(recs.join(split.test_users.select("user_id"), "user_id", "left_semi"), k).cache()
+    own_stats = beyond and stats is None
+    if own_stats:
+        stats = TrainStats.of(split.train)
+    try:
+        out = ranking_metrics(recs, split.truth, split.test_users, k, curve_ks, n_resamples=n_resamples, seed=seed,
+                              return_per_user=return_per_user, top=top)
+        if beyond:
+            out.update(beyond_accuracy(
+                recs, split.train, k,
+                embeddings=dataset.track_embeddings if dataset is not None else None,
+                tracks=dataset.tracks if dataset is not None else None,
+                stats=stats, top=top))
+    finally:
+        top.unpersist()
+        if own_stats:
+            stats.release()
     out["train_items_recommended"] = int(
         recs.join(split.train.select("user_id", "track_id"), ["user_id", "track_id"], "left_semi").count())
     return out
@@ -193,6 +208,7 @@ def evaluate(
         "compare": {},
     }
     per_user: Dict[str, Any] = {}
+    train_stats = TrainStats.of(split.train) if beyond else None
     for name in names:
         try:
             recs, staged, seconds = run_method(spark, name, split, k, ctx)
@@ -208,7 +224,7 @@ def evaluate(
             continue
         t0 = time.perf_counter()
         m = evaluate_recs(recs, split, k, dataset, curve_ks, beyond, seed=seed, n_resamples=n_resamples,
-                          return_per_user=True)
+                          return_per_user=True, stats=train_stats)
         per_user[name] = m.pop("_per_user")
         if staged is not None:
             m.update(staged.entry)
@@ -221,6 +237,8 @@ def evaluate(
             log.error("method %s recommended %d train items (protocol violation)", name, m["train_items_recommended"])
         result["methods"][name] = m
         recs.unpersist()
+    if train_stats is not None:
+        train_stats.release()
     if "pipeline" in per_user:
         result["compare"] = paired_comparisons(per_user, "pipeline", k, n_resamples, seed)
     result["total_seconds"] = round(time.perf_counter() - t_all, 1)

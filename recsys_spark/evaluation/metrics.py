@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple  # noqa: F401
 
 from pyspark.sql import DataFrame, Window
@@ -53,8 +54,10 @@ def top_k(recs: DataFrame, k: int) -> DataFrame:
         .select("user_id", "track_id", "pos")
 
 
-def per_user_hits(recs: DataFrame, truth: DataFrame, test_users: DataFrame, k: int) -> DataFrame:
-    """One row per test user with the positions of the hits.
+def per_user_hits(recs: DataFrame, truth: DataFrame, test_users: DataFrame, k: int,
+                  top: Optional[DataFrame] = None) -> DataFrame:
+    """One row per test user with the positions of the hits (``top``: :func:`top_k` of ``recs``
+    for the test users, when the caller has it already).
 
     Returns
     -------
@@ -63,7 +66,8 @@ def per_user_hits(recs: DataFrame, truth: DataFrame, test_users: DataFrame, k: i
         recommended tracks that are in the truth), for every test user (left join: a user
         without recommendations has ``n_recs = 0`` and an empty ``hit_pos``).
     """
-    top = top_k(recs.join(test_users.select("user_id"), "user_id", "left_semi"), k)
+    if top is None:
+        top = top_k(recs.join(test_users.select("user_id"), "user_id", "left_semi"), k)
     n_recs = top.groupBy("user_id").agg(F.count(F.lit(1)).alias("n_recs"))
     hits = top.join(truth.select("user_id", "track_id"), ["user_id", "track_id"], "inner") \
         .groupBy("user_id").agg(F.sort_array(F.collect_list(F.col("pos").cast("int"))).alias("hit_pos"))
@@ -154,17 +158,18 @@ def paired_bootstrap_ci(a, b, n_resamples: int = 1000, seed: int = 0, level: flo
     return bootstrap_ci(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64), n_resamples, seed, level)
 
 
-def collect_per_user(recs: DataFrame, truth: DataFrame, test_users: DataFrame, k: int):
+def collect_per_user(recs: DataFrame, truth: DataFrame, test_users: DataFrame, k: int,
+                     top: Optional[DataFrame] = None):
     """``(user_ids, hit_pos, n_truth, n_recs)``: ONE row per test user collected (bounded by the
     test set, never by the catalogue or the train data), sorted by ``user_id``."""
-    rows = per_user_hits(recs, truth, test_users, k).orderBy("user_id").collect()
+    rows = per_user_hits(recs, truth, test_users, k, top).orderBy("user_id").collect()
     return ([r["user_id"] for r in rows], [list(r["hit_pos"] or []) for r in rows],
             [int(r["n_truth"]) for r in rows], [int(r["n_recs"]) for r in rows])
 
 
 def ranking_metrics(recs: DataFrame, truth: DataFrame, test_users: DataFrame, k: int,
                     curve_ks: Sequence[int] = DEFAULT_CURVE_KS, n_resamples: int = 1000, seed: int = 0,
-                    return_per_user: bool = False) -> Dict[str, object]:
+                    return_per_user: bool = False, top: Optional[DataFrame] = None) -> Dict[str, object]:
     """Accuracy metrics @``k`` over all test users, with per-user bootstrap 95% intervals.
 
     One Spark join/aggregate gives each test user's hit positions (:func:`per_user_hits`); those
@@ -186,6 +191,8 @@ def ranking_metrics(recs: DataFrame, truth: DataFrame, test_users: DataFrame, k:
     return_per_user : bool
         Also return ``"_per_user"``: ``{"user_id": [...], "recall": array, "ndcg": array}``
         (for paired comparisons; not JSON).
+    top : DataFrame, optional
+        :func:`top_k` of ``recs`` for the test users, when the caller computed it already.
 
     Returns
     -------
@@ -195,7 +202,7 @@ def ranking_metrics(recs: DataFrame, truth: DataFrame, test_users: DataFrame, k:
         ``bootstrap`` (resamples, seed).
     """
     t0 = time.perf_counter()
-    users, hit_pos, n_truth, n_recs = collect_per_user(recs, truth, test_users, k)
+    users, hit_pos, n_truth, n_recs = collect_per_user(recs, truth, test_users, k, top)
     if not users:
         raise ValueError("no test users: cannot compute ranking metrics")
     ks = sorted({int(c) for c in curve_ks if 0 < int(c) <= k} | {k})
@@ -217,12 +224,37 @@ def ranking_metrics(recs: DataFrame, truth: DataFrame, test_users: DataFrame, k:
     return out
 
 
-def coverage(recs: DataFrame, train: DataFrame, k: int) -> float:
-    """Distinct tracks in the top-``k`` lists / distinct tracks in ``train``."""
-    n_train = train.select("track_id").distinct().count()
+@dataclass
+class TrainStats:
+    """What the beyond-accuracy metrics need of the train pairs, computed once per split and shared
+    by every method: distinct tracks and users, and each track's distinct train users (cached)."""
+
+    n_tracks: int
+    n_users: int
+    popularity: DataFrame  # track_id, n_users
+    pairs: DataFrame       # user_id, track_id (distinct)
+
+    @classmethod
+    def of(cls, train: DataFrame) -> "TrainStats":
+        pairs = train.select("user_id", "track_id").distinct().cache()
+        pop = pairs.groupBy("track_id").agg(F.count(F.lit(1)).alias("n_users")).cache()
+        n_tracks = pop.count()
+        n_users = pairs.select("user_id").distinct().count()
+        return cls(int(n_tracks), int(n_users), pop, pairs)
+
+    def release(self) -> None:
+        self.popularity.unpersist()
+        self.pairs.unpersist()
+
+
+def coverage(recs: DataFrame, train: DataFrame, k: int, stats: Optional[TrainStats] = None,
+             top: Optional[DataFrame] = None) -> float:
+    """Distinct tracks in the top-``k`` lists / distinct tracks in ``train`` (``stats``, ``top``:
+    precomputed :class:`TrainStats` and :func:`top_k`)."""
+    n_train = stats.n_tracks if stats is not None else train.select("track_id").distinct().count()
     if n_train == 0:
         return 0.0
-    n_rec = top_k(recs, k).select("track_id").distinct().count()
+    n_rec = (top if top is not None else top_k(recs, k)).select("track_id").distinct().count()
     return n_rec / n_train
 
 
@@ -231,13 +263,15 @@ def item_popularity(train: DataFrame) -> DataFrame:
     return train.groupBy("track_id").agg(F.countDistinct("user_id").alias("n_users"))
 
 
-def novelty(recs: DataFrame, train: DataFrame, k: int) -> Optional[float]:
+def novelty(recs: DataFrame, train: DataFrame, k: int, stats: Optional[TrainStats] = None,
+            top: Optional[DataFrame] = None) -> Optional[float]:
     """Mean self-information (bits) of the recommended tracks; ``None`` without recommendations."""
-    n_users = train.select("user_id").distinct().count()
+    n_users = stats.n_users if stats is not None else train.select("user_id").distinct().count()
     if n_users == 0:
         return None
-    pop = item_popularity(train)
-    si = top_k(recs, k).join(pop, "track_id", "left").select(
+    pop = stats.popularity if stats is not None else item_popularity(train)
+    top = top if top is not None else top_k(recs, k)
+    si = top.join(pop, "track_id", "left").select(
         "user_id", (-F.log2(F.greatest(F.coalesce("n_users", F.lit(1)), F.lit(1)) / F.lit(float(n_users)))).alias("si"))
     row = si.groupBy("user_id").agg(F.avg("si").alias("si")).agg(F.avg("si").alias("v")).first()
     return None if row["v"] is None else float(row["v"])
@@ -251,7 +285,8 @@ def _ild_from_sums(per_list: DataFrame) -> Optional[float]:
     return None if row["v"] is None else float(row["v"])
 
 
-def diversity_embeddings(recs: DataFrame, embeddings: DataFrame, k: int) -> Optional[float]:
+def diversity_embeddings(recs: DataFrame, embeddings: DataFrame, k: int,
+                         top: Optional[DataFrame] = None) -> Optional[float]:
     """Intra-list distance ``1 - cos`` on embeddings (``track_id, embedding array<float>``).
 
     Tracks without an embedding count as vectors orthogonal to every other (distance 1).
@@ -267,7 +302,7 @@ def diversity_embeddings(recs: DataFrame, embeddings: DataFrame, k: int) -> Opti
     norm = F.sqrt(F.aggregate("e", F.lit(0.0), lambda acc, x: acc + x * x))
     emb = emb.select("track_id", F.transform("e", lambda x: x / F.greatest(norm, F.lit(1e-12))).alias("u"),
                      (norm > 0).alias("nz"))
-    top = top_k(recs, k)
+    top = top if top is not None else top_k(recs, k)
     n = top.groupBy("user_id").agg(F.count(F.lit(1)).alias("n"))
     joined = top.join(emb, "track_id", "inner").where("nz")
     sums = joined.groupBy("user_id").agg(
@@ -280,15 +315,16 @@ def diversity_embeddings(recs: DataFrame, embeddings: DataFrame, k: int) -> Opti
     return _ild_from_sums(per_list)
 
 
-def diversity_cooccurrence(recs: DataFrame, train: DataFrame, k: int) -> Optional[float]:
+def diversity_cooccurrence(recs: DataFrame, train: DataFrame, k: int, stats: Optional[TrainStats] = None,
+                           top: Optional[DataFrame] = None) -> Optional[float]:
     """Intra-list distance ``1 - cos`` on co-occurrence (binary train user-vectors of tracks).
 
     ``cos(i, j) = |U_i & U_j| / sqrt(|U_i| |U_j|)``. Cost grows with the train popularity of the
     recommended tracks (one row per list x track x train user); sample the lists for huge runs.
     """
-    pairs = train.select("user_id", "track_id").distinct()
-    pop = item_popularity(train)
-    top = top_k(recs, k).withColumnRenamed("user_id", "list_id")
+    pairs = stats.pairs if stats is not None else train.select("user_id", "track_id").distinct()
+    pop = stats.popularity if stats is not None else item_popularity(train)
+    top = (top if top is not None else top_k(recs, k)).withColumnRenamed("user_id", "list_id")
     n = top.groupBy("list_id").agg(F.count(F.lit(1)).alias("n"))
     nz = top.join(pop, "track_id", "inner").groupBy("list_id").agg(F.count(F.lit(1)).alias("n_nonzero"))
     contrib = (top.join(pop, "track_id", "inner")
@@ -301,9 +337,9 @@ def diversity_cooccurrence(recs: DataFrame, train: DataFrame, k: int) -> Optiona
     return _ild_from_sums(per_list)
 
 
-def creator_diversity(recs: DataFrame, tracks: DataFrame, k: int) -> Optional[float]:
+def creator_diversity(recs: DataFrame, tracks: DataFrame, k: int, top: Optional[DataFrame] = None) -> Optional[float]:
     """Mean over lists of distinct creators / list length (tracks without a creator count apart)."""
-    top = top_k(recs, k).join(tracks.select("track_id", "creator_id"), "track_id", "left")
+    top = (top if top is not None else top_k(recs, k)).join(tracks.select("track_id", "creator_id"), "track_id", "left")
     creator = F.coalesce(F.col("creator_id"), F.concat(F.lit("\u0000track:"), F.col("track_id")))
     per = top.groupBy("user_id").agg((F.countDistinct(creator) / F.count(F.lit(1))).alias("cd"))
     row = per.agg(F.avg("cd").alias("v")).first()
@@ -311,17 +347,29 @@ def creator_diversity(recs: DataFrame, tracks: DataFrame, k: int) -> Optional[fl
 
 
 def beyond_accuracy(recs: DataFrame, train: DataFrame, k: int, embeddings: Optional[DataFrame] = None,
-                    tracks: Optional[DataFrame] = None) -> Dict[str, object]:
-    """``coverage, novelty, diversity, diversity_basis, creator_diversity`` of the top-``k`` lists."""
-    out: Dict[str, object] = {"coverage": coverage(recs, train, k), "novelty": novelty(recs, train, k)}
-    if embeddings is not None:
-        out["diversity"] = diversity_embeddings(recs, embeddings, k)
-        out["diversity_basis"] = "embeddings"
-    else:
-        out["diversity"] = diversity_cooccurrence(recs, train, k)
-        out["diversity_basis"] = "co-occurrence"
-    if tracks is not None and "creator_id" in tracks.columns:
-        out["creator_diversity"] = creator_diversity(recs, tracks, k)
+                    tracks: Optional[DataFrame] = None, stats: Optional[TrainStats] = None,
+                    top: Optional[DataFrame] = None) -> Dict[str, object]:
+    """``coverage, novelty, diversity, diversity_basis, creator_diversity`` of the top-``k`` lists.
+
+    ``stats`` (:class:`TrainStats` of ``train``) and ``top`` (:func:`top_k` of ``recs``, cached):
+    computed once by the caller when it scores several methods on one split."""
+    own = top is None
+    if own:
+        top = top_k(recs, k).cache()
+    try:
+        out: Dict[str, object] = {"coverage": coverage(recs, train, k, stats, top),
+                                  "novelty": novelty(recs, train, k, stats, top)}
+        if embeddings is not None:
+            out["diversity"] = diversity_embeddings(recs, embeddings, k, top)
+            out["diversity_basis"] = "embeddings"
+        else:
+            out["diversity"] = diversity_cooccurrence(recs, train, k, stats, top)
+            out["diversity_basis"] = "co-occurrence"
+        if tracks is not None and "creator_id" in tracks.columns:
+            out["creator_diversity"] = creator_diversity(recs, tracks, k, top)
+    finally:
+        if own:
+            top.unpersist()
     return out
 
 

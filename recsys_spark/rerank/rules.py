@@ -55,18 +55,25 @@ def exclude_unwanted(cands: DataFrame, heard: DataFrame, tracks: DataFrame) -> D
     return out.join(own, ["user_id", "track_id"], "left_anti")
 
 
+def popularity_ranks(tracks: DataFrame, interactions: Optional[DataFrame] = None) -> DataFrame:
+    """``track_id, p``: the catalog by the popular channel's popularity
+    (:func:`~recsys_spark.recall.popularity.track_popularity`: catalog counts, else plays in
+    ``interactions``), ``p`` 1 = most popular (ties by ``track_id``)."""
+    pop = track_popularity(tracks, interactions)
+    return pop.select("track_id", F.row_number().over(
+        Window.orderBy(F.col("popularity").desc(), F.col("track_id"))).alias("p"))
+
+
 def backfill_candidates(users: DataFrame, tracks: DataFrame, heard: DataFrame, pool_size: int,
-                        interactions: Optional[DataFrame] = None) -> DataFrame:
+                        interactions: Optional[DataFrame] = None, ranks: Optional[DataFrame] = None) -> DataFrame:
     """``pool_size`` most popular tracks for each user in ``users``, heard and own tracks removed.
 
-    Popularity is the popular channel's (:func:`~recsys_spark.recall.popularity.track_popularity`:
-    catalog counts, else plays in ``interactions``). Scores are negative (below every real
+    Popularity is :func:`popularity_ranks` of ``tracks`` / ``interactions`` (or ``ranks``, computed
+    once by the caller when it back-fills several times). Scores are negative (below every real
     candidate); ``channels = [popular_backfill]``.
     """
-    pop = track_popularity(tracks, interactions)
-    pool = (pop.withColumn("p", F.row_number().over(Window.orderBy(F.col("popularity").desc(), F.col("track_id"))))
-            .where(F.col("p") <= pool_size)
-            .select("track_id", (-F.col("p").cast("double")).alias("final_score")))
+    ranks = ranks if ranks is not None else popularity_ranks(tracks, interactions)
+    pool = ranks.where(F.col("p") <= pool_size).select("track_id", (-F.col("p").cast("double")).alias("final_score"))
     rows = users.select("user_id").crossJoin(F.broadcast(pool))
     rows = exclude_unwanted(rows, heard, tracks)
     return rows.select("user_id", "track_id", F.array(F.lit(BACKFILL)).alias("channels"), "final_score",
@@ -346,7 +353,9 @@ def build_playlists(cands: DataFrame, users: DataFrame, heard: DataFrame, tracks
         .where(F.coalesce(F.col("n"), F.lit(0)) < 2 * size).select("user_id")
     pool = backfill_pool or 4 * size * max(creator_cap, 1)
     pool = min(pool, n_catalog)
-    allc = eligible.unionByName(backfill_candidates(needy, tracks, heard, pool, interactions))
+    # the catalog's popularity order, computed once: every back-fill round takes a longer prefix
+    ranks = popularity_ranks(tracks, interactions).persist()
+    allc = eligible.unionByName(backfill_candidates(needy, tracks, heard, pool, ranks=ranks))
     result = select_playlists(_decorate(allc, tracks, week, fresh_days, embeddings, creator_embeddings), size,
                               creator_cap, diversity_lambda, fresh_share, diversity, creator_weight).persist()
     while True:
@@ -361,7 +370,7 @@ def build_playlists(cands: DataFrame, users: DataFrame, heard: DataFrame, tracks
             break
         pool = min(pool * 4, n_catalog)
         log.info("re-selecting %d short users with a back-fill pool of %d tracks", n_short, pool)
-        redo_c = eligible.join(short, "user_id").unionByName(backfill_candidates(short, tracks, heard, pool, interactions))
+        redo_c = eligible.join(short, "user_id").unionByName(backfill_candidates(short, tracks, heard, pool, ranks=ranks))
         redo = select_playlists(_decorate(redo_c, tracks, week, fresh_days, embeddings, creator_embeddings), size,
                                 creator_cap, diversity_lambda, fresh_share, diversity, creator_weight)
         new_result = result.join(short, "user_id", "left_anti").unionByName(redo).persist()
@@ -370,6 +379,7 @@ def build_playlists(cands: DataFrame, users: DataFrame, heard: DataFrame, tracks
         short.unpersist()
         result = new_result
     eligible.unpersist()
+    ranks.unpersist()
     return result
 
 

@@ -6,8 +6,9 @@ from pyspark.ml.evaluation import RankingEvaluator
 from pyspark.sql import functions as F
 
 from recsys_spark.evaluation.metrics import (
-    bootstrap_ci, coverage, creator_diversity, diversity_cooccurrence, diversity_embeddings,
-    funnel_metrics, novelty, paired_bootstrap_ci, per_user_hits, per_user_vectors, ranking_metrics)
+    TrainStats, beyond_accuracy, bootstrap_ci, coverage, creator_diversity, diversity_cooccurrence,
+    diversity_embeddings, funnel_metrics, novelty, paired_bootstrap_ci, per_user_hits, per_user_vectors,
+    ranking_metrics, top_k)
 
 REC = "user_id string, track_id string, rank int"
 
@@ -122,6 +123,12 @@ def test_coverage_and_novelty(spark):
     # recommended A, B, C, D (4 distinct) over 4 train items (A, B, C, E)
     assert coverage(recs, train, 30) == pytest.approx(1.0)
     assert coverage(recs, train, 1) == pytest.approx(0.5)  # top-1: A and C
+    # the evaluation's shared path: train statistics once per split, the top-k once per method
+    stats = TrainStats.of(train)
+    assert (stats.n_tracks, stats.n_users) == (4, 4)
+    got = beyond_accuracy(recs, train, 30, stats=stats, top=top_k(recs, 30))
+    assert got["novelty"] == pytest.approx(1.25) and got["coverage"] == pytest.approx(1.0)
+    assert got == beyond_accuracy(recs, train, 30)
 
 
 def test_diversity_cooccurrence(spark):

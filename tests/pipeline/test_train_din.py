@@ -16,11 +16,27 @@ def test_too_few_examples_skip_training_and_leave_no_model(spark, hand_platform)
     stage = TrainDinStage()
     assert stage.skip_reason(ctx) is None
     rep = stage.run(ctx)
-    # the weeks before W hold 5 events of 3 users: far below the 50 examples DIN needs
-    assert rep.rows_out is None and rep.rows_in < 50
-    assert rep.skipped == f"only {rep.rows_in} labelled examples in the {ctx.cfg.din.train_weeks} weeks before {W}"
+    # label weeks 11-02, 11-09, 11-16 hold 4 positive (user, track) plays (u1 t1, u1 t2, u2 t1, u2 t3;
+    # u3's skip weighs 0): at most 4 x (1 + 4 negatives) = 20 examples, below the 50 DIN needs, so
+    # nothing else is built
+    assert rep.counts["estimated_rows"] == 20.0
+    assert rep.rows_out is None and rep.rows_in == 0
+    assert rep.skipped == f"only 4 positive plays (at most 20 labelled examples) in the 3 weeks before {W}"
     assert not os.path.exists(ctx.din_path)
     assert not din_model_ready(ctx) and not stage.done(ctx)
+
+
+def test_built_set_below_the_minimum_skips_training(spark, tmp_path):
+    # 20 negatives per positive: the bound (4 x 21 = 84) passes, so the set is built; it holds fewer
+    # than 50 rows (u1's first positive has no history yet; 6 tracks leave few negatives)
+    cfg = make_cfg(tmp_path, "embeddings.enabled=false", "din.negatives_per_positive=20")
+    ctx = make_ctx(spark, cfg)
+    write_platform(spark, ctx.tables)
+    rep = TrainDinStage().run(ctx)
+    assert rep.counts["estimated_rows"] == 84.0
+    assert 0 < rep.rows_in < 50 and rep.rows_out is None
+    assert rep.skipped == f"only {rep.rows_in} labelled examples in the 3 weeks before {W}"
+    assert not os.path.exists(ctx.din_path)
 
 
 def test_disabled_and_done(spark, tmp_path):

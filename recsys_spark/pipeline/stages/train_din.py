@@ -45,12 +45,21 @@ class TrainDinStage(Stage):
         label_weeks = previous_weeks(week, dc.train_weeks)
         pool = ctx.tables.read("recall_candidates").where(F.col("week_start").isin(*label_weeks)) \
             .select("user_id", "track_id", "week_start")
-        # sample users *before* building histories and negatives when the set would exceed the
-        # cap (it is collected to the driver for training); train_din still enforces the cap
-        est = (estimate_training_rows(inp.interactions, label_weeks, dc.negatives_per_positive)
-               if dc.max_train_rows else 0)  # no cap: no estimate pass over the label weeks
-        frac = min(1.0, dc.max_train_rows / est) if est else 1.0
-        rep.counts.update(estimated_rows=float(est), user_fraction=round(frac, 4))
+        # one pass over the label weeks' events gives an upper bound of the set (positive pairs x
+        # (1 + negatives), before removing tracks heard earlier): below MIN_TRAIN_ROWS nothing more is
+        # built (histories and negatives are the costly part). It also sizes the user sample *before*
+        # building when the set would exceed the cap (it is collected to the driver for training);
+        # train_din still enforces the cap
+        est = estimate_training_rows(inp.interactions, label_weeks, dc.negatives_per_positive)
+        rep.counts["estimated_rows"] = float(est)
+        if est < MIN_TRAIN_ROWS:
+            n_pos = est // (1 + dc.negatives_per_positive)
+            rep.rows_in = 0
+            rep.skipped = (f"only {n_pos} positive plays (at most {est} labelled examples) in the "
+                           f"{dc.train_weeks} weeks before {week}")
+            return rep
+        frac = min(1.0, dc.max_train_rows / est) if dc.max_train_rows else 1.0
+        rep.counts["user_fraction"] = round(frac, 4)
         if frac < 1.0:
             log.info("train.din: ~%d examples estimated > max_train_rows %d: building them for %.1f%% of "
                      "the users", est, dc.max_train_rows, 100 * frac)
