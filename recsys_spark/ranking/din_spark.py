@@ -84,6 +84,27 @@ def estimate_training_rows(interactions: DataFrame, weeks: Sequence[dt.date], n_
     return int(n_pos) * (1 + int(n_negatives))
 
 
+def count_positives(interactions: DataFrame, weeks: Sequence[dt.date]) -> int:
+    """The positives :func:`build_training_set` labels, counted without building anything else:
+    per label week ``L``, the (user, track) pairs of positive weight in ``[L, L + 7d)`` that the
+    user never touched before ``L``, of users with a history before ``L`` (a positive-weight pair).
+    One anti-join against the events before ``L`` per label week."""
+    total = None
+    for week in sorted(weeks):
+        start = dt.datetime.combine(week, dt.time())
+        end = start + dt.timedelta(days=7)
+        before = interactions.where(F.col("event_ts") < F.lit(start))
+        users = (before.groupBy("user_id", "track_id").agg(F.sum("weight").alias("w")).where(F.col("w") > 0)
+                 .select("user_id").distinct())
+        pos = (interactions.where((F.col("event_ts") >= F.lit(start)) & (F.col("event_ts") < F.lit(end)))
+               .groupBy("user_id", "track_id").agg(F.sum("weight").alias("w")).where(F.col("w") > 0)
+               .select("user_id", "track_id")
+               .join(before.select("user_id", "track_id").distinct(), ["user_id", "track_id"], "left_anti")
+               .join(users, "user_id", "left_semi"))
+        total = pos if total is None else total.unionByName(pos)
+    return int(total.count()) if total is not None else 0
+
+
 def _history_arrays(seeds: DataFrame, max_history: int) -> DataFrame:
     """``user_id, hist_track_ids array<string>`` (seed_rank order, most recent first)."""
     s = seeds.where(F.col("seed_rank") <= int(max_history))

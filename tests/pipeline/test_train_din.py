@@ -26,16 +26,30 @@ def test_too_few_examples_skip_training_and_leave_no_model(spark, hand_platform)
     assert not din_model_ready(ctx) and not stage.done(ctx)
 
 
-def test_built_set_below_the_minimum_skips_training(spark, tmp_path):
-    # 20 negatives per positive: the bound (4 x 21 = 84) passes, so the set is built; it holds fewer
-    # than 50 rows (u1's first positive has no history yet; 6 tracks leave few negatives)
+def test_exact_positive_count_skips_before_building(spark, tmp_path):
+    # 20 negatives per positive: the bound 4 x 21 = 84 passes, so the positives are counted exactly:
+    # u1 t1 (11-10) and u2 t1 / t3 (11-18) come from users without a history before their label
+    # week; u1 t2 (11-17) is the one new play of a user with a history (t1): 1 x 21 = 21 < 50
     cfg = make_cfg(tmp_path, "embeddings.enabled=false", "din.negatives_per_positive=20")
     ctx = make_ctx(spark, cfg)
     write_platform(spark, ctx.tables)
     rep = TrainDinStage().run(ctx)
-    assert rep.counts["estimated_rows"] == 84.0
-    assert 0 < rep.rows_in < 50 and rep.rows_out is None
-    assert rep.skipped == f"only {rep.rows_in} labelled examples in the 3 weeks before {W}"
+    assert rep.counts["estimated_rows"] == 84.0 and rep.counts["positives"] == 1.0
+    assert rep.skipped == (f"only 1 new positive plays by users with a history (at most 21 labelled examples) "
+                           f"in the 3 weeks before {W}")
+    assert not os.path.exists(ctx.din_path)
+
+
+def test_built_set_below_the_minimum_skips_training(spark, tmp_path):
+    # 60 negatives per positive: 1 x 61 passes the exact bound, so the set is built; it holds 1 row
+    # (u1 t2): the popularity sampler's only track before 11-16 is t1, which u1 has heard
+    cfg = make_cfg(tmp_path, "embeddings.enabled=false", "din.negatives_per_positive=60")
+    ctx = make_ctx(spark, cfg)
+    write_platform(spark, ctx.tables)
+    rep = TrainDinStage().run(ctx)
+    assert rep.counts["positives"] == 1.0
+    assert rep.rows_in == 1 and rep.rows_out is None
+    assert rep.skipped == f"only 1 labelled examples in the 3 weeks before {W}"
     assert not os.path.exists(ctx.din_path)
 
 
