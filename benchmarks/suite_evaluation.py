@@ -157,6 +157,30 @@ def compare_table(dirs, k: int = 30) -> str:
     return "\n".join(lines)
 
 
+def coverage_lines(dirs) -> str:
+    """Markdown bullets, one per run: the split, the data coverage of the weekly path's tables, the
+    stages that skipped and why, and what the whole evaluation cost (all methods, the pipeline's
+    share, load average at start / end) from each ``metrics.json``."""
+    out = []
+    for d in dirs:
+        r = _load(d)
+        p = r["methods"].get("pipeline", {})
+        c = p.get("data_coverage", {})
+        skipped = "; ".join(f"{e['stage']} ({e['skipped']})" for e in p.get("stage_log", []) if e.get("skipped"))
+        run = r.get("run", {})
+        load = [round(run[k][0], 1) for k in ("load_average_start", "load_average_end") if run.get(k)]
+        out.append(
+            f"- {r['dataset']}: cutoff {r['cutoff']}, week built {p.get('week')}, {r['test_users']} test users; tables: "
+            f"{c.get('interactions')} train interactions, {c.get('tracks')} tracks ({c.get('tracks_with_genre')} with a "
+            f"genre, {c.get('tracks_with_audio_uri')} with audio, {c.get('tracks_with_creator')} with a creator, "
+            f"{c.get('tracks_with_stats')} with statistics); config fingerprint `{p.get('config_fingerprint')}`; "
+            f"skipped: {skipped or 'nothing'}; the whole evaluation ({len(r['methods'])} methods, metrics included) "
+            f"took {r.get('total_seconds')} s, the pipeline {p.get('fit_seconds')} s of it (materialising the tables "
+            f"and the weekly run), code `{run.get('git_rev')}`, load average {load[0] if load else '?'} at the start "
+            f"and {load[-1] if load else '?'} at the end (1-minute; 2 cores)")
+    return "\n".join(out)
+
+
 #: Issue 14 item 4: the shipped settings vs those of the removed replica path (PIPELINE_BASE), both
 #: through the weekly job on a validation split of the training events.
 VALIDATION_CANDIDATES = {
@@ -225,6 +249,8 @@ if __name__ == "__main__" and "--table" in sys.argv:
     print(quality_table(dirs))
     print()
     print(compare_table(dirs))
+    print()
+    print(coverage_lines(dirs))
     sys.exit(0)
 
 if __name__ == "__main__":
