@@ -27,6 +27,7 @@ from pyspark.sql import functions as F
 from ..config import Config
 from ..runlog import RunLog, new_run_id, tag_jobs
 from ..tables import ConcurrentWriteError, Tables
+from ..tracking import log_weekly_run  # MLflow, only when tracking.mlflow_uri is set; never raises
 from ..weeks import require_monday
 from .context import RunContext
 from .stage import Stage
@@ -155,7 +156,5 @@ def run_pipeline(spark: SparkSession, cfg: Config, week: dt.date, stages: Sequen
         ctx.release()
     summary = runlog.summary()
     log.info("%s", summary)
-    from ..tracking import log_weekly_run  # MLflow, only when tracking.mlflow_uri is set; never raises
-
     log_weekly_run(cfg, run_id, week, runlog.records, ctx.model_dir)
     return WeeklyResult(run_id, week, users, rows, short, [r.stage for r in runlog.records], summary)
