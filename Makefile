@@ -11,8 +11,9 @@ WEEK ?=
 WEEK_ARG := $(if $(WEEK),--week $(WEEK),)
 PYTEST_ARGS ?=
 # the suite on two processes (pytest-xdist; tests/conftest.py groups the tests that share the tiny
-# platform's fixtures on one of them); XDIST= runs it in one process
-XDIST ?= -n 2 --no-loadscope-reorder  # groups in collection order: the tiny-platform chain first
+# platform's fixtures on one of them, and their groups run in collection order: the tiny-platform
+# chain first); XDIST= runs it in one process
+XDIST ?= -n 2 --no-loadscope-reorder
 
 .PHONY: run test integration-test test-fast setup blas generate weekly show evaluate bench wheel lock cluster-test clean-data clean
 

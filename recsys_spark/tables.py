@@ -440,7 +440,7 @@ class Tables:
         A new table is created in one Delta commit with its constraints (:meth:`_create`; SQL
         :meth:`create_sql` over Spark Connect): no reader ever sees the table without its rules, and
         no validation scan per constraint (``ALTER TABLE ADD CONSTRAINT`` is a commit and a job each;
-        creating the twelve tables that way took 7 s against 2 s on a local session)."""
+        creating the twelve tables that way took 7.2 s against 3.5 s on a local session)."""
         if name in self._ready and self.exists(name):
             return
         if self.exists(name):
@@ -476,9 +476,15 @@ class Tables:
             b = b.partitionedBy(*spec.partition_by)
         if spec.comment:
             b = b.comment(spec.comment)
-        for k, v in {**self.properties(name), **{f"delta.constraints.{c.lower()}": e for c, e in spec.checks}}.items():
+        for k, v in self.create_properties(name).items():
             b = b.property(k, v)
         b.execute()
+
+    def create_properties(self, name: str) -> Dict[str, str]:
+        """The properties a new table is created with: :meth:`properties` plus each CHECK constraint
+        as the ``delta.constraints.<name>`` property ``ALTER TABLE ADD CONSTRAINT`` would store
+        (Delta enforces them and upgrades the protocol to checkConstraints)."""
+        return {**self.properties(name), **{f"delta.constraints.{c.lower()}": e for c, e in self.spec(name).checks}}
 
     def ensure_rules(self, name: str) -> Dict[str, List[str]]:
         """Set missing table properties and add missing CHECK constraints of an existing table
@@ -554,9 +560,7 @@ class Tables:
             sql += f" PARTITIONED BY ({', '.join(f'`{c}`' for c in spec.partition_by)})"
         if spec.comment:
             sql += f" COMMENT {quote(spec.comment)}"
-        # CHECK constraints as the properties ALTER TABLE ADD CONSTRAINT would store: one commit, on an
-        # empty table (Delta enforces them and upgrades the protocol to checkConstraints)
-        props = {**self.properties(name), **{f"delta.constraints.{c.lower()}": e for c, e in spec.checks}}
+        props = self.create_properties(name)  # CHECK constraints included: one commit, on an empty table
         sql += " TBLPROPERTIES (" + ", ".join(f"{quote(k)} = {quote(v)}" for k, v in props.items()) + ")"
         return sql
 

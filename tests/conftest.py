@@ -120,7 +120,10 @@ def pytest_xdist_make_scheduler(config, log):
         def _split_scope(self, nodeid):
             if self._groups is None:
                 path = os.environ.get(GROUPS_ENV)
-                self._groups = json.load(open(path)) if path and os.path.exists(path) else {}
+                self._groups = {}
+                if path and os.path.exists(path):
+                    with open(path) as fh:
+                        self._groups = json.load(fh)
             return self._groups.get(nodeid) or nodeid.split("::", 1)[0]
 
     return GroupScheduling(config, log)

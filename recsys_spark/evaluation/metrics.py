@@ -237,7 +237,7 @@ class TrainStats:
     @classmethod
     def of(cls, train: DataFrame) -> "TrainStats":
         pairs = train.select("user_id", "track_id").distinct().cache()
-        pop = pairs.groupBy("track_id").agg(F.count(F.lit(1)).alias("n_users")).cache()
+        pop = item_popularity(pairs).cache()
         n_tracks = pop.count()
         n_users = pairs.select("user_id").distinct().count()
         return cls(int(n_tracks), int(n_users), pop, pairs)

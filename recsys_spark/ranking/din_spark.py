@@ -84,11 +84,20 @@ def estimate_training_rows(interactions: DataFrame, weeks: Sequence[dt.date], n_
     return int(n_pos) * (1 + int(n_negatives))
 
 
+def _new_positives(in_week: DataFrame, heard: DataFrame, users: DataFrame) -> DataFrame:
+    """``user_id, track_id``: the pairs of positive summed weight in ``in_week`` that are not in
+    ``heard`` (the pairs touched before the week), of the users in ``users``: a label week's
+    positives (Discover Weekly only recommends new tracks)."""
+    return (in_week.groupBy("user_id", "track_id").agg(F.sum("weight").alias("w"))
+            .where(F.col("w") > 0).select("user_id", "track_id")
+            .join(heard, ["user_id", "track_id"], "left_anti")
+            .join(users.select("user_id"), "user_id", "left_semi"))
+
+
 def count_positives(interactions: DataFrame, weeks: Sequence[dt.date]) -> int:
     """The positives :func:`build_training_set` labels, counted without building anything else:
-    per label week ``L``, the (user, track) pairs of positive weight in ``[L, L + 7d)`` that the
-    user never touched before ``L``, of users with a history before ``L`` (a positive-weight pair).
-    One anti-join against the events before ``L`` per label week."""
+    per label week ``L``, :func:`_new_positives` of the users with a history before ``L`` (a
+    positive-weight pair). One anti-join against the events before ``L`` per label week."""
     total = None
     for week in sorted(weeks):
         start = dt.datetime.combine(week, dt.time())
@@ -96,11 +105,8 @@ def count_positives(interactions: DataFrame, weeks: Sequence[dt.date]) -> int:
         before = interactions.where(F.col("event_ts") < F.lit(start))
         users = (before.groupBy("user_id", "track_id").agg(F.sum("weight").alias("w")).where(F.col("w") > 0)
                  .select("user_id").distinct())
-        pos = (interactions.where((F.col("event_ts") >= F.lit(start)) & (F.col("event_ts") < F.lit(end)))
-               .groupBy("user_id", "track_id").agg(F.sum("weight").alias("w")).where(F.col("w") > 0)
-               .select("user_id", "track_id")
-               .join(before.select("user_id", "track_id").distinct(), ["user_id", "track_id"], "left_anti")
-               .join(users, "user_id", "left_semi"))
+        in_week = interactions.where((F.col("event_ts") >= F.lit(start)) & (F.col("event_ts") < F.lit(end)))
+        pos = _new_positives(in_week, before.select("user_id", "track_id").distinct(), users)
         total = pos if total is None else total.unionByName(pos)
     return int(total.count()) if total is not None else 0
 
@@ -138,10 +144,7 @@ def _week_examples(
     seeds = build_history(before, week, last_n=max_history, **history_kwargs)
     hist = _history_arrays(seeds, max_history)
     heard = before.select("user_id", "track_id").distinct()
-    pos = (in_week.groupBy("user_id", "track_id").agg(F.sum("weight").alias("w"))
-           .where(F.col("w") > 0).select("user_id", "track_id")
-           .join(heard, ["user_id", "track_id"], "left_anti")
-           .join(hist.select("user_id"), "user_id", "left_semi"))
+    pos = _new_positives(in_week, heard, hist)
     n_pos = pos.groupBy("user_id").agg(F.count(F.lit(1)).alias("n_pos"))
     n_exp_per = int(round(n_negatives * (1.0 - popularity_share)))
     n_pop_per = n_negatives - n_exp_per
