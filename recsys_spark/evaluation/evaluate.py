@@ -18,8 +18,8 @@ from pyspark.sql import functions as F
 
 from . import methods as M
 from .loaders import EvalDataset
-from .metrics import (DEFAULT_CURVE_KS, TrainStats, beyond_accuracy, funnel_metrics, paired_bootstrap_ci,
-                      ranking_metrics, top_k)
+from .metrics import (DEFAULT_CURVE_KS, TruthSet, TrainStats, beyond_accuracy, funnel_metrics, local_list_metrics,
+                      paired_bootstrap_ci, ranking_metrics, top_k)
 from .peers import MethodUnavailable
 from .split import Split, temporal_split
 
@@ -64,7 +64,8 @@ def run_method(spark: SparkSession, name: str, split: Split, k: int, context: M.
 def evaluate_recs(recs: DataFrame, split: Split, k: int, dataset: Optional[EvalDataset] = None,
                   curve_ks: Sequence[int] = DEFAULT_CURVE_KS, beyond: bool = True, seed: int = 0,
                   n_resamples: int = 1000, return_per_user: bool = False,
-                  stats: Optional[TrainStats] = None) -> Dict[str, Any]:
+                  stats: Optional[TrainStats] = None, testset: Optional[TruthSet] = None,
+                  local: Optional[bool] = None) -> Dict[str, Any]:
     """All metrics of one method's recommendations on ``split`` (see :mod:`.metrics`).
 
     Accuracy comes with per-user bootstrap 95% intervals (``n_resamples`` resamples of the test
@@ -72,7 +73,39 @@ def evaluate_recs(recs: DataFrame, split: Split, k: int, dataset: Optional[EvalD
     The test users' top-``k`` is computed once and shared by every metric; ``stats``
     (:class:`~.metrics.TrainStats` of ``split.train``) is computed once per split by
     :func:`evaluate` (here when not given).
+
+    With a small test set (``local`` None: when it fits :data:`~.metrics.LOCAL_MAX_ROWS`; True:
+    required) the test users' lists are collected once and every metric is computed on the driver
+    (:func:`~.metrics.local_list_metrics`, the same values); ``testset``
+    (:class:`~.metrics.TruthSet`) is the split's truth collected once by :func:`evaluate`.
     """
+    out = None
+    if local is not False:
+        own_stats = beyond and stats is None
+        if own_stats:
+            stats = TrainStats.of(split.train)
+        try:
+            testset = testset or TruthSet.collect(split.truth, split.test_users)
+            if testset is not None:
+                out = local_list_metrics(
+                    recs, testset, k, curve_ks, n_resamples=n_resamples, seed=seed, return_per_user=return_per_user,
+                    beyond=beyond, stats=stats, tracks=dataset.tracks if dataset is not None else None,
+                    embeddings=dataset.track_embeddings if dataset is not None else None)
+        finally:
+            if own_stats:
+                stats.release()
+                stats = None
+        if out is None and local:
+            raise ValueError("the test set is too large for the metrics on the driver (local=True)")
+    if out is None:
+        out = _spark_metrics(recs, split, k, dataset, curve_ks, beyond, seed, n_resamples, return_per_user, stats)
+    out["train_items_recommended"] = int(
+        recs.join(split.train.select("user_id", "track_id"), ["user_id", "track_id"], "left_semi").count())
+    return out
+
+
+def _spark_metrics(recs, split, k, dataset, curve_ks, beyond, seed, n_resamples, return_per_user, stats):
+    """:func:`evaluate_recs`'s metrics computed in Spark (large test sets)."""
     top = top_k(recs.join(split.test_users.select("user_id"), "user_id", "left_semi"), k).cache()
     own_stats = beyond and stats is None
     if own_stats:
@@ -90,8 +123,6 @@ def evaluate_recs(recs: DataFrame, split: Split, k: int, dataset: Optional[EvalD
         top.unpersist()
         if own_stats:
             stats.release()
-    out["train_items_recommended"] = int(
-        recs.join(split.train.select("user_id", "track_id"), ["user_id", "track_id"], "left_semi").count())
     return out
 
 
@@ -209,6 +240,7 @@ def evaluate(
     }
     per_user: Dict[str, Any] = {}
     train_stats = TrainStats.of(split.train) if beyond else None
+    testset = TruthSet.collect(split.truth, split.test_users)  # None: too large, the metrics stay in Spark
     for name in names:
         try:
             recs, staged, seconds = run_method(spark, name, split, k, ctx)
@@ -224,7 +256,8 @@ def evaluate(
             continue
         t0 = time.perf_counter()
         m = evaluate_recs(recs, split, k, dataset, curve_ks, beyond, seed=seed, n_resamples=n_resamples,
-                          return_per_user=True, stats=train_stats)
+                          return_per_user=True, stats=train_stats, testset=testset,
+                          local=None if testset is not None else False)
         per_user[name] = m.pop("_per_user")
         if staged is not None:
             m.update(staged.entry)
@@ -239,6 +272,7 @@ def evaluate(
         recs.unpersist()
     if train_stats is not None:
         train_stats.release()
+    ctx.release()
     if "pipeline" in per_user:
         result["compare"] = paired_comparisons(per_user, "pipeline", k, n_resamples, seed)
     result["total_seconds"] = round(time.perf_counter() - t_all, 1)

@@ -29,6 +29,7 @@ scored.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -122,6 +123,9 @@ class MethodContext:
     history_half_life_days: float = 21.0
     cfg: Any = None
     _seeds: Optional[DataFrame] = None
+    # fitted channel models by (name, parameters): a channel evaluated alone and again inside
+    # ``recall_union`` is fitted once (same inputs, same settings); released by :meth:`release`
+    _models: Dict[Tuple[str, str], Any] = field(default_factory=dict)
 
     @property
     def train_events(self) -> DataFrame:
@@ -153,6 +157,15 @@ class MethodContext:
 
     def method_params(self, name: str) -> Dict[str, Any]:
         return dict(self.params.get(name, {}) or {})
+
+    def release(self) -> None:
+        """Unpersist the cached seeds and every fitted channel model."""
+        for model in self._models.values():
+            model.unpersist()
+        self._models.clear()
+        if self._seeds is not None:
+            self._seeds.unpersist()
+            self._seeds = None
 
 
 def build_seeds(train_events: DataFrame, week: dt.date, last_n: int = 50, this_week_share: float = 0.5,
@@ -224,10 +237,15 @@ def channel_candidates(name: str, users: DataFrame, n: int, context: MethodConte
     if "model_version" in params:
         inputs.model_version = params.pop("model_version")
     recall_conf = context.cfg.recall if context.cfg is not None else None
+    key = (name, json.dumps({"model_version": inputs.model_version, **params}, sort_keys=True, default=str))
+    model = context._models.get(key)
+    if model is not None:
+        return model.recommend(inputs, n)
     channel = registry.build_channel(name, recall_conf, seed=context.seed, **params)
-    _, cands, reason = registry.fit_recommend(channel, inputs, n)
+    model, cands, reason = registry.fit_recommend(channel, inputs, n)
     if reason:
         raise MethodUnavailable(f"data set {context.dataset.name!r}: the {name} channel cannot run ({reason})")
+    context._models[key] = model
     return cands
 
 

@@ -399,28 +399,193 @@ def funnel_metrics(stages: Iterable[Tuple[str, DataFrame]], truth: DataFrame, te
         list of at most ``k``); ``hit_rate`` = share of test users with a hit; ``truth_kept`` =
         total truth pairs still present.
     """
-    rows = []
+    stages = list(stages)
+    if not stages:
+        return []
     tu = test_users.select("user_id", "n_truth")
-    for name, df in stages:
-        cand = df.select("user_id", "track_id").distinct().join(tu.select("user_id"), "user_id", "left_semi")
-        n_c = cand.groupBy("user_id").agg(F.count(F.lit(1)).alias("n_cand"))
-        hits = cand.join(truth.select("user_id", "track_id"), ["user_id", "track_id"], "inner") \
-            .groupBy("user_id").agg(F.count(F.lit(1)).alias("hits"))
-        per = tu.join(n_c, "user_id", "left").join(hits, "user_id", "left").select(
-            "n_truth", F.coalesce("n_cand", F.lit(0)).alias("n_cand"), F.coalesce("hits", F.lit(0)).alias("hits"))
-        r = per.agg(
-            F.avg("n_cand").alias("mean_candidates"),
-            F.avg(F.col("hits") / F.col("n_truth")).alias("truth_recall"),
-            F.avg(F.least(F.col("hits"), F.lit(k)) / F.least(F.col("n_truth"), F.lit(k))).alias("recall_capped"),
-            F.avg(F.when(F.col("hits") > 0, 1.0).otherwise(0.0)).alias("hit_rate"),
-            F.sum("hits").alias("truth_kept"),
-        ).first()
+    # every stage in one job: the test users' candidate pairs of each stage tagged with its index
+    cand = None
+    for i, (_, df) in enumerate(stages):
+        part = df.select("user_id", "track_id").join(tu.select("user_id"), "user_id", "left_semi") \
+            .withColumn("_stage", F.lit(i))
+        cand = part if cand is None else cand.unionByName(part)
+    cand = cand.distinct()
+    n_c = cand.groupBy("_stage", "user_id").agg(F.count(F.lit(1)).alias("n_cand"))
+    hits = cand.join(truth.select("user_id", "track_id"), ["user_id", "track_id"], "inner") \
+        .groupBy("_stage", "user_id").agg(F.count(F.lit(1)).alias("hits"))
+    every = tu.withColumn("_stage", F.explode(F.array(*[F.lit(i) for i in range(len(stages))])))
+    per = every.join(n_c, ["_stage", "user_id"], "left").join(hits, ["_stage", "user_id"], "left").select(
+        "_stage", "n_truth", F.coalesce("n_cand", F.lit(0)).alias("n_cand"), F.coalesce("hits", F.lit(0)).alias("hits"))
+    agg = {r["_stage"]: r for r in per.groupBy("_stage").agg(
+        F.avg("n_cand").alias("mean_candidates"),
+        F.avg(F.col("hits") / F.col("n_truth")).alias("truth_recall"),
+        F.avg(F.least(F.col("hits"), F.lit(k)) / F.least(F.col("n_truth"), F.lit(k))).alias("recall_capped"),
+        F.avg(F.when(F.col("hits") > 0, 1.0).otherwise(0.0)).alias("hit_rate"),
+        F.sum("hits").alias("truth_kept"),
+    ).collect()}  # one row per stage
+    rows = []
+    for i, (name, _) in enumerate(stages):
+        r = agg.get(i)
+        get = (lambda c: r[c]) if r is not None else (lambda c: None)
         rows.append({"stage": name,
-                     "mean_candidates": float(r["mean_candidates"] or 0.0),
-                     "truth_recall": float(r["truth_recall"] or 0.0),
-                     "recall_capped": float(r["recall_capped"] or 0.0),
-                     "hit_rate": float(r["hit_rate"] or 0.0),
-                     "truth_kept": int(r["truth_kept"] or 0)})
+                     "mean_candidates": float(get("mean_candidates") or 0.0),
+                     "truth_recall": float(get("truth_recall") or 0.0),
+                     "recall_capped": float(get("recall_capped") or 0.0),
+                     "hit_rate": float(get("hit_rate") or 0.0),
+                     "truth_kept": int(get("truth_kept") or 0)})
         log.info("funnel stage %-22s candidates/user %.1f truth recall %.4f", name,
                  rows[-1]["mean_candidates"], rows[-1]["truth_recall"])
     return rows
+
+
+# -- the same metrics from the test users' lists collected once (small test sets) ----------------
+
+#: at most this many recommendation rows of the test users (and truth pairs) are collected for
+#: :func:`local_list_metrics`; beyond it every metric stays in Spark (the functions above)
+LOCAL_MAX_ROWS = 1_000_000
+#: at most this many train (user, track) pairs of the recommended tracks for the co-occurrence
+#: diversity on the driver; beyond it :func:`diversity_cooccurrence` runs in Spark
+LOCAL_MAX_PAIRS = 5_000_000
+
+
+@dataclass
+class TruthSet:
+    """The test users (sorted) and their truth, collected once per split: bounded by the test set."""
+
+    users: List[str]
+    n_truth: "np.ndarray"
+    truth: "pd.DataFrame"  # user_id, track_id
+
+    @classmethod
+    def collect(cls, truth: DataFrame, test_users: DataFrame, max_rows: int = LOCAL_MAX_ROWS) -> Optional["TruthSet"]:
+        """``None`` when the truth holds more than ``max_rows`` pairs (the metrics stay in Spark)."""
+        import numpy as np
+
+        t = truth.select("user_id", "track_id").limit(max_rows + 1).toPandas()
+        if len(t) > max_rows:
+            return None
+        tu = test_users.select("user_id", "n_truth").toPandas().sort_values("user_id", kind="stable")
+        return cls(list(tu["user_id"]), tu["n_truth"].to_numpy(np.int64), t)
+
+
+def _top_k_frame(rows: "pd.DataFrame", k: int) -> "pd.DataFrame":
+    """:func:`top_k` in pandas: best rank per (user, track), ties by ``track_id``, ``pos`` 1..k."""
+    best = rows.sort_values(["user_id", "rank", "track_id"], kind="stable") \
+        .drop_duplicates(["user_id", "track_id"], keep="first")
+    best = best.assign(pos=best.groupby("user_id", sort=False).cumcount() + 1)
+    return best[best["pos"] <= k]
+
+
+def _ild(n: "np.ndarray", n_nonzero: "np.ndarray", sq: "np.ndarray") -> Optional[float]:
+    """:func:`_ild_from_sums` in numpy."""
+    keep = n >= 2
+    if not keep.any():
+        return None
+    return float((1.0 - (sq[keep] - n_nonzero[keep]) / (n[keep] * (n[keep] - 1))).mean())
+
+
+def _cooccurrence_ild_local(top: "pd.DataFrame", pairs: "pd.DataFrame") -> Optional[float]:
+    """:func:`diversity_cooccurrence` on the driver: ``top`` (user_id, track_id, n_users) and
+    ``pairs`` (the train pairs of the recommended tracks). Sparse products, no pairwise loop."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    lists, list_idx = np.unique(top["user_id"].to_numpy(object), return_inverse=True)
+    n = np.bincount(list_idx, minlength=len(lists)).astype(np.float64)
+    known = top["n_users"].notna().to_numpy()
+    items, item_idx = np.unique(top["track_id"].to_numpy(object)[known], return_inverse=True)
+    n_nonzero = np.bincount(list_idx[known], minlength=len(lists)).astype(np.float64)
+    pr = pairs[pairs["track_id"].isin(items)]
+    users, user_idx = np.unique(pr["user_id"].to_numpy(object), return_inverse=True)
+    row = np.searchsorted(items, pr["track_id"].to_numpy(object))
+    x = sp.csr_matrix((np.ones(len(pr)), (row, user_idx)), shape=(len(items), len(users)))
+    norm = np.sqrt(np.asarray(x.sum(axis=1)).ravel())           # |U_i| = the track's train users
+    xn = sp.diags(1.0 / np.maximum(norm, 1e-12)) @ x
+    m = sp.csr_matrix((np.ones(len(item_idx)), (list_idx[known], item_idx)), shape=(len(lists), len(items)))
+    v = m @ xn
+    sq = np.asarray(v.multiply(v).sum(axis=1)).ravel()
+    return _ild(n, n_nonzero, sq)
+
+
+def local_list_metrics(recs: DataFrame, testset: TruthSet, k: int, curve_ks: Sequence[int] = DEFAULT_CURVE_KS,
+                       n_resamples: int = 1000, seed: int = 0, return_per_user: bool = False,
+                       beyond: bool = True, stats: Optional["TrainStats"] = None,
+                       tracks: Optional[DataFrame] = None, embeddings: Optional[DataFrame] = None,
+                       max_rows: int = LOCAL_MAX_ROWS,
+                       max_pairs: int = LOCAL_MAX_PAIRS) -> Optional[Dict[str, object]]:
+    """:func:`ranking_metrics` and (with ``beyond`` and ``stats``) coverage, novelty, co-occurrence
+    diversity and creator diversity, from the test users' recommendation rows collected in ONE job
+    (with each track's train popularity and creator joined on): the same values as the Spark
+    functions, in seconds for thousands of test users.
+
+    Returns ``None`` (nothing computed; use the Spark functions) when the test users hold more than
+    ``max_rows`` recommendation rows. The co-occurrence diversity collects the train pairs of the
+    recommended tracks when there are at most ``max_pairs`` of them, else it runs in Spark; with
+    ``embeddings`` the diversity is :func:`diversity_embeddings` (Spark) on the collected lists.
+    """
+    import numpy as np
+    import pandas as pd
+
+    t0 = time.perf_counter()
+    spark = recs.sparkSession
+    users_df = spark.createDataFrame(pd.DataFrame({"user_id": pd.Series(testset.users, dtype=object)}), "user_id string")
+    mine = recs.select("user_id", "track_id", F.col("rank").cast("int").alias("rank")) \
+        .join(F.broadcast(users_df), "user_id", "left_semi")
+    if beyond and stats is not None:
+        mine = mine.join(stats.popularity, "track_id", "left")
+    if beyond and tracks is not None and "creator_id" in tracks.columns:
+        mine = mine.join(tracks.select("track_id", "creator_id").dropDuplicates(["track_id"]), "track_id", "left")
+    rows = mine.limit(max_rows + 1).toPandas()
+    if len(rows) > max_rows:
+        return None
+    top = _top_k_frame(rows, k)
+    truth = testset.truth.assign(_t=True)
+    hit = top.merge(truth, on=["user_id", "track_id"], how="inner")
+    hit_pos = hit.groupby("user_id")["pos"].apply(lambda s: sorted(int(p) for p in s)).to_dict()
+    n_recs = top.groupby("user_id").size().to_dict()
+    ks = sorted({int(c) for c in curve_ks if 0 < int(c) <= k} | {k})
+    v = per_user_vectors([hit_pos.get(u, []) for u in testset.users], testset.n_truth,
+                         [n_recs.get(u, 0) for u in testset.users], k, ks)
+    out: Dict[str, object] = {
+        f"recall@{k}": float(v["recall"].mean()), f"ndcg@{k}": float(v["ndcg"].mean()),
+        f"precision@{k}": float(v["precision"].mean()), f"hit@{k}": float(v["hit"].mean()),
+        f"recall@{k}_ci95": list(bootstrap_ci(v["recall"], n_resamples, seed)),
+        f"ndcg@{k}_ci95": list(bootstrap_ci(v["ndcg"], n_resamples, seed)),
+        "bootstrap": {"resamples": int(n_resamples), "seed": int(seed), "unit": "test user", "level": 0.95},
+        "users_with_recs": int(v["has_recs"].sum()),
+        "recall_curve": {int(c): float(v[f"recall@{c}"].mean()) for c in ks},
+    }
+    if return_per_user:
+        out["_per_user"] = {"user_id": list(testset.users), "recall": v["recall"], "ndcg": v["ndcg"]}
+    if beyond and stats is not None:
+        out["coverage"] = (top["track_id"].nunique() / stats.n_tracks) if stats.n_tracks else 0.0
+        if stats.n_users and len(top):
+            si = -np.log2(np.maximum(top["n_users"].fillna(1).to_numpy(np.float64), 1.0) / float(stats.n_users))
+            out["novelty"] = float(pd.Series(si, index=top.index).groupby(top["user_id"]).mean().mean())
+        else:
+            out["novelty"] = None
+        n_pairs = int(top.drop_duplicates("track_id")["n_users"].fillna(0).sum())
+        top_df = None
+        if embeddings is not None or n_pairs > max_pairs:
+            top_df = spark.createDataFrame(top[["user_id", "track_id", "pos"]].astype({"pos": "int64"}),
+                                           "user_id string, track_id string, pos long")
+        if embeddings is not None:
+            out["diversity"] = diversity_embeddings(top_df, embeddings, k, top_df)
+            out["diversity_basis"] = "embeddings"
+        else:
+            if top_df is None:
+                rec_tracks = spark.createDataFrame(
+                    pd.DataFrame({"track_id": pd.Series(sorted(top["track_id"].unique()), dtype=object)}),
+                    "track_id string")
+                pairs = stats.pairs.join(F.broadcast(rec_tracks), "track_id", "left_semi").toPandas()
+                out["diversity"] = _cooccurrence_ild_local(top, pairs) if len(top) else None
+            else:
+                out["diversity"] = diversity_cooccurrence(top_df, None, k, stats, top_df)
+            out["diversity_basis"] = "co-occurrence"
+        if "creator_id" in top.columns:
+            creator = top["creator_id"].where(top["creator_id"].notna(), "\u0000track:" + top["track_id"])
+            per = creator.groupby(top["user_id"]).nunique() / top.groupby("user_id").size()
+            out["creator_diversity"] = float(per.mean()) if len(per) else None
+    log.info("list metrics @%d over %d test users (%d rows, on the driver) in %.2fs: recall %.4f ndcg %.4f", k,
+             len(testset.users), len(rows), time.perf_counter() - t0, out[f"recall@{k}"], out[f"ndcg@{k}"])
+    return out

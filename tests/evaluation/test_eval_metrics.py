@@ -175,3 +175,54 @@ def test_funnel_metrics_hand_made_stages(spark, case):
         ("filtered", 0.66667, 0.17778, 0.22222, 0.66667, 2),
         ("final", 0.33333, 0.11111, 0.11111, 0.33333, 1),
     ]
+
+
+def test_driver_metrics_equal_the_spark_metrics(spark):
+    """evaluate_recs on the driver (the test users' lists collected once) gives the Spark path's
+    values, the hand-computed ones included; the co-occurrence fallback to Spark too."""
+    from types import SimpleNamespace
+
+    from recsys_spark.evaluation.evaluate import evaluate_recs
+    from recsys_spark.evaluation.metrics import TruthSet, local_list_metrics
+    from recsys_spark.evaluation.split import Split
+
+    # train: A = {u1,u2,u3}, B = {u1,u2}, C = {u3,u4}; x and y are test users and u1 too
+    uc = "user_id string, track_id string"
+    train = spark.createDataFrame(
+        [("u1", "A"), ("u2", "A"), ("u3", "A"), ("u1", "B"), ("u2", "B"), ("u3", "C"), ("u4", "C")], uc)
+    train = train.withColumn("weight", F.lit(1.0))
+    truth = spark.createDataFrame([("x", "C"), ("y", "D"), ("y", "E"), ("u1", "C")], uc)
+    test_users = spark.createDataFrame([("u1", 1), ("x", 1), ("y", 2)], "user_id string, n_truth long")
+    recs = spark.createDataFrame(
+        [("x", "A", 1), ("x", "B", 2), ("x", "C", 3), ("x", "A", 5),   # duplicate A: best rank kept
+         ("y", "B", 1), ("y", "D", 2),
+         ("u1", "A", 1),                                                 # a train pair: counted
+         ("zz", "A", 1)],                                                # not a test user
+        REC)
+    tracks = spark.createDataFrame([("A", "c1"), ("B", "c1"), ("C", "c2"), ("D", None)],
+                                   "track_id string, creator_id string")
+    split = Split(cutoff=None, end=None, train_events=train, train=train, truth=truth, test_users=test_users)
+    ds = SimpleNamespace(tracks=tracks, track_embeddings=None)
+    on_driver = evaluate_recs(recs, split, 30, ds, (1, 2, 3), local=True, n_resamples=200, return_per_user=True)
+    in_spark = evaluate_recs(recs, split, 30, ds, (1, 2, 3), local=False, n_resamples=200, return_per_user=True)
+    pu_d, pu_s = on_driver.pop("_per_user"), in_spark.pop("_per_user")
+    assert pu_d["user_id"] == pu_s["user_id"] == ["u1", "x", "y"]
+    np.testing.assert_allclose(pu_d["ndcg"], pu_s["ndcg"])
+    assert on_driver.keys() == in_spark.keys()
+    for key, value in in_spark.items():
+        assert on_driver[key] == (pytest.approx(value) if not isinstance(value, (dict, list)) else value), key
+    # by hand: x hit C at 3 -> recall 1, y hit D at 2 -> 1/2, u1 none
+    assert on_driver["recall@30"] == pytest.approx(0.5)
+    # co-occurrence: x {A,B,C} 0.59175, y {B, D(no users)} 1.0, u1 one item skipped
+    assert on_driver["diversity"] == pytest.approx(0.7958758547680684)
+    # creators: x {c1,c1,c2} 2/3, y {c1, D alone} 1, u1 1
+    assert on_driver["creator_diversity"] == pytest.approx((2 / 3 + 1 + 1) / 3)
+    assert on_driver["train_items_recommended"] == 1
+    # more train pairs than the bound: the diversity runs in Spark, same value
+    stats = TrainStats.of(train)
+    ts = TruthSet.collect(truth, test_users)
+    fallback = local_list_metrics(recs, ts, 30, (30,), n_resamples=10, stats=stats, max_pairs=0)
+    assert fallback["diversity"] == pytest.approx(0.7958758547680684)
+    # more rows than the bound: nothing computed on the driver
+    assert local_list_metrics(recs, ts, 30, (30,), stats=stats, max_rows=3) is None
+    stats.release()
