@@ -261,7 +261,8 @@ def evaluate(
         per_user[name] = m.pop("_per_user")
         if staged is not None:
             m.update(staged.entry)
-            result["funnel"][name] = funnel_metrics(staged.funnel_stages(), split.truth, split.test_users, k)
+            result["funnel"][name] = funnel_metrics(staged.funnel_stages(), split.truth, split.test_users, k,
+                                                     truthset=testset)
             if staged.notes:
                 m["notes"] = staged.notes
         m["fit_seconds"] = round(seconds, 3)

@@ -377,7 +377,8 @@ def beyond_accuracy(recs: DataFrame, train: DataFrame, k: int, embeddings: Optio
 
 
 def funnel_metrics(stages: Iterable[Tuple[str, DataFrame]], truth: DataFrame, test_users: DataFrame,
-                   k: int) -> List[Dict[str, object]]:
+                   k: int, truthset: Optional["TruthSet"] = None,
+                   max_rows: Optional[int] = None) -> List[Dict[str, object]]:
     """Where does the truth get lost? Recall of the truth by each stage's candidate set.
 
     Parameters
@@ -398,6 +399,10 @@ def funnel_metrics(stages: Iterable[Tuple[str, DataFrame]], truth: DataFrame, te
         set); ``recall_capped`` = mean of min(hits, k) / min(k, |truth|) (equals recall@k for a
         list of at most ``k``); ``hit_rate`` = share of test users with a hit; ``truth_kept`` =
         total truth pairs still present.
+
+    With ``truthset`` (:class:`TruthSet`, the split's truth collected) the test users' candidate
+    pairs of every stage are collected in one job and counted on the driver when they are at most
+    ``max_rows`` (:data:`LOCAL_MAX_ROWS`); otherwise everything is computed in Spark.
     """
     stages = list(stages)
     if not stages:
@@ -410,6 +415,10 @@ def funnel_metrics(stages: Iterable[Tuple[str, DataFrame]], truth: DataFrame, te
             .withColumn("_stage", F.lit(i))
         cand = part if cand is None else cand.unionByName(part)
     cand = cand.distinct()
+    if truthset is not None:
+        rows = _funnel_local(cand, truthset, stages, k, LOCAL_MAX_ROWS if max_rows is None else max_rows)
+        if rows is not None:
+            return rows
     n_c = cand.groupBy("_stage", "user_id").agg(F.count(F.lit(1)).alias("n_cand"))
     hits = cand.join(truth.select("user_id", "track_id"), ["user_id", "track_id"], "inner") \
         .groupBy("_stage", "user_id").agg(F.count(F.lit(1)).alias("hits"))
@@ -589,3 +598,31 @@ def local_list_metrics(recs: DataFrame, testset: TruthSet, k: int, curve_ks: Seq
     log.info("list metrics @%d over %d test users (%d rows, on the driver) in %.2fs: recall %.4f ndcg %.4f", k,
              len(testset.users), len(rows), time.perf_counter() - t0, out[f"recall@{k}"], out[f"ndcg@{k}"])
     return out
+
+
+def _funnel_local(cand: DataFrame, truthset: TruthSet, stages: Sequence[Tuple[str, DataFrame]], k: int,
+                  max_rows: int) -> Optional[List[Dict[str, object]]]:
+    """:func:`funnel_metrics` from the collected ``_stage, user_id, track_id`` rows (``None``: more
+    than ``max_rows`` of them)."""
+    import numpy as np
+    import pandas as pd
+
+    got = cand.limit(max_rows + 1).toPandas()
+    if len(got) > max_rows:
+        return None
+    users = pd.Index(truthset.users)
+    n_truth = truthset.n_truth.astype(np.float64)
+    hit = got.merge(truthset.truth, on=["user_id", "track_id"], how="inner")
+    rows = []
+    for i, (name, _) in enumerate(stages):
+        n_c = got[got["_stage"] == i].groupby("user_id").size().reindex(users, fill_value=0).to_numpy(np.float64)
+        h = hit[hit["_stage"] == i].groupby("user_id").size().reindex(users, fill_value=0).to_numpy(np.float64)
+        rows.append({"stage": name,
+                     "mean_candidates": float(n_c.mean()) if len(users) else 0.0,
+                     "truth_recall": float((h / n_truth).mean()) if len(users) else 0.0,
+                     "recall_capped": float((np.minimum(h, k) / np.minimum(n_truth, k)).mean()) if len(users) else 0.0,
+                     "hit_rate": float((h > 0).mean()) if len(users) else 0.0,
+                     "truth_kept": int(h.sum())})
+        log.info("funnel stage %-22s candidates/user %.1f truth recall %.4f (on the driver)", name,
+                 rows[-1]["mean_candidates"], rows[-1]["truth_recall"])
+    return rows

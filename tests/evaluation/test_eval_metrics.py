@@ -164,8 +164,16 @@ def test_funnel_metrics_hand_made_stages(spark, case):
     union = ch1.unionByName(ch2)
     filtered = spark.createDataFrame([("a", "t1"), ("b", "t4")], uc)
     final = spark.createDataFrame([("a", "t1"), ("a", "t1")], uc)   # duplicate ignored
-    rows = funnel_metrics([("ch1", ch1), ("ch2", ch2), ("union", union), ("filtered", filtered),
-                           ("final", final)], truth, test_users, k=3)
+    from recsys_spark.evaluation.metrics import TruthSet
+
+    stages = [("ch1", ch1), ("ch2", ch2), ("union", union), ("filtered", filtered), ("final", final)]
+    in_spark = funnel_metrics(stages, truth, test_users, k=3)
+    # on the driver (the split's truth collected once), and in Spark when the rows exceed the bound
+    truthset = TruthSet.collect(truth, test_users)
+    assert funnel_metrics(stages, truth, test_users, k=3, truthset=truthset, max_rows=2) == in_spark
+    rows = funnel_metrics(stages, truth, test_users, k=3, truthset=truthset)
+    for r, s in zip(rows, in_spark):
+        assert r == {key: pytest.approx(v) if isinstance(v, float) else v for key, v in s.items()}
     got = [(r["stage"], round(r["mean_candidates"], 5), round(r["truth_recall"], 5), round(r["recall_capped"], 5),
             round(r["hit_rate"], 5), r["truth_kept"]) for r in rows]
     assert got == [
