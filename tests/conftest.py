@@ -44,11 +44,7 @@ def _session(wh):
                "spark.databricks.delta.snapshotPartitions": "1",
                # Delta's VACUUM lists the table's folders in a job of this many tasks (Spark's default
                # is 10,000: a VACUUM of a tiny table ran 70,049 tasks, about a minute)
-               "spark.sql.sources.parallelPartitionDiscovery.parallelism": "2",
-               # tests write thousands of tiny Delta files: without Hadoop's .crc side file per
-               # file the local file system does half the file creations (the product's sessions
-               # keep the checksummed file system)
-               "spark.hadoop.fs.file.impl": "org.apache.hadoop.fs.RawLocalFileSystem"},
+               "spark.sql.sources.parallelPartitionDiscovery.parallelism": "2"},
     )
 
 

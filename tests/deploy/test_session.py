@@ -92,3 +92,43 @@ def test_jobs_needing_a_classic_session_stop_at_once_over_spark_connect(spark):
         require_classic(remote, "ingest")
     require_classic(remote, "show")  # queries work over Connect
     require_classic(spark, "weekly")  # a classic session passes
+
+
+def test_the_local_file_system_jar_goes_only_to_a_new_local_jvm(tmp_path):
+    from recsys_spark.spark import LOCAL_FS_CLASS
+
+    jar = str(tmp_path / "fs.jar")
+    plan = plan_session(None, master="local[2]", local_fs_jar=jar,
+                        extra={"spark.driver.extraClassPath": "/opt/x.jar"})
+    assert plan.conf["spark.hadoop.fs.file.impl"] == LOCAL_FS_CLASS
+    assert plan.conf["spark.driver.extraClassPath"] == jar + ":/opt/x.jar"  # the caller's entry kept
+    assert plan.conf["spark.executor.extraClassPath"] == jar
+    assert "spark.hadoop.fs.file.impl" not in plan_session(None, master="local[2]").conf  # no jar
+    for cluster in (plan_session(None, master="yarn", local_fs_jar=jar),
+                    plan_session({"spark.master": "local[2]"}, master="local[2]", local_fs_jar=jar)):
+        assert "spark.hadoop.fs.file.impl" not in cluster.conf and "spark.driver.extraClassPath" not in cluster.conf
+
+
+def test_the_local_file_system_jar_is_checked_before_it_is_kept(tmp_path, monkeypatch):
+    import pytest
+
+    from recsys_spark import spark as S
+
+    monkeypatch.setenv("RECSYS_JARS_CACHE", str(tmp_path / "cache"))
+    repo = tmp_path / "repo" / "com" / "globalmentor" / "hadoop-bare-naked-local-fs" / "0.1.0"
+    repo.mkdir(parents=True)
+    (repo / "hadoop-bare-naked-local-fs-0.1.0.jar").write_bytes(b"not the published jar")
+    with pytest.raises(IOError, match="SHA-1"):
+        S.fetch_local_fs_jar(repository=(tmp_path / "repo").as_uri())
+    assert S.local_fs_jar() is None and not list((tmp_path / "cache").iterdir())  # nothing kept
+
+
+def test_the_session_writes_through_the_local_file_system_of_the_plan(spark, tmp_path):
+    """The test session is a local session built by get_spark: with the jar there (make setup
+    fetches it) Delta writes go through BareLocalFileSystem."""
+    from recsys_spark.spark import LOCAL_FS_CLASS, local_fs_jar
+
+    impl = spark.sparkContext._jsc.hadoopConfiguration().get("fs.file.impl")
+    assert impl == (LOCAL_FS_CLASS if local_fs_jar() else None)
+    spark.range(3).write.format("delta").save(str(tmp_path / "t"))
+    assert spark.read.format("delta").load(str(tmp_path / "t")).count() == 3
