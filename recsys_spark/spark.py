@@ -207,8 +207,8 @@ def plan_session(
         for key in ("spark.driver.extraClassPath", "spark.executor.extraClassPath"):
             conf[key] = os.pathsep.join(p for p in (jar, (extra or {}).get(key)) if p)
         conf["spark.hadoop.fs.file.impl"] = LOCAL_FS_CLASS
-    conf.update({k: str(v) for k, v in (extra or {}).items() if k not in
-                 ("spark.driver.extraClassPath", "spark.executor.extraClassPath") or k not in conf})
+    merged = {"spark.driver.extraClassPath", "spark.executor.extraClassPath"} & set(conf)  # jar + caller's
+    conf.update({k: str(v) for k, v in (extra or {}).items() if k not in merged})
     if submitted is not None:
         conf = {k: v for k, v in conf.items() if k not in submitted}
     return SessionPlan(master=set_master, conf=conf, local=local, add_delta_jars=submitted is None)
