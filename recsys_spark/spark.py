@@ -92,7 +92,7 @@ MAVEN_CENTRAL = "https://repo1.maven.org/maven2"
 
 def local_fs_jar_path() -> str:
     """Where the local file system's jar is kept: ``$RECSYS_JARS_CACHE`` or ``~/.cache/recsys-spark/jars``."""
-    group, artifact, version = LOCAL_FS_COORDINATES.split(":")
+    _, artifact, version = LOCAL_FS_COORDINATES.split(":")
     folder = os.environ.get("RECSYS_JARS_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "recsys-spark", "jars")
     return os.path.join(folder, f"{artifact}-{version}.jar")
 

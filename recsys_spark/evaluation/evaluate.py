@@ -79,37 +79,33 @@ def evaluate_recs(recs: DataFrame, split: Split, k: int, dataset: Optional[EvalD
     (:func:`~.metrics.local_list_metrics`, the same values); ``testset``
     (:class:`~.metrics.TruthSet`) is the split's truth collected once by :func:`evaluate`.
     """
-    out = None
-    if local is not False:
-        own_stats = beyond and stats is None
-        if own_stats:
-            stats = TrainStats.of(split.train)
-        try:
+    own_stats = beyond and stats is None
+    if own_stats:
+        stats = TrainStats.of(split.train)  # shared by both paths (also when the driver path declines)
+    try:
+        out = None
+        if local is not False:
             testset = testset or TruthSet.collect(split.truth, split.test_users)
             if testset is not None:
                 out = local_list_metrics(
                     recs, testset, k, curve_ks, n_resamples=n_resamples, seed=seed, return_per_user=return_per_user,
                     beyond=beyond, stats=stats, tracks=dataset.tracks if dataset is not None else None,
                     embeddings=dataset.track_embeddings if dataset is not None else None)
-        finally:
-            if own_stats:
-                stats.release()
-                stats = None
-        if out is None and local:
-            raise ValueError("the test set is too large for the metrics on the driver (local=True)")
-    if out is None:
-        out = _spark_metrics(recs, split, k, dataset, curve_ks, beyond, seed, n_resamples, return_per_user, stats)
+            if out is None and local:
+                raise ValueError("the test set is too large for the metrics on the driver (local=True)")
+        if out is None:
+            out = _spark_metrics(recs, split, k, dataset, curve_ks, beyond, seed, n_resamples, return_per_user, stats)
+    finally:
+        if own_stats:
+            stats.release()
     out["train_items_recommended"] = int(
         recs.join(split.train.select("user_id", "track_id"), ["user_id", "track_id"], "left_semi").count())
     return out
 
 
 def _spark_metrics(recs, split, k, dataset, curve_ks, beyond, seed, n_resamples, return_per_user, stats):
-    """:func:`evaluate_recs`'s metrics computed in Spark (large test sets)."""
+    """:func:`evaluate_recs`'s metrics computed in Spark (large test sets); ``stats`` given when ``beyond``."""
     top = top_k(recs.join(split.test_users.select("user_id"), "user_id", "left_semi"), k).cache()
-    own_stats = beyond and stats is None
-    if own_stats:
-        stats = TrainStats.of(split.train)
     try:
         out = ranking_metrics(recs, split.truth, split.test_users, k, curve_ks, n_resamples=n_resamples, seed=seed,
                               return_per_user=return_per_user, top=top)
@@ -121,8 +117,6 @@ def _spark_metrics(recs, split, k, dataset, curve_ks, beyond, seed, n_resamples,
                 stats=stats, top=top))
     finally:
         top.unpersist()
-        if own_stats:
-            stats.release()
     return out
 
 

@@ -167,6 +167,27 @@ def collect_per_user(recs: DataFrame, truth: DataFrame, test_users: DataFrame, k
             [int(r["n_truth"]) for r in rows], [int(r["n_recs"]) for r in rows])
 
 
+def accuracy_summary(users: Sequence[str], hit_pos: Sequence[Sequence[int]], n_truth: Sequence[int],
+                     n_recs: Sequence[int], k: int, curve_ks: Sequence[int], n_resamples: int, seed: int,
+                     return_per_user: bool = False) -> Dict[str, object]:
+    """The accuracy entries of :func:`ranking_metrics` from each test user's hit positions (both the
+    Spark and the driver path end here): means, bootstrap intervals, recall curve, per-user values."""
+    ks = sorted({int(c) for c in curve_ks if 0 < int(c) <= k} | {k})
+    v = per_user_vectors(hit_pos, n_truth, n_recs, k, ks)
+    out: Dict[str, object] = {
+        f"recall@{k}": float(v["recall"].mean()), f"ndcg@{k}": float(v["ndcg"].mean()),
+        f"precision@{k}": float(v["precision"].mean()), f"hit@{k}": float(v["hit"].mean()),
+        f"recall@{k}_ci95": list(bootstrap_ci(v["recall"], n_resamples, seed)),
+        f"ndcg@{k}_ci95": list(bootstrap_ci(v["ndcg"], n_resamples, seed)),
+        "bootstrap": {"resamples": int(n_resamples), "seed": int(seed), "unit": "test user", "level": 0.95},
+        "users_with_recs": int(v["has_recs"].sum()),
+        "recall_curve": {int(c): float(v[f"recall@{c}"].mean()) for c in ks},
+    }
+    if return_per_user:
+        out["_per_user"] = {"user_id": list(users), "recall": v["recall"], "ndcg": v["ndcg"]}
+    return out
+
+
 def ranking_metrics(recs: DataFrame, truth: DataFrame, test_users: DataFrame, k: int,
                     curve_ks: Sequence[int] = DEFAULT_CURVE_KS, n_resamples: int = 1000, seed: int = 0,
                     return_per_user: bool = False, top: Optional[DataFrame] = None) -> Dict[str, object]:
@@ -205,19 +226,7 @@ def ranking_metrics(recs: DataFrame, truth: DataFrame, test_users: DataFrame, k:
     users, hit_pos, n_truth, n_recs = collect_per_user(recs, truth, test_users, k, top)
     if not users:
         raise ValueError("no test users: cannot compute ranking metrics")
-    ks = sorted({int(c) for c in curve_ks if 0 < int(c) <= k} | {k})
-    v = per_user_vectors(hit_pos, n_truth, n_recs, k, ks)
-    out: Dict[str, object] = {
-        f"recall@{k}": float(v["recall"].mean()), f"ndcg@{k}": float(v["ndcg"].mean()),
-        f"precision@{k}": float(v["precision"].mean()), f"hit@{k}": float(v["hit"].mean()),
-        f"recall@{k}_ci95": list(bootstrap_ci(v["recall"], n_resamples, seed)),
-        f"ndcg@{k}_ci95": list(bootstrap_ci(v["ndcg"], n_resamples, seed)),
-        "bootstrap": {"resamples": int(n_resamples), "seed": int(seed), "unit": "test user", "level": 0.95},
-        "users_with_recs": int(v["has_recs"].sum()),
-        "recall_curve": {int(c): float(v[f"recall@{c}"].mean()) for c in ks},
-    }
-    if return_per_user:
-        out["_per_user"] = {"user_id": users, "recall": v["recall"], "ndcg": v["ndcg"]}
+    out = accuracy_summary(users, hit_pos, n_truth, n_recs, k, curve_ks, n_resamples, seed, return_per_user)
     log.info("ranking metrics @%d over %d test users in %.2fs: recall %.4f %s ndcg %.4f %s", k, len(users),
              time.perf_counter() - t0, out[f"recall@{k}"], out[f"recall@{k}_ci95"], out[f"ndcg@{k}"],
              out[f"ndcg@{k}_ci95"])
@@ -548,24 +557,12 @@ def local_list_metrics(recs: DataFrame, testset: TruthSet, k: int, curve_ks: Seq
     if len(rows) > max_rows:
         return None
     top = _top_k_frame(rows, k)
-    truth = testset.truth.assign(_t=True)
-    hit = top.merge(truth, on=["user_id", "track_id"], how="inner")
+    hit = top.merge(testset.truth, on=["user_id", "track_id"], how="inner")
     hit_pos = hit.groupby("user_id")["pos"].apply(lambda s: sorted(int(p) for p in s)).to_dict()
     n_recs = top.groupby("user_id").size().to_dict()
-    ks = sorted({int(c) for c in curve_ks if 0 < int(c) <= k} | {k})
-    v = per_user_vectors([hit_pos.get(u, []) for u in testset.users], testset.n_truth,
-                         [n_recs.get(u, 0) for u in testset.users], k, ks)
-    out: Dict[str, object] = {
-        f"recall@{k}": float(v["recall"].mean()), f"ndcg@{k}": float(v["ndcg"].mean()),
-        f"precision@{k}": float(v["precision"].mean()), f"hit@{k}": float(v["hit"].mean()),
-        f"recall@{k}_ci95": list(bootstrap_ci(v["recall"], n_resamples, seed)),
-        f"ndcg@{k}_ci95": list(bootstrap_ci(v["ndcg"], n_resamples, seed)),
-        "bootstrap": {"resamples": int(n_resamples), "seed": int(seed), "unit": "test user", "level": 0.95},
-        "users_with_recs": int(v["has_recs"].sum()),
-        "recall_curve": {int(c): float(v[f"recall@{c}"].mean()) for c in ks},
-    }
-    if return_per_user:
-        out["_per_user"] = {"user_id": list(testset.users), "recall": v["recall"], "ndcg": v["ndcg"]}
+    out = accuracy_summary(testset.users, [hit_pos.get(u, []) for u in testset.users], testset.n_truth,
+                           [n_recs.get(u, 0) for u in testset.users], k, curve_ks, n_resamples, seed,
+                           return_per_user)
     if beyond and stats is not None:
         out["coverage"] = (top["track_id"].nunique() / stats.n_tracks) if stats.n_tracks else 0.0
         if stats.n_users and len(top):
