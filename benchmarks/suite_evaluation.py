@@ -185,6 +185,11 @@ def coverage_lines(dirs) -> str:
 #: through the weekly job on a validation split of the training events.
 VALIDATION_CANDIDATES = {
     "shipped": {},
+    # issue 15: the learned ranker (shipped off; logistic when enabled; its blend is chosen by train.ranker)
+    "no_ranker": {"ranker.enabled": False},
+    "ranker_gbt": {"ranker.enabled": True, "ranker.model": "gbt"},
+    "ranker_logistic": {"ranker.enabled": True, "ranker.model": "logistic"},
+    "ranker_pairwise": {"ranker.enabled": True, "ranker.model": "pairwise"},
     # item-CF before this choice (per_seed 5, min_support 2, max_items_per_user 200): runs made
     # before it shipped have "shipped" = these values and "itemcf_deeper" = today's base.yaml
     "itemcf_before": {"recall.item_cf.per_seed": 5, "recall.item_cf.min_support": 2,
@@ -233,7 +238,7 @@ if __name__ == "__main__" and "--validate" in sys.argv:
     from recsys_spark.spark import get_spark
 
     setup_logging("INFO")
-    _out = os.path.join(ROOT, "benchmarks", "results")
+    _out = os.environ.get("VALIDATION_OUT") or os.path.join(ROOT, "benchmarks", "results")
     _args = [a for a in sys.argv[1:] if a != "--validate"]
     _only = [a.split("=", 1)[1].split(",") for a in _args if a.startswith("--candidates=")]
     _cands = {n: VALIDATION_CANDIDATES[n] for n in _only[0]} if _only else None

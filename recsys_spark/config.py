@@ -338,6 +338,34 @@ class DINConf:
 
 
 @section
+class RankerConf:
+    # the learned ranker over every channel's candidates (recsys_spark/ranking/ranker.py); off by
+    # default until it wins on validation splits (benchmarks/README.md, learned ranker)
+    enabled: bool = False
+    # logistic: the best validation NDCG@30 of the playlists on HetRec (a tie within the interval;
+    # benchmarks/README.md, learned ranker); gbt | logistic (pointwise) | pairwise (linear, BPR loss)
+    model: Literal["gbt", "logistic", "pairwise"] = "logistic"
+    label_share: Prob = 0.1          # label window: the last whole weeks before W holding this share
+    min_label_events: Pos = 200000   # ... of the events before W, or this many events (first reached)
+    max_label_weeks: Pos = 520
+    min_positives: Pos = 20          # fewer labelled hits among the label users' candidates: not trained
+    max_train_users: Pos = 200000    # label users sampled (by hash) above this
+    max_train_rows: Pos = 2000000    # negatives sampled (by hash) above this
+    holdout_share: Prob = 0.2        # label users held out to check the ranker against the fused order
+    require_gain: bool = True        # use the ranker only when it beats the fused order on them
+    # ways to use it, chosen on the held-out users: blended with the fused recall score (weight 1)
+    # at each of these ranker weights, or alone
+    blend_weights: List[PosFloat] = field(default_factory=lambda: [0.5, 1.0, 2.0])
+    reuse_recall: bool = True        # use recall_candidates[L] when a weekly run of L wrote them
+    max_iter: Pos = 60
+    max_depth: Pos = 5
+    step_size: PosFloat = 0.1
+    reg_param: NonNegFloat = 0.01    # logistic and pairwise
+    pair_negatives: Pos = 50         # pairwise: negatives paired with each positive of the same user
+    seed: int = 0
+
+
+@section
 class FusionConf:
     method: Literal["rank", "minmax"] = "rank"  # rank | minmax
     channel_weights: Dict[str, NonNegFloat] = field(
@@ -424,6 +452,7 @@ class Config:
     embeddings: EmbeddingConf = field(default_factory=EmbeddingConf)
     quality: QualityConf = field(default_factory=QualityConf)
     din: DINConf = field(default_factory=DINConf)
+    ranker: RankerConf = field(default_factory=RankerConf)
     fusion: FusionConf = field(default_factory=FusionConf)
     aggregation: AggregationConf = field(default_factory=AggregationConf)
     rerank: RerankConf = field(default_factory=RerankConf)

@@ -216,6 +216,7 @@ CANDIDATES = TableSpec(
         _f("quality", T.DoubleType(), comment="engagement quality in [0, 1]"),
         _f("final_score", T.DoubleType(), comment="score used by re-ranking"),
         _f("seed_track_id", T.StringType(), comment="seed that contributed most (explanation)"),
+        _f("ranker_score", T.DoubleType(), comment="learned ranker's P(played) (null when not used)"),
     ]),
     key=("week_start", "user_id", "track_id"),
     partition_by=("week_start",),
@@ -435,7 +436,7 @@ class Tables:
     def create(self, name: str) -> None:
         """Create the table with its schema, partitioning (or liquid clustering), comments, properties
         and CHECK constraints if it does not exist; a table created by an older version gets the
-        properties and constraints it lacks.
+        nullable columns, properties and constraints it lacks.
 
         A new table is created in one Delta commit with its constraints (:meth:`_create`; SQL
         :meth:`create_sql` over Spark Connect): no reader ever sees the table without its rules, and
@@ -497,6 +498,7 @@ class Tables:
             ``{"properties": [...], "constraints": [...]}``: what was added now.
         """
         spec = self.spec(name)
+        self._add_missing_columns(name)
         detail = self._detail(name).select("properties").first()
         have = dict(detail["properties"] or {}) if detail else {}
         want = self.properties(name)
@@ -520,6 +522,21 @@ class Tables:
         if missing or added:
             log.info("table %s: properties %s, constraints %s added", name, sorted(missing), added)
         return {"properties": sorted(missing), "constraints": added}
+
+    def _add_missing_columns(self, name: str) -> List[str]:
+        """``ALTER TABLE ADD COLUMNS`` for nullable columns of the spec that an existing table
+        (created by an older version) lacks; a missing non-nullable column is an error."""
+        have = {f.name for f in self.read(name).schema.fields}
+        missing = [f for f in self.spec(name).schema.fields if f.name not in have]
+        if not missing:
+            return []
+        strict = [f.name for f in missing if not f.nullable]
+        if strict:
+            raise ValueError(f"table {name} lacks the non-nullable column(s) {strict}; migrate it first")
+        cols = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in missing)
+        self.spark.sql(f"ALTER TABLE {self.qualified(name)} ADD COLUMNS ({cols})")
+        log.info("table %s: column(s) %s added", name, [f.name for f in missing])
+        return [f.name for f in missing]
 
     # -- Spark Connect ---------------------------------------------------------------------------
     # Over Spark Connect, delta-spark's DeltaTable API needs Delta's Connect plugin on the server

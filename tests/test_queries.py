@@ -54,8 +54,8 @@ def qt(spark, tmp_path_factory):
     VERSIONS["rewrite"] = tables.version("discover_weekly")
     assert VERSIONS["prev"] < VERSIONS["this"] < VERSIONS["rewrite"]
     tables.append("candidates", spark.createDataFrame(
-        [(W, "u1", "t1", ["item_cf", "popular"], 0.9, None, 0.7, 0.95, "t2"),
-         (W, "u1", "t3", ["als"], 0.5, None, 0.6, 0.55, None)], tables.spec("candidates").schema))
+        [(W, "u1", "t1", ["item_cf", "popular"], 0.9, None, 0.7, 0.95, "t2", None),
+         (W, "u1", "t3", ["als"], 0.5, None, 0.6, 0.55, None, None)], tables.spec("candidates").schema))
     q_rows = [("interactions:file:/raw/a.csv", "interactions", "{}", "future_timestamp", "h1", "i1",
                dt.datetime(2026, 11, 22, 1), dt.date(2026, 11, 22)),
               ("interactions:file:/raw/a.csv", "interactions", "{}", "future_timestamp", "h2", "i1",

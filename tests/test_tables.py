@@ -2,6 +2,7 @@ import datetime as dt
 
 import pytest
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from recsys_spark.tables import ALL_TABLES, Tables
 
@@ -268,6 +269,35 @@ def test_an_old_table_gets_the_missing_rules(spark, tmp_path):
     assert "delta.enableChangeDataFeed" in added["properties"]
     again = Tables(spark, warehouse=str(tmp_path / "wh")).ensure_rules("discover_weekly")
     assert again == {"properties": [], "constraints": []}
+
+
+def test_an_old_candidates_table_gets_the_new_nullable_column_and_keeps_its_rows(spark, tmp_path):
+    # a candidates table written before the learned ranker existed (no ranker_score column)
+    spec = ALL_TABLES["candidates"]
+    old_schema = T.StructType([f for f in spec.schema.fields if f.name != "ranker_score"])
+    w = dt.date(2026, 11, 16)
+    rows = [(w, "u1", "t1", ["als"], 0.9, None, 0.5, 0.9, None)]
+    tables = Tables(spark, warehouse=str(tmp_path / "wh"))
+    spark.createDataFrame(rows, old_schema).write.format("delta").partitionBy("week_start").save(tables.path("candidates"))
+    Tables(spark, warehouse=str(tmp_path / "wh")).ensure_rules("candidates")
+    got = tables.read("candidates")
+    assert [f.name for f in got.schema.fields] == [f.name for f in spec.schema.fields]
+    assert [(r["track_id"], r["ranker_score"]) for r in got.collect()] == [("t1", None)]
+    # the next week is written with the full schema next to the old rows
+    new = spark.createDataFrame([(dt.date(2026, 11, 23), "u1", "t2", ["als"], 0.8, None, 0.5, 0.8, None, 0.7)],
+                                spec.schema)
+    tables.replace_partition("candidates", new, "week_start", dt.date(2026, 11, 23))
+    assert sorted((r["track_id"], r["ranker_score"]) for r in tables.read("candidates").collect()) == \
+        [("t1", None), ("t2", 0.7)]
+
+
+def test_an_old_table_missing_a_required_column_is_refused(spark, tmp_path):
+    spec = ALL_TABLES["candidates"]
+    old_schema = T.StructType([f for f in spec.schema.fields if f.name != "track_id"])
+    tables = Tables(spark, warehouse=str(tmp_path / "wh"))
+    spark.createDataFrame([], old_schema).write.format("delta").save(tables.path("candidates"))
+    with pytest.raises(ValueError, match=r"lacks the non-nullable column\(s\) \['track_id'\]"):
+        tables.ensure_rules("candidates")
 
 
 def test_interactions_merge_is_pruned_to_the_source_partitions_and_stays_idempotent(spark, tables):

@@ -140,9 +140,11 @@ def materialise(spark: SparkSession, dataset, split, tables) -> Dict[str, Any]:
 
 
 def stage_log(tables, run_id: str) -> List[Dict[str, Any]]:
-    """The ``runs`` rows of ``run_id`` (a dozen), in order: stage, status, seconds, rows, skipped."""
+    """The ``runs`` rows of ``run_id`` (a dozen), in order: stage, status, seconds, rows, skipped,
+    the stage's message and its counts (e.g. the ranker's held-out verdict and feature figures)."""
     rows = (tables.read("runs").where(F.col("run_id") == F.lit(run_id))
-            .select("stage", "status", "seconds", "rows_in", "rows_out", "skipped", "message", "started_at")
+            .select("stage", "status", "seconds", "rows_in", "rows_out", "skipped", "message", "counts",
+                    "started_at")
             .orderBy("started_at", "stage").collect())
     out = []
     for r in rows:
@@ -151,8 +153,10 @@ def stage_log(tables, run_id: str) -> List[Dict[str, Any]]:
              "rows_in": r["rows_in"], "rows_out": r["rows_out"]}
         if r["skipped"]:
             e["skipped"] = r["skipped"]
-        if r["message"] and r["status"] != "succeeded":
+        if r["message"]:
             e["message"] = r["message"][:500]
+        if r["counts"]:
+            e["counts"] = {k: round(float(v), 5) for k, v in sorted(r["counts"].items())}
         out.append(e)
     return out
 

@@ -12,13 +12,13 @@ from ..tables import Tables
 from .runner import RunHooks, WeeklyResult, run_pipeline
 from .stage import Stage
 from .stages import (RECALL_CHANNELS, AggregateCreatorsStage, EmbedStage, LoadStage, RankStage, RecallStage,
-                     TrainDinStage, WriteStage)
+                     TrainDinStage, TrainRankerStage, WriteStage)
 
 
 def weekly_stages() -> List[Stage]:
     """The weekly run, in order."""
     return [LoadStage(), EmbedStage(), *(RecallStage(c) for c in RECALL_CHANNELS), TrainDinStage(),
-            AggregateCreatorsStage(), RankStage(), WriteStage()]
+            TrainRankerStage(), AggregateCreatorsStage(), RankStage(), WriteStage()]
 
 
 def run_weekly(spark: SparkSession, cfg: Config, week: dt.date, run_id: Optional[str] = None,

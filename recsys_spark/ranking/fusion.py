@@ -120,19 +120,22 @@ def final_score(
     recall_weight: float = 1.0,
     quality_weight: float = 0.0,
     din_col: str = "din_score",
+    ranker_weight: float = 0.0,
+    ranker_col: str = "ranker_score",
 ) -> DataFrame:
     """Blend the fused recall score, the DIN score and the quality into ``final_score``.
 
     Each component is min-max scaled within the user (so weights mean the same for every user) and
     the weighted mean of the available components is taken. A row without a DIN score (DIN
     skipped, or ``din_col`` absent) uses the remaining components only; a constant component (one
-    candidate, or all equal) scales to 1.
+    candidate, or all equal) scales to 1. The learned ranker's ``ranker_col`` is one more
+    component (weight ``ranker_weight``) when the column is there.
 
     Parameters
     ----------
     df : DataFrame
-        ``user_id, recall_score`` and optionally ``din_score`` and ``quality``.
-    din_weight, recall_weight, quality_weight : float
+        ``user_id, recall_score`` and optionally ``din_score``, ``ranker_score`` and ``quality``.
+    din_weight, recall_weight, quality_weight, ranker_weight : float
         Non-negative weights.
 
     Returns
@@ -140,9 +143,11 @@ def final_score(
     DataFrame
         ``df`` plus ``final_score double`` in ``[0, 1]``.
     """
-    if min(din_weight, recall_weight, quality_weight) < 0:
+    if min(din_weight, recall_weight, quality_weight, ranker_weight) < 0:
         raise ValueError("weights must be non-negative")
-    comps = [("recall_score", recall_weight)]
+    comps = [("recall_score", recall_weight)] if recall_weight > 0 else []
+    if ranker_col in df.columns and ranker_weight > 0:
+        comps.append((ranker_col, ranker_weight))
     if din_col in df.columns and din_weight > 0:
         comps.append((din_col, din_weight))
     if "quality" in df.columns and quality_weight > 0:

@@ -241,8 +241,8 @@ def _write_tiny_warehouse(spark, tables, report):
     quarantine = [("interactions:file:/raw/i.json", "interactions", f'{{"weight": -{i}}}', "negative_weight",
                    f"h{i}", "ingest-1", ts, dt.date(2026, 11, 22)) for i in (1, 2)]
     tables.append("quarantine", spark.createDataFrame(quarantine, tbl.QUARANTINE.schema))
-    cands = [(w, "u1", "t1", ["item_cf", "als"], 0.7, 0.8, 0.5, 0.9, "t6"),
-             (w, "u1", "t2", ["popular"], 0.5, 0.6, 0.5, 0.6, None)]
+    cands = [(w, "u1", "t1", ["item_cf", "als"], 0.7, 0.8, 0.5, 0.9, "t6", None),
+             (w, "u1", "t2", ["popular"], 0.5, 0.6, 0.5, 0.6, None, None)]
     tables.replace_partition("candidates", spark.createDataFrame(cands, tbl.CANDIDATES.schema), "week_start", w)
 
     def dw(week, rows, run_id):

@@ -79,6 +79,7 @@ def test_pipeline_method_scores_the_weekly_jobs_playlists(spark, small, tmp_path
     # no embeddings in this run: the content channel skips with the weekly run's own reason
     assert stages["recall.content"]["status"] == "skipped" and stages["recall.content"]["skipped"]
     assert stages["embed"]["status"] == "skipped"
+    assert stages["write"]["counts"]["users"] == 6.0   # the stage's own counts travel with the figure
     # what was scored is what the weekly job wrote for the test users (u1, u2, u4; u5's H is unknown)
     wh = Tables(spark, warehouse=m["warehouse"])
     dw = wh.read("discover_weekly").where(F.col("week_start") == F.lit(dt.date(2024, 2, 26)))

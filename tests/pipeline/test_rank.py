@@ -63,3 +63,37 @@ def test_prerank_keeps_each_users_best_by_recall_score(spark):
     assert sorted(tuple(r) for r in prerank(fused, 2).collect()) == [("u1", "b", 0.9), ("u1", "c", 0.5),
                                                                       ("u2", "a", 0.1)]
     assert prerank(fused, 0) is fused
+
+
+def test_a_used_ranker_orders_the_candidates_as_train_ranker_chose(spark, tmp_path):
+    from recsys_spark.pipeline.stages.train_ranker import ranker_for_week, ranker_path
+    from recsys_spark.ranking.ranker import FEATURES, fit_ranker, save_ranker
+
+    ctx = make_ctx(spark, make_cfg(tmp_path, "embeddings.enabled=false", "ranker.enabled=true"))
+    write_platform(spark, ctx.tables, stats=False)
+    rows = [(W, c, u, t, s, r, seed) for c, u, t, s, r, seed in RECALL]
+    ctx.tables.overwrite("recall_candidates", spark.createDataFrame(rows, ALL_TABLES["recall_candidates"].schema))
+    # a ranker that learned "a track one channel proposed gets played, one two channels proposed does not"
+    train = [(f"u{i}", f"t{n}", 1.0 if n == 1 else 0.0, *[float(n) if f == "n_channels" else 0.0 for f in FEATURES])
+             for i in range(20) for n in (1, 2)]
+    schema = "user_id string, track_id string, label double, " + ", ".join(f"{f} double" for f in FEATURES)
+    model, rep = fit_ranker(spark.createDataFrame(train, schema), model="logistic", max_iter=5, holdout_share=0.0)
+    meta = {**rep, "use": True, "config_fingerprint": ctx.fingerprint, "blend": "ranker",
+            "blend_recall_weight": 0.0, "blend_ranker_weight": 1.0}
+    save_ranker(spark, model, ranker_path(ctx), meta)
+    ctx.finished.add("train.ranker")
+    rec = log_runs(ctx, [RankStage()])["rank"]
+    assert rec.counts["ranker_used"] == 1.0
+    got = {(r["user_id"], r["track_id"]): r for r in RankStage().output(ctx).collect()}
+    # u1: t3 (item_cf + popular) leads the fused order, t4 (popular only) leads the ranker's
+    assert got[("u1", "t4")]["ranker_score"] > got[("u1", "t3")]["ranker_score"]
+    assert got[("u1", "t3")]["recall_score"] > got[("u1", "t4")]["recall_score"]
+    assert [got[x]["final_score"] for x in (("u1", "t4"), ("u1", "t3"), ("u2", "t2"))] == [1.0, 0.0, 1.0]
+    # the same model with another configuration's fingerprint is not used
+    save_ranker(spark, model, ranker_path(ctx), {**meta, "config_fingerprint": "other"})
+    other = make_ctx(spark, ctx.cfg, "run-2")
+    other.finished.add("train.ranker")
+    assert ranker_for_week(other) is None
+    rep2 = RankStage().run(other)
+    assert "learned ranker not used for this week (see train.ranker)" in rep2.skipped
+    assert {r["ranker_score"] for r in RankStage().output(other).collect()} == {None}

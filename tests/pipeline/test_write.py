@@ -18,7 +18,7 @@ def _ctx(spark, tmp_path, creators):
                    "rerank.diversity_enabled=false", "rerank.fresh_share=0.0")
     ctx = make_ctx(spark, cfg)
     write_platform(spark, ctx.tables, creators=creators)
-    rows = [(W, u, t, ["item_cf"], s, None, 0.5, s, None) for u, ts in CANDS.items() for t, s in ts]
+    rows = [(W, u, t, ["item_cf"], s, None, 0.5, s, None, None) for u, ts in CANDS.items() for t, s in ts]
     ctx.tables.overwrite("candidates", spark.createDataFrame(rows, ALL_TABLES["candidates"].schema))
     return ctx
 

@@ -6,7 +6,8 @@ from .load import LoadStage
 from .rank import RankStage
 from .recall import RECALL_CHANNELS, RecallStage
 from .train_din import TrainDinStage
+from .train_ranker import TrainRankerStage
 from .write import WriteStage
 
 __all__ = ["AggregateCreatorsStage", "EmbedStage", "LoadStage", "RankStage", "RECALL_CHANNELS", "RecallStage",
-           "TrainDinStage", "WriteStage"]
+           "TrainDinStage", "TrainRankerStage", "WriteStage"]

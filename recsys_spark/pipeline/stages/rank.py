@@ -13,6 +13,7 @@ from ..context import RunContext
 from ..stage import Stage, StageReport, recorded_output_present
 from .recall import RECALL_CHANNELS, active_channels
 from .train_din import din_model_ready
+from .train_ranker import ranker_for_week
 
 NO_STATISTICS = "quality filter skipped: no track statistics"
 
@@ -25,14 +26,15 @@ def shuffle_partitions(spark: SparkSession) -> int:
         return 0
 
 
-def prerank(fused: DataFrame, top_n: int) -> DataFrame:
-    """Pre-ranking: keep each user's best ``top_n`` candidates by fused recall score (0 = all).
+def prerank(fused: DataFrame, top_n: int, score_col: str = "recall_score") -> DataFrame:
+    """Pre-ranking: keep each user's best ``top_n`` candidates by ``score_col`` (the fused recall
+    score, or the learned ranker's when it is used; 0 = all).
 
     The fine ranker (DIN) costs O(candidates x history) per user; the candidates below the
     cut rarely reach the final 30 (the re-ranking rules look at ``rerank.max_candidates``)."""
     if top_n <= 0:
         return fused
-    return top_n_per_user(fused, top_n, score_col="recall_score").drop("rank")
+    return top_n_per_user(fused, top_n, score_col=score_col).drop("rank")
 
 
 def score_din(spark: SparkSession, cands: DataFrame, seeds: DataFrame, din_path: str, dc) -> DataFrame:
@@ -46,9 +48,10 @@ def score_din(spark: SparkSession, cands: DataFrame, seeds: DataFrame, din_path:
 
 class RankStage(Stage):
     name = "rank"
-    reads = ("recall_candidates[W, active channels]", "tracks (statistics)", "seeds", "DIN of W")
+    reads = ("recall_candidates[W, active channels]", "tracks (statistics)", "seeds", "interactions (ranker features)",
+             "DIN and ranker of W")
     persists = ("candidates[W]",)
-    after = tuple(f"recall.{c}" for c in RECALL_CHANNELS) + ("train.din",)
+    after = tuple(f"recall.{c}" for c in RECALL_CHANNELS) + ("train.din", "train.ranker")
 
     def output(self, ctx: RunContext) -> DataFrame:
         return ctx.partition("candidates")
@@ -85,19 +88,34 @@ class RankStage(Stage):
         else:
             fused = fused.join(q, "track_id", "left")
             rep.note_skip(why)
+        ranker = ranker_for_week(ctx)
+        if ranker is not None:
+            from ...ranking.ranker import FEATURES, candidate_features, score
+
+            feats = candidate_features(recall_all, fused, ctx.inputs.interactions, ctx.inputs.tracks, week)
+            fused = score(ranker[0], feats).drop(*[f for f in FEATURES if f != "recall_score"])
+            rep.counts["ranker_used"] = 1.0
+        else:
+            fused = fused.withColumn("ranker_score", F.lit(None).cast("double"))
+            if cfg.ranker.enabled:
+                rep.note_skip("learned ranker not used for this week (see train.ranker)")
         cached = None
         if din_model_ready(ctx):
             # scoring reads the candidates twice (grouped by user for the UDF, then joined back):
             # persist them so fusion and the quality filter run once
-            cached = prerank(fused, dc.prerank_top_n).persist(StorageLevel.MEMORY_AND_DISK)
+            cached = prerank(fused, dc.prerank_top_n, "recall_score" if ranker is None else "ranker_score"
+                             ).persist(StorageLevel.MEMORY_AND_DISK)
             fused = score_din(ctx.spark, cached, ctx.inputs.seeds, ctx.din_path, dc)
         else:
             fused = fused.withColumn("din_score", F.lit(None).cast("double"))
             rep.note_skip("DIN not trained for this week")
-        scored = final_score(fused, din_weight=fc.din_weight, recall_weight=fc.recall_weight,
-                             quality_weight=fc.quality_weight)
+        # the ranker enters as its train.ranker stage chose on held-out users: blended with the recall
+        # score (recall weight 1, ranker weight w) or alone (recall weight 0), scaled by recall_weight
+        wr, wk = (1.0, 0.0) if ranker is None else (ranker[1]["blend_recall_weight"], ranker[1]["blend_ranker_weight"])
+        scored = final_score(fused, din_weight=fc.din_weight, recall_weight=fc.recall_weight * wr,
+                             quality_weight=fc.quality_weight, ranker_weight=fc.recall_weight * wk)
         out = scored.select(F.lit(week).alias("week_start"), "user_id", "track_id", "channels", "recall_score",
-                            "din_score", "quality", "final_score", "seed_track_id")
+                            "din_score", "quality", "final_score", "seed_track_id", "ranker_score")
         try:
             ctx.tables.replace_partition("candidates", out, "week_start", week)
         finally:

@@ -47,6 +47,20 @@ def active_channels(ctx: RunContext) -> List[str]:
     return [c for c in RECALL_CHANNELS if channel_skip_reason(c, ctx) is None]
 
 
+def fit_channel(name: str, cfg, inputs: ChannelInputs):
+    """``(model, None)``: channel ``name`` built from ``cfg.recall`` and fitted on ``inputs``; or
+    ``(None, reason)`` when its inputs lack what it needs (the weekly recall stage and the ranker's
+    training both fit channels this way)."""
+    channel = recall_registry.build_channel(name, cfg.recall, seed=cfg.pipeline.seed)
+    reason = channel.missing_inputs(inputs)
+    if reason is None:
+        try:
+            return channel.fit(inputs), None
+        except ChannelUnavailable as exc:
+            reason = str(exc)
+    return None, reason
+
+
 def channel_candidates(name: str, ctx: RunContext) -> DataFrame:
     """Channel ``name``'s candidates (``recall.base.CANDIDATE_SCHEMA``) for week W, built and fitted
     through the recall registry with the channel's config section; empty (logged) when the channel
@@ -57,14 +71,8 @@ def channel_candidates(name: str, ctx: RunContext) -> DataFrame:
                            prompts=inp.prompts, seeds=inp.seeds, heard=inp.heard, users=inp.users,
                            track_embeddings=ctx.track_embeddings, prompt_embeddings=ctx.prompt_embeddings,
                            model_version=ctx.emb_version)
-    channel = recall_registry.build_channel(name, ctx.cfg.recall, seed=ctx.cfg.pipeline.seed)
-    reason = channel.missing_inputs(inputs)
-    if reason is None:
-        try:
-            model = channel.fit(inputs)
-        except ChannelUnavailable as exc:
-            reason = str(exc)
-    if reason is not None:
+    model, reason = fit_channel(name, ctx.cfg, inputs)
+    if model is None:
         log.warning("recall.%s produced nothing: %s", name, reason)
         return empty_candidates(ctx.spark)
     if name == "item_cf":
