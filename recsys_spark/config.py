@@ -250,7 +250,18 @@ class ContentConf:
     hnsw_ef_search: Pos = 128
     batch_size: Pos = 2048  # users per faiss search batch inside mapInPandas
     seed_weighting: Literal["recency_log_weight", "recency", "uniform"] = "recency_log_weight"  # recency_log_weight | recency | uniform
-    seed: int = 0  # IVF k-means seed
+    seed: int = 0  # IVF k-means seed; the two-tower's seed
+    model: Literal["similarity", "two_tower"] = "two_tower"  # a track tower trained on plays | raw CLAP vectors
+    tower_hidden: Pos = 256
+    tower_dim: Pos = 64
+    train_weeks: Pos = 4  # label weeks before W; the latest is held out (early stopping, tower vs raw)
+    max_examples: Pos = 200000  # (seeds, positive) examples collected to the driver, sampled by user-week
+    epochs: Pos = 20
+    train_batch_size: Pos = 512
+    lr: PosFloat = 0.001
+    temperature: PosFloat = 0.05
+    patience: Pos = 3
+    device: Device = "auto"  # auto | cpu | cuda: training on the driver and the track-vector UDF
 
 
 @section
@@ -381,7 +392,7 @@ class FusionConf:
 @section
 class AggregationConf:
     enabled: bool = True
-    method: Literal["attention", "mean"] = "attention"  # attention | mean
+    method: Literal["attention", "mean"] = "mean"  # mean | attention (chosen on validation: conf/base.yaml)
     max_tracks: Pos = 50
     train_weeks: Pos = 3
     n_negatives: Pos = 4

@@ -121,3 +121,14 @@ def build_history(
                 F.col("n_events").cast("long"), "is_this_week", "seed_rank", "recency")
     )
     return seeds
+
+
+def label_positives(interactions: DataFrame, start: dt.date, end: dt.date) -> DataFrame:
+    """``user_id, track_id``: plays with a positive summed weight in [start, end) of tracks the user
+    had not heard before ``start`` (a Discover Weekly hit)."""
+    s, e = dt.datetime.combine(start, dt.time()), dt.datetime.combine(end, dt.time())
+    window = (interactions.where((F.col("event_ts") >= F.lit(s)) & (F.col("event_ts") < F.lit(e)))
+              .groupBy("user_id", "track_id").agg(F.sum(F.col("weight").cast("double")).alias("w"))
+              .where(F.col("w") > 0).select("user_id", "track_id"))
+    before = interactions.where(F.col("event_ts") < F.lit(s)).select("user_id", "track_id")
+    return window.join(before, ["user_id", "track_id"], "left_anti")

@@ -139,7 +139,7 @@ TINY_OVERRIDES = [
     "embeddings.max_windows=1", "recall.prompt.target=track_prompt",
     "recall.popularity.per_genre_pool=60", "recall.als.rank=16", "recall.als.max_iter=5",
     "din.epochs=2", "din.train_weeks=2", "din.embedding_dim=8", "din.attention_hidden=[16]",
-    "din.mlp_hidden=[16]", "spark.shuffle_partitions=2",
+    "din.mlp_hidden=[16]", "recall.content.train_weeks=2", "spark.shuffle_partitions=2",
 ]
 
 

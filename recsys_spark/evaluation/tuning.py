@@ -44,7 +44,8 @@ def monday_on_or_after(t: dt.datetime) -> dt.date:
 
 def tune_weekly(spark, cfg, dataset, split: Split, candidates: Mapping[str, Mapping[str, Any]], k: int = 30,
                 n_resamples: int = 1000, seed: int = 0,
-                on_candidate: Optional[Callable[[Dict[str, Any]], None]] = None) -> Dict[str, Any]:
+                on_candidate: Optional[Callable[[Dict[str, Any]], None]] = None,
+                on_run: Optional[Callable[[str, Dict[str, Any]], Dict[str, Any]]] = None) -> Dict[str, Any]:
     """Score each candidate setting with a weekly run on ``split`` (a validation split).
 
     Parameters
@@ -58,6 +59,10 @@ def tune_weekly(spark, cfg, dataset, split: Split, candidates: Mapping[str, Mapp
     on_candidate : callable, optional
         Called with the result so far after each candidate (e.g. to save it: a long comparison
         that dies keeps what it measured).
+    on_run : callable, optional
+        ``on_run(name, run)`` with the :func:`~recsys_spark.evaluation.weekly_path.run_weekly_path`
+        result, right after the candidate's run (its tables still hold its week W); the dict it
+        returns goes into the candidate's entry as ``"extra"`` (e.g. per-channel figures).
 
     Returns
     -------
@@ -84,6 +89,8 @@ def tune_weekly(spark, cfg, dataset, split: Split, candidates: Mapping[str, Mapp
         per_user[name] = m.pop("_per_user")
         m.update(overrides=dict(overrides), seconds=round(time.perf_counter() - t0, 1),
                  stage_log=run["stage_log"], data_coverage=run["coverage"])
+        if on_run is not None:
+            m["extra"] = on_run(name, run)
         if base is None:
             base = name
             out["users"] = len(per_user[name]["user_id"])

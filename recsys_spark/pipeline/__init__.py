@@ -13,7 +13,7 @@ skipped and why)::
     train.din      DIN on the weeks before W -> <model_dir>/<W>/din
     train.ranker   learned ranker on the channels' candidates as of a label cutoff L < W
                    -> <model_dir>/<W>/ranker (off by default)
-    aggregate.creators  creator attention pooling of track embeddings -> creator_embeddings[W]
+    aggregate.creators  creator pooling (mean | attention) of track embeddings -> creator_embeddings[W]
     rank           fusion -> quality filter -> ranker scores -> DIN scores -> final score -> candidates[W]
     write          plug-in re-ranker -> rules (exclusions, cap, MMR with creator embeddings, fresh,
                    exactly 30) -> discover_weekly[W]

@@ -90,17 +90,6 @@ def weekly_event_counts(interactions: DataFrame) -> List[Tuple[dt.date, int]]:
     return [(r["w"], int(r["count"])) for r in rows]
 
 
-def label_positives(interactions: DataFrame, start: dt.date, end: dt.date) -> DataFrame:
-    """``user_id, track_id``: plays with a positive summed weight in [start, end) of tracks the user
-    had not heard before ``start`` (a Discover Weekly hit)."""
-    s, e = dt.datetime.combine(start, dt.time()), dt.datetime.combine(end, dt.time())
-    window = (interactions.where((F.col(C.TS) >= F.lit(s)) & (F.col(C.TS) < F.lit(e)))
-              .groupBy(C.USER, C.TRACK).agg(F.sum(F.col(C.WEIGHT).cast("double")).alias("w"))
-              .where(F.col("w") > 0).select(C.USER, C.TRACK))
-    before = interactions.where(F.col(C.TS) < F.lit(s)).select(C.USER, C.TRACK)
-    return window.join(before, [C.USER, C.TRACK], "left_anti")
-
-
 def candidate_features(recall: DataFrame, fused: DataFrame, interactions: DataFrame,
                        tracks: Optional[DataFrame], as_of: dt.date) -> DataFrame:
     """The ranker's features of every fused candidate (see the module doc), as of ``as_of``.

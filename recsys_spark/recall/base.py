@@ -200,6 +200,10 @@ class ChannelInputs:
         The CLAP embedding tables (``None`` when embeddings are disabled or the data set has none).
     model_version : str, optional
         The CLAP model version to read from the embedding tables.
+    history : dict, optional
+        The run's history settings (:func:`recsys_spark.history.build_history` keyword arguments
+        ``this_week_share``, ``half_life_days``) for channels that rebuild seeds as of earlier weeks
+        to train on; ``None``: that function's defaults.
     """
 
     spark: SparkSession
@@ -213,6 +217,7 @@ class ChannelInputs:
     track_embeddings: Optional[DataFrame] = None
     prompt_embeddings: Optional[DataFrame] = None
     model_version: Optional[str] = None
+    history: Optional[Dict[str, Any]] = None
 
     def for_users(self, users: DataFrame) -> "ChannelInputs":
         """A copy serving only ``users`` (``user_id``): seeds and prompts restricted with a semi join.

@@ -8,9 +8,12 @@ is built once per fit on the driver from the track embedding table, broadcast to
 searched in ``mapInPandas`` batches of users; heard tracks are excluded inside the search with an
 over-fetch of ``|heard|``. ``seed_track_id`` is the seed most similar to the candidate.
 
-A trained two-tower model (towers over CLAP features plus ids, in-batch negatives) is *not*
-implemented: with untrained CLAP weights here there was nothing to measure it against honestly;
-the mean-of-seeds user tower is the channel.
+``model="two_tower"`` learns the track tower first (:mod:`recsys_spark.recall.two_tower`: an MLP
+over the CLAP audio embedding trained on the plays of the weeks before W with in-batch softmax
+negatives) and indexes the tower's vectors instead of the raw embeddings; the user tower stays the
+weighted mean of the seeds' vectors. It serves the tower only when the tower beats the raw
+embeddings on a held-out label week, and says which it served and why
+(``model.params["two_tower"]``).
 
 Seed weights (``seed_weighting``):
 ``recency_log_weight`` (default) ``recency * log1p(weight)`` (skips, weight 0, drop out),
@@ -41,6 +44,10 @@ log = logging.getLogger(__name__)
 CHANNEL = "content"
 _D = ContentConf()  # the one source of default hyper-parameters
 SEED_WEIGHTINGS = ("recency_log_weight", "recency", "uniform")
+MODELS = ("similarity", "two_tower")
+#: the two-tower's parameters (saved with the model; unused by ``similarity``)
+TOWER_PARAMS = ("tower_hidden", "tower_dim", "train_weeks", "max_examples", "epochs", "train_batch_size", "lr",
+                "temperature", "patience", "device")
 
 
 def seed_weight_col(seed_weighting: str):
@@ -101,7 +108,11 @@ class ContentRecall(RecallChannel):
     batch_size : int
         Users per faiss search call.
     seed : int
-        IVF k-means seed.
+        IVF k-means seed; the two-tower's torch and sampling seed.
+    model : {"similarity", "two_tower"}
+        Index the raw CLAP embeddings, or the vectors of a track tower trained on plays (module doc).
+    tower_hidden, tower_dim, train_weeks, max_examples, epochs, train_batch_size, lr, temperature, patience, device
+        The two-tower's settings (:func:`recsys_spark.recall.two_tower.fit_two_tower`).
     """
 
     name = CHANNEL
@@ -110,7 +121,13 @@ class ContentRecall(RecallChannel):
 
     def __init__(self, n_seeds: int = _D.n_seeds, index: str = _D.index, ivf_nlist: int = _D.ivf_nlist,
                  ivf_nprobe: int = _D.ivf_nprobe, hnsw_m: int = _D.hnsw_m, hnsw_ef_search: int = _D.hnsw_ef_search,
-                 seed_weighting: str = _D.seed_weighting, batch_size: int = _D.batch_size, seed: int = _D.seed):
+                 seed_weighting: str = _D.seed_weighting, batch_size: int = _D.batch_size, seed: int = _D.seed,
+                 model: str = _D.model, tower_hidden: int = _D.tower_hidden, tower_dim: int = _D.tower_dim,
+                 train_weeks: int = _D.train_weeks, max_examples: int = _D.max_examples, epochs: int = _D.epochs,
+                 train_batch_size: int = _D.train_batch_size, lr: float = _D.lr, temperature: float = _D.temperature,
+                 patience: int = _D.patience, device: str = _D.device):
+        if model not in MODELS:
+            raise ValueError(f"model must be one of {MODELS}, got {model!r}")
         if index not in INDEX_KINDS:
             raise ValueError(f"index must be one of {INDEX_KINDS}, got {index!r}")
         if seed_weighting not in SEED_WEIGHTINGS:
@@ -118,20 +135,57 @@ class ContentRecall(RecallChannel):
         self.n_seeds, self.index = int(n_seeds), index
         self.ivf_nlist, self.ivf_nprobe, self.hnsw_m, self.hnsw_ef_search = ivf_nlist, ivf_nprobe, hnsw_m, hnsw_ef_search
         self.seed_weighting, self.batch_size, self.seed = seed_weighting, int(batch_size), int(seed)
+        self.model = model
+        self.tower = dict(tower_hidden=int(tower_hidden), tower_dim=int(tower_dim), train_weeks=int(train_weeks),
+                          max_examples=int(max_examples), epochs=int(epochs), train_batch_size=int(train_batch_size),
+                          lr=float(lr), temperature=float(temperature), patience=int(patience), device=str(device))
 
     def params(self) -> Dict[str, Any]:
         return dict(n_seeds=self.n_seeds, index=self.index, ivf_nlist=self.ivf_nlist, ivf_nprobe=self.ivf_nprobe,
                     hnsw_m=self.hnsw_m, hnsw_ef_search=self.hnsw_ef_search, seed_weighting=self.seed_weighting,
-                    batch_size=self.batch_size, seed=self.seed)
+                    batch_size=self.batch_size, seed=self.seed, model=self.model, **self.tower)
 
     def fit(self, inputs: ChannelInputs) -> "ContentRecallModel":
         """Index the track embeddings; :class:`~recsys_spark.recall.base.ChannelUnavailable` when
         none is left (no embedding of ``model_version`` among the catalog's tracks)."""
         vecs = select_vectors(inputs.track_embeddings, inputs.model_version, tracks=inputs.tracks)
+        params = {**self.params(), "model_version": inputs.model_version}
+        tower = None
+        if self.model == "two_tower":
+            tower, params["two_tower"] = self._train_tower(inputs, vecs)
+            if tower is not None:
+                from .two_tower import tower_vectors
+
+                vecs = tower_vectors(vecs, tower, self.tower["device"])
         with Timer("content: build faiss index", log):
             idx = TrackIndex.from_dataframe(vecs, kind=self.index, nlist=self.ivf_nlist, nprobe=self.ivf_nprobe,
                                             hnsw_m=self.hnsw_m, ef_search=self.hnsw_ef_search, seed=self.seed)
-        return ContentRecallModel(inputs.spark, idx, {**self.params(), "model_version": inputs.model_version})
+        return ContentRecallModel(inputs.spark, idx, params, tower=tower)
+
+    def _train_tower(self, inputs: ChannelInputs, vecs: DataFrame):
+        """``(tower bytes, report)`` when the tower beats the raw embeddings on the held-out week,
+        else ``(None, report)`` with ``report["served"] = "similarity"`` and the reason."""
+        from .two_tower import train_for_week
+
+        if inputs.interactions is None or inputs.week is None:
+            rep = {"reason": "no interactions / week to train on"}
+            tower = None
+        else:
+            with Timer("content: train two-tower", log):
+                tower, rep = train_for_week(inputs.interactions, inputs.week, vecs, self.params(),
+                                            inputs.history)
+        if tower is not None and rep["valid_recall"] <= rep["similarity_valid_recall"]:
+            rep["reason"] = (f"the tower's held-out recall@{rep['k']} {rep['valid_recall']:.4f} does not beat "
+                             f"the raw embeddings' {rep['similarity_valid_recall']:.4f}")
+            tower = None
+        rep["served"] = "two_tower" if tower is not None else "similarity"
+        if tower is None:
+            log.warning("content: two-tower NOT served, the similarity index is: %s", rep.get("reason"))
+        else:
+            log.info("content: two-tower served: held-out recall@%d %.4f vs raw embeddings %.4f (%d examples, "
+                     "best epoch %d, %.1fs)", rep["k"], rep["valid_recall"], rep["similarity_valid_recall"],
+                     rep["train_examples"], rep["best_epoch"], rep["seconds"])
+        return tower, rep
 
 
 class IndexedRecallModel(RecallChannelModel):
@@ -167,9 +221,30 @@ class IndexedRecallModel(RecallChannelModel):
 
 
 class ContentRecallModel(IndexedRecallModel):
-    """Fitted content channel (see module docstring)."""
+    """Fitted content channel (see module docstring); ``tower`` holds the served two-tower's
+    weights (:func:`recsys_spark.recall.two_tower.tower_bytes`), saved beside the index."""
 
     channel = CHANNEL
+
+    def __init__(self, spark: SparkSession, index: TrackIndex, params: dict, shipped: Optional[ShippedIndex] = None,
+                 tower: Optional[bytes] = None):
+        super().__init__(spark, index, params, shipped)
+        self.tower = tower
+
+    def _save_state(self, path: str) -> None:
+        from .. import artifacts
+
+        super()._save_state(path)
+        if self.tower is not None:
+            artifacts.write_bytes(f"{path}/tower.pt", self.tower, self.spark)
+
+    @classmethod
+    def _load_state(cls, spark: SparkSession, path: str, params: Dict[str, Any]) -> "ContentRecallModel":
+        from .. import artifacts
+
+        served = (params.get("two_tower") or {}).get("served") == "two_tower"
+        tower = artifacts.read_bytes(f"{path}/tower.pt", spark) if served else None
+        return cls(spark, TrackIndex.load(spark, f"{path}/index"), params, tower=tower)
 
     def recommend(self, inputs: ChannelInputs, n: int) -> DataFrame:
         """Candidates for every user with at least one embedded seed of positive weight.

@@ -9,9 +9,10 @@ from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
 from recsys_spark.ranking.fusion import final_score
+from recsys_spark.history import label_positives
 from recsys_spark.ranking.ranker import (FEATURES, blend_options, candidate_features, choose_blend, fit_ranker,
-                                         label_positives, label_window, list_ndcg, load_ranker, pairwise_frame,
-                                         ranker_gain, save_ranker, score)
+                                         label_window, list_ndcg, load_ranker, pairwise_frame, ranker_gain,
+                                         save_ranker, score)
 
 W = dt.date(2024, 3, 4)  # a Monday
 INTER = "user_id string, track_id string, event_ts timestamp, weight double"

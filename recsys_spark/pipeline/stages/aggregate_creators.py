@@ -1,4 +1,4 @@
-"""``aggregate.creators``: creator attention pooling of track embeddings -> ``creator_embeddings[W]``."""
+"""``aggregate.creators``: creator pooling (mean or trained attention) of track embeddings -> creator_embeddings[W]."""
 
 from __future__ import annotations
 

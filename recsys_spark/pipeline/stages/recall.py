@@ -61,16 +61,19 @@ def fit_channel(name: str, cfg, inputs: ChannelInputs):
     return None, reason
 
 
-def channel_candidates(name: str, ctx: RunContext) -> DataFrame:
+def channel_candidates(name: str, ctx: RunContext, report: Optional[StageReport] = None) -> DataFrame:
     """Channel ``name``'s candidates (``recall.base.CANDIDATE_SCHEMA``) for week W, built and fitted
     through the recall registry with the channel's config section; empty (logged) when the channel
     finds nothing to fit on. item_cf's neighbours are persisted as ``item_neighbors[W]`` and the
-    ALS model under the week's model folder."""
+    ALS model under the week's model folder. The content channel's two-tower verdict (which index
+    it served, its held-out recall against the raw embeddings) goes into ``report``."""
     inp = ctx.inputs
     inputs = ChannelInputs(ctx.spark, week=ctx.week, tracks=inp.tracks, interactions=inp.interactions,
                            prompts=inp.prompts, seeds=inp.seeds, heard=inp.heard, users=inp.users,
                            track_embeddings=ctx.track_embeddings, prompt_embeddings=ctx.prompt_embeddings,
-                           model_version=ctx.emb_version)
+                           model_version=ctx.emb_version,
+                           history={"this_week_share": ctx.cfg.history.this_week_share,
+                                    "half_life_days": ctx.cfg.history.recency_half_life_days})
     model, reason = fit_channel(name, ctx.cfg, inputs)
     if model is None:
         log.warning("recall.%s produced nothing: %s", name, reason)
@@ -84,6 +87,13 @@ def channel_candidates(name: str, ctx: RunContext) -> DataFrame:
             model.save(os.path.join(ctx.model_dir, "als"))
         except Exception as exc:  # the candidates matter more than the saved copy
             log.warning("could not save the ALS model: %s", exc)
+    tt = model.params.get("two_tower") if name == "content" else None
+    if tt is not None and report is not None:
+        report.message = f"served {tt['served']}" + (f": {tt['reason']}" if tt.get("reason") else "")
+        report.counts.update({f"two_tower_{k}": float(tt[k]) for k in
+                              ("valid_recall", "similarity_valid_recall", "train_examples", "best_epoch", "seconds")
+                              if isinstance(tt.get(k), (int, float))})
+        report.counts["two_tower_served"] = float(tt["served"] == "two_tower")
     return model.recommend(inputs, recall_registry.candidates_per_user(ctx.cfg.recall, name))
 
 
@@ -110,11 +120,12 @@ class RecallStage(Stage):
         return recorded_output_present(ctx, self.name, lambda: self.output(ctx).count())
 
     def run(self, ctx: RunContext) -> StageReport:
-        cands = channel_candidates(self.channel, ctx)
+        fit_report = StageReport()
+        cands = channel_candidates(self.channel, ctx, fit_report)
         out = cands.select(F.lit(ctx.week).alias("week_start"), F.lit(self.channel).alias("channel"), "user_id",
                            "track_id", "score", "rank", "seed_track_id")
         ctx.tables.replace_partition("recall_candidates", out, "week_start", ctx.week, channel=self.channel)
-        rep = StageReport(rows_out=self.output(ctx).count())
+        rep = StageReport(rows_out=self.output(ctx).count(), counts=fit_report.counts, message=fit_report.message)
         if rep.rows_out == 0:
             rep.skipped = "channel produced no candidates (no inputs for it; see log)"
         else:

@@ -84,8 +84,9 @@ class TrainRankerStage(Stage):
 
     def run(self, ctx: RunContext) -> StageReport:
         from ...ranking.fusion import fuse
-        from ...ranking.ranker import (candidate_features, fit_ranker, label_positives, label_window,
-                                       ranker_gain, save_ranker, weekly_event_counts)
+        from ...history import label_positives
+        from ...ranking.ranker import (candidate_features, fit_ranker, label_window, ranker_gain, save_ranker,
+                                       weekly_event_counts)
 
         rc, fc, week = ctx.cfg.ranker, ctx.cfg.fusion, ctx.week
         rep = StageReport()

@@ -1,0 +1,236 @@
+"""Benchmark "two_tower": the content channel's trained two-tower against the raw-embedding similarity
+channel, through the shipped weekly path, on a synthetic platform with audio for every track.
+
+    # the platform: generate it with audio for every track, then one weekly run embeds the audio
+    python jobs/generate.py --root R --set generator.n_tracks=500 --set generator.audio_tracks=500 \\
+        --set generator.n_creators=100 --set generator.seed=11 --week 2026-11-30 --overwrite
+    python jobs/weekly.py --root R (same --set) --week 2026-11-30
+    # the comparison (validation split first, then the test split)
+    python benchmarks/run.py --suite two_tower --root R   # or benchmarks/suite_two_tower.py --root R [--out F]
+
+For each split (EVALUATION.md's temporal split of the platform's interactions, and the validation
+split cut from its training part) the weekly job runs twice on the same materialised tables
+(:func:`recsys_spark.evaluation.tuning.tune_weekly`): ``recall.content.model=similarity`` and
+``=two_tower``, everything else as shipped (``conf/base.yaml`` + the local overlay). From each run's
+own tables:
+
+* per channel, recall@30 of its top 30 ``recall_candidates`` over the test users (95% bootstrap
+  intervals over users), and the share of the playlists' hits each channel retrieved;
+* cold start: the same over the truth pairs whose track is in the run's catalogue (created before
+  the cutoff) but has no training interaction at all (users with at least one such pair), for the
+  content and the popularity channel; and for the test users with no training interaction (new
+  users: prompts are all they have), the prompt and the popularity channel;
+* the playlists' recall@30 / NDCG@30 and the paired interval of two_tower minus similarity;
+* the creator aggregation's attention vs mean pooling AUC on its held-out week (stage log);
+* the two-tower's own verdict (held-out recall of the tower vs the raw embeddings, served or not).
+
+Writes the JSON after each run (``"complete": false`` until the end).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+
+K = 30
+# aggregation.method=attention in both: the creator stage then trains attention pooling and reports
+# attention vs mean AUC on its held-out week (the shipped default, mean, trains nothing); creator
+# vectors only feed the playlist's diversity rule, the same way in both candidates
+CANDIDATES = {"similarity": {"recall.content.model": "similarity", "aggregation.method": "attention"},
+              "two_tower": {"recall.content.model": "two_tower", "aggregation.method": "attention"}}
+
+
+def _metric(m, k=K):
+    return {"value": round(m[f"recall@{k}"], 6), "ci95": [round(x, 6) for x in m[f"recall@{k}_ci95"]],
+            "users": m.get("users_with_truth", m.get("users"))}
+
+
+def channel_figures(spark, run, split, played, k=K):
+    """Per-channel recall@k (all truth, cold truth), hit shares and stage counts of one weekly run."""
+    from pyspark.sql import functions as F
+
+    from recsys_spark.evaluation.metrics import ranking_metrics
+    from recsys_spark.evaluation.weekly_path import playlists_as_recs
+
+    tables, week = run["tables"], run["result"].week
+    rc = tables.read("recall_candidates").where(F.col("week_start") == F.lit(week)).cache()
+    truth = split.truth
+    # cold tracks: in the run's own catalogue (created before the cutoff) and never played before it
+    cold_tracks = tables.read("tracks").select("track_id").distinct().join(played, "track_id", "left_anti")
+    cold_truth = truth.join(cold_tracks, "track_id", "left_semi").cache()
+    cold_users = cold_truth.groupBy("user_id").agg(F.count(F.lit(1)).alias("n_truth")).cache()
+    out = {"channels": {}, "cold": {}, "cold_truth_pairs": cold_truth.count(), "cold_users": cold_users.count()}
+    for ch in [r[0] for r in rc.select("channel").distinct().orderBy("channel").collect()]:
+        recs = rc.where(F.col("channel") == ch).select("user_id", "track_id", "rank")
+        m = ranking_metrics(recs, truth, split.test_users, k)
+        out["channels"][ch] = {"recall@30": round(m[f"recall@{k}"], 6),
+                               "recall@30_ci95": [round(x, 6) for x in m[f"recall@{k}_ci95"]],
+                               "users_with_recs": m["users_with_recs"]}
+        if out["cold_users"]:
+            c = ranking_metrics(recs, cold_truth, cold_users, k)
+            out["cold"][ch] = {"recall@30": round(c[f"recall@{k}"], 6),
+                               "recall@30_ci95": [round(x, 6) for x in c[f"recall@{k}_ci95"]]}
+    # prompt-only new users: test users with no training interaction (their prompts are all they have)
+    new_users = split.test_users.join(split.train_events.select("user_id").distinct(), "user_id", "left_anti")
+    out["new_users"] = new_users.count()
+    out["new_users_channels"] = {}
+    if out["new_users"]:
+        for ch in ("prompt", "popular"):
+            recs = rc.where(F.col("channel") == ch).select("user_id", "track_id", "rank")
+            m = ranking_metrics(recs, truth, new_users, k)
+            out["new_users_channels"][ch] = {"recall@30": round(m[f"recall@{k}"], 6),
+                                             "recall@30_ci95": [round(x, 6) for x in m[f"recall@{k}_ci95"]],
+                                             "users_with_recs": m["users_with_recs"]}
+    hits = playlists_as_recs(tables, week, split.test_users).join(truth, ["user_id", "track_id"], "left_semi")
+    n_hits = hits.count()
+    by = (hits.join(rc.select("user_id", "track_id", "channel"), ["user_id", "track_id"])
+          .groupBy("channel").agg(F.count(F.lit(1)).alias("n")).collect())
+    out["playlist_hits"] = n_hits
+    out["hit_share"] = {r["channel"]: round(r["n"] / max(n_hits, 1), 4) for r in by}
+    stages = {s["stage"]: s for s in run["stage_log"]}
+    out["content_stage"] = {k2: stages.get("recall.content", {}).get(k2) for k2 in ("status", "message", "counts")}
+    out["creator_stage"] = {k2: stages.get("aggregate.creators", {}).get(k2) for k2 in ("status", "message", "counts")}
+    rc.unpersist()
+    cold_truth.unpersist()
+    cold_users.unpersist()
+    return out
+
+
+def compare(spark, cfg, ds, split, label, dest, result):
+    from recsys_spark.evaluation.tuning import tune_weekly
+
+    played = split.train_events.select("track_id").distinct()
+
+    def on_run(name, run):
+        return channel_figures(spark, run, split, played)
+
+    def save(res):
+        result[label] = res
+        result["load_average_at_save"] = list(os.getloadavg())
+        with open(dest, "w") as fh:
+            json.dump(result, fh, indent=1, default=str)
+
+    res = tune_weekly(spark, cfg, ds, split, CANDIDATES, k=K, on_candidate=save, on_run=on_run)
+    save(res)
+    return res
+
+
+def headline(res):
+    """The issue's keys from one split's result."""
+    c = {n: m["extra"] for n, m in res["candidates"].items()}
+    out = {}
+    for name in ("two_tower", "similarity"):
+        ch = c[name]["channels"].get("content")
+        out[name] = {"recall@30": ch["recall@30"], "ci95": ch["recall@30_ci95"]} if ch else None
+    def cold(name, channel):
+        m = c[name]["cold"].get(channel)
+        return {"recall@30": m["recall@30"], "ci95": m["recall@30_ci95"]} if m else None
+
+    out["cold_two_tower"] = cold("two_tower", "content")
+    out["cold_similarity"] = cold("similarity", "content")
+    out["cold_popularity"] = cold("two_tower", "popular")
+    return out
+
+
+def summarise(result):
+    """The issue's keys (``recall@30``, ``creator_pooling``) from the per-split results."""
+    # the issue's keys: channel recall from the test split; the pooling choice from the validation split
+    # (a split whose truth holds no cold track gives no cold figure: the validation split's is used, labelled)
+    heads = {label: headline(result[label]) for label in ("test", "validation") if label in result}
+    result["recall@30"] = {}
+    for key in ("two_tower", "similarity", "cold_two_tower", "cold_similarity", "cold_popularity"):
+        for label, h in heads.items():
+            if h.get(key):
+                result["recall@30"][key] = {"value": h[key]["recall@30"], "ci95": h[key]["ci95"], "split": label}
+                break
+        else:
+            result["recall@30"][key] = None
+    result["creator_pooling"] = {}
+    for label in ("validation", "test"):
+        if label not in result:
+            continue
+        c = result[label]["candidates"]["two_tower"]["extra"]["creator_stage"].get("counts") or {}
+        result["creator_pooling"][label] = {
+            "attention_auc": c.get("attention_model_auc"), "mean_auc": c.get("mean_model_auc"),
+            "attention_cosine_auc": c.get("attention_cosine_auc"), "mean_cosine_auc": c.get("mean_cosine_auc"),
+            "source": f"aggregate.creators stage counts of the {label} split's two_tower run (its held-out week)"}
+    pv = result["creator_pooling"].get("validation") or {}
+    result["creator_pooling"].update(attention_auc=pv.get("attention_auc"), mean_auc=pv.get("mean_auc"))
+    return result
+
+
+def main(argv=None):
+    """``argv``: command-line words, or the namespace of ``benchmarks/run.py --suite two_tower --root R``
+    (its unparsed words and its ``--out`` folder are used)."""
+    if isinstance(argv, argparse.Namespace):
+        argv = list(argv.extra) + ["--out", os.path.join(argv.out, "content_two_tower.json")]
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--root", required=True, help="the platform's root (warehouse/ under it)")
+    ap.add_argument("--conf", default="local")
+    ap.add_argument("--out", default=os.path.join(HERE, "results", "content_two_tower.json"))
+    ap.add_argument("--splits", default="validation,test")
+    ap.add_argument("--summarise", action="store_true", help="only recompute the summary keys of --out")
+    a = ap.parse_args(argv)
+    if a.summarise:
+        with open(a.out) as fh:
+            result = summarise(json.load(fh))
+        with open(a.out, "w") as fh:
+            json.dump(result, fh, indent=1, default=str)
+        return result
+
+    from pyspark.sql import functions as F
+
+    from recsys_spark.cli import setup_logging
+    from recsys_spark.config import load_config
+    from recsys_spark.evaluation.loaders import load_platform
+    from recsys_spark.evaluation.split import temporal_split
+    from recsys_spark.evaluation.tuning import validation_split
+    from recsys_spark.spark import get_spark
+    from recsys_spark.tables import Tables
+
+    setup_logging("INFO")
+    t0 = time.perf_counter()
+    os.environ["RECSYS_ROOT"] = os.path.abspath(a.root)  # what --root does for the jobs
+    cfg = load_config(a.conf)
+    spark = get_spark(app_name="bench-two-tower", master="local[2]", driver_memory="6g", shuffle_partitions=8)
+    tables = Tables.from_config(spark, cfg.storage)
+    ds = load_platform(spark, tables)
+    n_tracks = ds.tracks.select("track_id").distinct().count()
+    n_audio = ds.track_embeddings.select("track_id").distinct().count()
+    test = temporal_split(ds.interactions).cache()
+    val = validation_split(test).cache()
+    result = {"suite": "two_tower", "platform_root": a.root, "platform_tracks": n_tracks,
+              "tracks_with_audio_embedding": n_audio,
+              "embedding_versions": [r[0] for r in ds.track_embeddings.select("model_version").distinct().collect()],
+              "interactions": ds.interactions.count(),
+              "conf": f"conf/base.yaml + {a.conf} overlay + each candidate's overrides (they differ only in "
+                      "recall.content.model)",
+              "candidates": CANDIDATES, "k": K, "complete": False,
+              "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+              "load_average_start": list(os.getloadavg()),
+              "note": ("CLAP weights are untrained here (no checkpoint can be downloaded): both channels "
+                       "see random-weight HTSAT embeddings of the synthetic audio")}
+    splits = {"validation": val, "test": test}
+    for label in a.splits.split(","):
+        compare(spark, cfg, ds, splits[label], label, a.out, result)
+        result[f"{label}_headline"] = headline(result[label])
+    summarise(result)
+    result["total_seconds"] = round(time.perf_counter() - t0, 1)
+    result["load_average_end"] = list(os.getloadavg())
+    result["complete"] = True
+    with open(a.out, "w") as fh:
+        json.dump(result, fh, indent=1, default=str)
+    print(json.dumps({k: result[k] for k in ("recall@30", "creator_pooling", "total_seconds")}, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    main()

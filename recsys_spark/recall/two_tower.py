@@ -1,0 +1,358 @@
+"""The content channel's trained two-tower: a track tower over CLAP audio embeddings, learned on plays.
+
+Model
+-----
+Track tower ``f(x) = normalize(MLP(z) + P z)`` with ``z = (x - mu) / sigma`` the standardised CLAP
+audio embedding (``mu``, ``sigma`` from the training tracks, stored in the tower), ``MLP`` one hidden
+ReLU layer and ``P`` a linear skip. User tower: the weighted mean of the tower vectors of the user's
+seeds, L2-normalised, with the content channel's own seeds and seed weights. Serving is therefore the
+content channel's faiss search with the index built over ``f(x)`` instead of ``x``; a track nobody
+has played yet gets its vector from its audio alone (cold start).
+
+Training (:func:`fit_two_tower`)
+--------------------------------
+For each label week ``L`` of the ``train_weeks`` weeks before W: the seeds as of ``L``
+(:func:`recsys_spark.history.build_history` with the weekly run's history settings) and the user's
+new positive plays in ``[L, L + 7d)`` (:func:`recsys_spark.history.label_positives`, the product's
+target) give examples ``(seeds, positive track)``. They are sampled by a hash of ``(user, L)`` down to
+``max_examples`` and collected to the driver with the audio embeddings of the tracks they name
+(bounded by the sample, never the catalogue), then trained with in-batch softmax negatives,
+log-Q corrected for each positive's frequency (Yi et al., RecSys 2019), at temperature ``tau``. The
+latest label week is held out: early stopping and the best epoch are chosen on its recall@k over
+the sample's tracks, and the raw embeddings (the similarity channel) are scored on the same held-out
+users. When the tower does not beat them, :class:`~recsys_spark.recall.content.ContentRecall` serves
+the similarity index and says so (``params["two_tower"]["served"]``).
+
+The catalogue's tower vectors come from :func:`tower_vectors`, a ``mapInPandas`` over the embedding
+table (torch on the executor's GPU when it has one, CPU otherwise).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import logging
+import time
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+log = logging.getLogger(__name__)
+
+#: examples of fewer (user, label week) groups than this do not train a tower
+MIN_GROUPS = 20
+
+
+def _hash_unit(*cols) -> F.Column:
+    return (F.abs(F.xxhash64(*cols)) % F.lit(1_000_003)).cast("double") / F.lit(1_000_003.0)
+
+
+def training_examples(interactions: DataFrame, week: dt.date, train_weeks: int, n_seeds: int,
+                      seed_weighting: str, embedded: DataFrame, history_kwargs: Optional[Dict[str, Any]] = None
+                      ) -> DataFrame:
+    """``user_id, label_week date, track_id (the positive), seeds array<struct<track_id, w>>``.
+
+    One row per new positive play in ``[L, L + 7d)`` of a user with embedded seeds as of ``L``, for
+    ``L = week - 7d .. week - 7 * train_weeks d``; seeds and positives restricted to ``embedded``
+    (``track_id``: the tracks with an audio embedding)."""
+    from ..history import build_history, label_positives
+    from .content import seed_lists
+
+    emb = embedded.select(F.col("track_id").cast("string").alias("track_id")).distinct()
+    out = None
+    for k in range(1, int(train_weeks) + 1):
+        cut = week - dt.timedelta(weeks=k)
+        before = interactions.where(F.col("event_ts") < F.lit(dt.datetime.combine(cut, dt.time())))
+        seeds = build_history(before, cut, last_n=n_seeds, **(history_kwargs or {}))
+        q = seed_lists(seeds.join(emb, "track_id", "left_semi"), n_seeds, seed_weighting)
+        pos = label_positives(interactions, cut, cut + dt.timedelta(days=7)).join(emb, "track_id", "left_semi")
+        ex = pos.join(q, "user_id").select("user_id", F.lit(cut).cast("date").alias("label_week"), "track_id",
+                                           "seeds")
+        out = ex if out is None else out.unionByName(ex)
+    return out
+
+
+def sample_examples(examples: DataFrame, max_examples: int, seed: int) -> Tuple[DataFrame, int]:
+    """At most about ``max_examples`` rows, whole ``(user, label_week)`` groups kept or dropped by a
+    hash (deterministic for a seed); returns the sample and the unsampled count."""
+    n = examples.count()
+    if n <= max_examples:
+        return examples, n
+    frac = max_examples / n
+    return examples.where(_hash_unit(F.lit(int(seed)), F.lit("tt"), "user_id", "label_week") < frac), n
+
+
+# -- the towers --------------------------------------------------------------------------------
+
+def _tower_class():
+    import torch
+
+    class TrackTower(torch.nn.Module):
+        """``normalize(MLP(z) + P z)``, ``z`` the standardised input (module doc)."""
+
+        def __init__(self, in_dim: int, hidden: int, out_dim: int):
+            super().__init__()
+            self.mlp = torch.nn.Sequential(torch.nn.Linear(in_dim, hidden), torch.nn.ReLU(),
+                                           torch.nn.Linear(hidden, out_dim))
+            self.skip = torch.nn.Linear(in_dim, out_dim, bias=False)
+            self.register_buffer("mu", torch.zeros(in_dim))
+            self.register_buffer("sigma", torch.ones(in_dim))
+
+        def forward(self, x):
+            z = (x - self.mu) / self.sigma
+            return torch.nn.functional.normalize(self.mlp(z) + self.skip(z), dim=-1)
+
+    return TrackTower
+
+
+def build_tower(in_dim: int, hidden: int, out_dim: int):
+    """A fresh :class:`TrackTower` (random weights; seed torch first for determinism)."""
+    return _tower_class()(int(in_dim), int(hidden), int(out_dim))
+
+
+def tower_bytes(tower, spec: Dict[str, int]) -> bytes:
+    """The tower's weights and shape as bytes (``torch.save`` of tensors and ints only)."""
+    import torch
+
+    buf = io.BytesIO()
+    torch.save({"spec": dict(spec), "state": {k: v.detach().cpu() for k, v in tower.state_dict().items()}}, buf)
+    return buf.getvalue()
+
+
+def tower_from_bytes(blob: bytes, device: Any = "cpu"):
+    """Rebuild a tower from :func:`tower_bytes` (``weights_only=True``: no pickled code is run)."""
+    import torch
+
+    obj = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+    spec = obj["spec"]
+    tower = build_tower(spec["in_dim"], spec["hidden"], spec["out_dim"])
+    tower.load_state_dict(obj["state"])
+    return tower.to(device).eval()
+
+
+_CACHE: Dict[str, Any] = {}
+
+
+def _cached_tower(blob: bytes, device: str):
+    key = hashlib.sha1(blob).hexdigest() + device
+    if key not in _CACHE:
+        _CACHE.clear()
+        _CACHE[key] = tower_from_bytes(blob, device)
+    return _CACHE[key]
+
+
+def tower_vectors(vectors: DataFrame, blob: bytes, device: str = "auto", batch_size: int = 4096) -> DataFrame:
+    """``track_id, embedding array<float>``: the tower applied to ``vectors`` (``track_id, embedding``)
+    in a ``mapInPandas`` (GPU when the executor has one and ``device`` is ``auto``/``cuda``)."""
+
+    def fn(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        import torch
+
+        from ..common import resolve_device
+
+        dev = resolve_device(device)
+        tower = _cached_tower(blob, str(dev))
+        for pdf in batches:
+            if pdf.empty:
+                continue
+            x = np.stack(pdf["embedding"].map(lambda a: np.asarray(a, dtype=np.float32)).to_numpy())
+            outs = []
+            with torch.no_grad():
+                for s in range(0, len(x), batch_size):
+                    outs.append(tower(torch.from_numpy(x[s:s + batch_size]).to(dev)).cpu().numpy())
+            y = np.concatenate(outs).astype(np.float32)
+            yield pd.DataFrame({"track_id": pdf["track_id"].to_numpy(), "embedding": list(y)})
+
+    return vectors.select("track_id", "embedding").mapInPandas(fn, "track_id string, embedding array<float>")
+
+
+# -- training on the driver ----------------------------------------------------------------------
+
+def _l2n(x: np.ndarray) -> np.ndarray:
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(n > 0, n, 1.0)
+
+
+def _encode(pdf: pd.DataFrame, pos_map: Dict[str, int], max_seeds: int):
+    """Arrays of a collected examples frame: positive row, padded seed rows and weights."""
+    n = len(pdf)
+    pos = np.fromiter((pos_map[t] for t in pdf["track_id"]), dtype=np.int64, count=n)
+    hist = np.zeros((n, max_seeds), dtype=np.int64)
+    w = np.zeros((n, max_seeds), dtype=np.float32)
+    for i, seeds in enumerate(pdf["seeds"]):
+        row = [(pos_map[s["track_id"]], s["w"]) for s in seeds if s["track_id"] in pos_map][:max_seeds]
+        for j, (p, wt) in enumerate(row):
+            hist[i, j], w[i, j] = p, wt
+    return pos, hist, w
+
+
+def heldout_recall(track_vecs: np.ndarray, hist: np.ndarray, w: np.ndarray, groups: np.ndarray,
+                   pos: np.ndarray, k: int) -> float:
+    """Mean over held-out groups of ``|top-k ∩ positives| / min(|positives|, k)``, the top-k of the
+    group's user vector (weighted mean of its seeds' vectors) over all ``track_vecs``, seeds excluded."""
+    uniq, first = np.unique(groups, return_index=True)
+    inv = np.searchsorted(uniq, groups)
+    gpos: Dict[int, set] = {}
+    for gi, p in zip(inv, pos):
+        gpos.setdefault(int(gi), set()).add(int(p))
+    kk = min(k, track_vecs.shape[0])
+    rec: List[float] = []
+    for c in range(0, len(first), 1024):  # bounded memory: 1024 users x tracks at a time
+        f = first[c:c + 1024]
+        u = _l2n((track_vecs[hist[f]] * w[f][..., None]).sum(axis=1))
+        scores = u @ track_vecs.T
+        for i, fi in enumerate(f):
+            scores[i, hist[fi][w[fi] > 0]] = -np.inf
+        top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
+        for i in range(len(f)):
+            g = gpos[c + i]
+            rec.append(len(g & set(top[i].tolist())) / min(len(g), k))
+    return float(np.mean(rec)) if rec else 0.0
+
+
+def fit_two_tower(examples: pd.DataFrame, embeddings: pd.DataFrame, hidden: int = 256, out_dim: int = 64,
+                  epochs: int = 20, batch_size: int = 512, lr: float = 1e-3, temperature: float = 0.05,
+                  patience: int = 3, k: int = 30, max_seeds: int = 20, seed: int = 0, device: str = "auto"
+                  ) -> Tuple[Optional[Any], Dict[str, Any]]:
+    """Train the track tower on collected examples (module doc); ``(tower or None, report)``.
+
+    Parameters
+    ----------
+    examples : pandas.DataFrame
+        ``user_id, label_week, track_id, seeds`` (:func:`training_examples`, sampled).
+    embeddings : pandas.DataFrame
+        ``track_id, embedding`` of every track the examples name.
+
+    Returns
+    -------
+    (tower, report)
+        ``tower`` is None when there is too little to train on (``report["reason"]``). The report
+        gives the example counts, epochs, the held-out recall@k of the tower and of the raw
+        embeddings (``valid_recall``, ``similarity_valid_recall``), the best epoch and seconds.
+    """
+    import torch
+
+    from ..common import resolve_device
+
+    t0 = time.perf_counter()
+    rep: Dict[str, Any] = {"examples": int(len(examples)), "k": int(k)}
+    emb = embeddings.dropna().drop_duplicates("track_id").sort_values("track_id", kind="mergesort")
+    ids = emb["track_id"].tolist()
+    pos_map = {t: i for i, t in enumerate(ids)}
+    ex = examples[examples["track_id"].isin(pos_map)].copy()
+    ex["group"] = ex["user_id"].astype(str) + "|" + ex["label_week"].astype(str)
+    weeks = sorted(ex["label_week"].unique())
+    if len(weeks) >= 2:
+        valid_mask = (ex["label_week"] == weeks[-1]).to_numpy()
+        rep["valid_split"] = f"label week {weeks[-1]} held out"
+    else:  # one label week: 20% of its users, by a hash
+        h = ex["user_id"].map(lambda u: int(hashlib.sha1(f"{seed}|{u}".encode()).hexdigest()[:8], 16) % 5)
+        valid_mask = (h == 0).to_numpy()
+        rep["valid_split"] = "one label week: 20% of users held out"
+    n_tr_groups = ex.loc[~valid_mask, "group"].nunique()
+    n_va_groups = ex.loc[valid_mask, "group"].nunique()
+    rep.update(train_examples=int((~valid_mask).sum()), valid_examples=int(valid_mask.sum()),
+               train_groups=int(n_tr_groups), valid_groups=int(n_va_groups), tracks=len(ids))
+    if n_tr_groups < MIN_GROUPS or n_va_groups < 2:
+        rep["reason"] = (f"too few examples to train: {n_tr_groups} training and {n_va_groups} held-out "
+                         f"(user, week) groups (need {MIN_GROUPS} and 2)")
+        rep["seconds"] = round(time.perf_counter() - t0, 2)
+        return None, rep
+
+    x = np.stack(emb["embedding"].map(lambda a: np.asarray(a, dtype=np.float32)).to_numpy())
+    pos, hist, w = _encode(ex, pos_map, max_seeds)
+    groups = pd.factorize(ex["group"])[0]
+    tr, va = np.flatnonzero(~valid_mask), np.flatnonzero(valid_mask)
+    rep["similarity_valid_recall"] = round(heldout_recall(_l2n(x), hist[va], w[va], groups[va], pos[va], k), 6)
+
+    torch.manual_seed(int(seed))
+    dev = resolve_device(device)
+    tower = build_tower(x.shape[1], hidden, out_dim)
+    train_rows = np.unique(np.concatenate([pos[tr], hist[tr][w[tr] > 0]]))
+    tower.mu.copy_(torch.from_numpy(x[train_rows].mean(axis=0)))
+    tower.sigma.copy_(torch.from_numpy(x[train_rows].std(axis=0) + 1e-6))
+    tower = tower.to(dev)
+    opt = torch.optim.Adam(tower.parameters(), lr=lr)
+    X = torch.from_numpy(x).to(dev)
+    counts = np.bincount(pos[tr], minlength=len(ids)).astype(np.float64)
+    logq = torch.from_numpy(np.log(np.maximum(counts, 1.0) / max(len(tr), 1)).astype(np.float32)).to(dev)
+    P, H, Wt = (torch.from_numpy(a).to(dev) for a in (pos, hist, w))
+    gen = torch.Generator().manual_seed(int(seed))
+
+    def all_vectors() -> np.ndarray:
+        tower.eval()
+        with torch.no_grad():
+            out = torch.cat([tower(X[s:s + 8192]) for s in range(0, len(X), 8192)]).cpu().numpy()
+        tower.train()
+        return out
+
+    best, best_epoch, best_state, bad, history = -1.0, 0, None, 0, []
+    for epoch in range(1, int(epochs) + 1):
+        perm = torch.from_numpy(tr)[torch.randperm(len(tr), generator=gen)].to(dev)
+        total, nb = 0.0, 0
+        for s in range(0, len(perm), int(batch_size)):
+            b = perm[s:s + batch_size]
+            if len(b) < 2:
+                continue
+            pb, hb, wb = P[b], H[b], Wt[b]
+            uniq, inv = torch.unique(torch.cat([pb, hb.flatten()]), return_inverse=True)
+            t = tower(X[uniq])
+            tp, th = t[inv[:len(b)]], t[inv[len(b):]].view(len(b), hb.shape[1], -1)
+            u = torch.nn.functional.normalize((th * wb.unsqueeze(-1)).sum(1), dim=-1)
+            logits = u @ tp.T / temperature - logq[pb].unsqueeze(0)
+            same = (pb.unsqueeze(0) == pb.unsqueeze(1)) & ~torch.eye(len(b), dtype=torch.bool, device=dev)
+            logits = logits.masked_fill(same, float("-inf"))
+            loss = torch.nn.functional.cross_entropy(logits, torch.arange(len(b), device=dev))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total, nb = total + loss.item(), nb + 1
+        rec = heldout_recall(all_vectors(), hist[va], w[va], groups[va], pos[va], k)
+        history.append({"epoch": epoch, "loss": round(total / max(nb, 1), 5), "valid_recall": round(rec, 6)})
+        log.info("two-tower epoch %d: loss %.4f, held-out recall@%d %.4f", epoch, total / max(nb, 1), k, rec)
+        if rec > best:
+            best, best_epoch, bad = rec, epoch, 0
+            best_state = {kk: v.detach().clone() for kk, v in tower.state_dict().items()}
+        else:
+            bad += 1
+            if bad >= patience:
+                break
+    tower.load_state_dict(best_state)
+    tower = tower.cpu().eval()
+    rep.update(valid_recall=round(best, 6), best_epoch=best_epoch, epochs_run=len(history), history=history,
+               device=str(dev), in_dim=int(x.shape[1]), hidden=int(hidden), out_dim=int(out_dim),
+               seconds=round(time.perf_counter() - t0, 2))
+    return tower, rep
+
+
+def train_for_week(interactions: DataFrame, week: dt.date, vectors: DataFrame, params: Dict[str, Any],
+                   history_kwargs: Optional[Dict[str, Any]] = None) -> Tuple[Optional[bytes], Dict[str, Any]]:
+    """Build, sample and collect the examples of week W, train; ``(tower bytes or None, report)``.
+
+    ``vectors``: ``track_id, embedding`` (the channel's audio embeddings of one model version).
+    ``params``: the content channel's parameters (``train_weeks``, ``max_examples``, ``n_seeds``,
+    ``seed_weighting``, the tower's sizes and optimiser settings, ``seed``, ``device``)."""
+    p = params
+    t0 = time.perf_counter()
+    ex = training_examples(interactions, week, p["train_weeks"], p["n_seeds"], p["seed_weighting"], vectors,
+                           history_kwargs)
+    sample, n_all = sample_examples(ex, p["max_examples"], p["seed"])
+    pdf = sample.toPandas()
+    named = (sample.select(F.explode(F.concat(F.array("track_id"), F.transform("seeds", lambda s: s["track_id"])))
+                           .alias("track_id")).distinct())
+    emb = vectors.join(named, "track_id", "left_semi").toPandas()
+    log.info("two-tower: %d examples (of %d) over %d tracks collected in %.1fs", len(pdf), n_all, len(emb),
+             time.perf_counter() - t0)
+    tower, rep = fit_two_tower(pdf, emb, hidden=p["tower_hidden"], out_dim=p["tower_dim"], epochs=p["epochs"],
+                               batch_size=p["train_batch_size"], lr=p["lr"], temperature=p["temperature"],
+                               patience=p["patience"], max_seeds=p["n_seeds"], seed=p["seed"], device=p["device"])
+    rep["examples_before_sampling"] = int(n_all)
+    rep["build_seconds"] = round(time.perf_counter() - t0 - rep.get("seconds", 0.0), 2)
+    if tower is None:
+        return None, rep
+    spec = {"in_dim": rep["in_dim"], "hidden": rep["hidden"], "out_dim": rep["out_dim"]}
+    return tower_bytes(tower, spec), rep
