@@ -45,6 +45,8 @@ CHANNEL = "content"
 _D = ContentConf()  # the one source of default hyper-parameters
 SEED_WEIGHTINGS = ("recency_log_weight", "recency", "uniform")
 MODELS = ("similarity", "two_tower")
+#: the two-tower's held-out check is recall@HELDOUT_K (``two_tower.fit_two_tower``'s ``k``)
+HELDOUT_K = 30
 #: the two-tower's parameters (saved with the model; unused by ``similarity``)
 TOWER_PARAMS = ("tower_hidden", "tower_dim", "train_weeks", "max_examples", "epochs", "train_batch_size", "lr",
                 "temperature", "patience", "device")
@@ -167,8 +169,13 @@ class ContentRecall(RecallChannel):
         else ``(None, report)`` with ``report["served"] = "similarity"`` and the reason."""
         from .two_tower import train_for_week
 
+        n_tracks = vecs.count() if inputs.interactions is not None and inputs.week is not None else 0
         if inputs.interactions is None or inputs.week is None:
             rep = {"reason": "no interactions / week to train on"}
+            tower = None
+        elif n_tracks <= HELDOUT_K:  # every track is in every top-k: the held-out check cannot tell
+            rep = {"reason": f"only {n_tracks} tracks with an audio embedding (<= {HELDOUT_K}): a held-out "
+                             f"recall@{HELDOUT_K} cannot tell a tower from the raw vectors"}
             tower = None
         else:
             with Timer("content: train two-tower", log):

@@ -192,3 +192,15 @@ def test_content_two_tower_without_interactions_serves_similarity(styled):
 def test_unknown_model_is_refused():
     with pytest.raises(ValueError, match="model must be one of"):
         ContentRecall(model="towers")
+
+
+def test_a_catalogue_of_at_most_k_embedded_tracks_trains_nothing(styled):
+    import dataclasses
+
+    ids, _ = _tracks()
+    small = dataclasses.replace(styled, tracks=styled.spark.createDataFrame([(t,) for t in ids[:30]], "track_id string"))
+    m = ContentRecall(model="two_tower", seed_weighting="uniform").fit(small)
+    assert m.params["two_tower"] == {
+        "reason": "only 30 tracks with an audio embedding (<= 30): a held-out recall@30 cannot tell a tower from "
+                  "the raw vectors", "served": "similarity"}
+    assert m.tower is None and len(m.track_index) == 30
