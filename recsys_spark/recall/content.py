@@ -45,11 +45,6 @@ CHANNEL = "content"
 _D = ContentConf()  # the one source of default hyper-parameters
 SEED_WEIGHTINGS = ("recency_log_weight", "recency", "uniform")
 MODELS = ("similarity", "two_tower")
-#: the two-tower's held-out check is recall@HELDOUT_K (``two_tower.fit_two_tower``'s ``k``)
-HELDOUT_K = 30
-#: the two-tower's parameters (saved with the model; unused by ``similarity``)
-TOWER_PARAMS = ("tower_hidden", "tower_dim", "train_weeks", "max_examples", "epochs", "train_batch_size", "lr",
-                "temperature", "patience", "device")
 
 
 def seed_weight_col(seed_weighting: str):
@@ -167,7 +162,7 @@ class ContentRecall(RecallChannel):
     def _train_tower(self, inputs: ChannelInputs, vecs: DataFrame):
         """``(tower bytes, report)`` when the tower beats the raw embeddings on the held-out week,
         else ``(None, report)`` with ``report["served"] = "similarity"`` and the reason."""
-        from .two_tower import train_for_week
+        from .two_tower import HELDOUT_K, train_for_week
 
         n_tracks = vecs.count() if inputs.interactions is not None and inputs.week is not None else 0
         if inputs.interactions is None or inputs.week is None:

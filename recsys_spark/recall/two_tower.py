@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 
 #: examples of fewer (user, label week) groups than this do not train a tower
 MIN_GROUPS = 20
+#: the held-out check (early stopping, tower vs raw vectors) is recall@HELDOUT_K
+HELDOUT_K = 30
 
 
 def _hash_unit(*cols) -> F.Column:
@@ -216,7 +218,7 @@ def heldout_recall(track_vecs: np.ndarray, hist: np.ndarray, w: np.ndarray, grou
 
 def fit_two_tower(examples: pd.DataFrame, embeddings: pd.DataFrame, hidden: int = 256, out_dim: int = 64,
                   epochs: int = 20, batch_size: int = 512, lr: float = 1e-3, temperature: float = 0.05,
-                  patience: int = 3, k: int = 30, max_seeds: int = 20, seed: int = 0, device: str = "auto"
+                  patience: int = 3, k: int = HELDOUT_K, max_seeds: int = 20, seed: int = 0, device: str = "auto"
                   ) -> Tuple[Optional[Any], Dict[str, Any]]:
     """Train the track tower on collected examples (module doc); ``(tower or None, report)``.
 
