@@ -44,7 +44,11 @@ def _session(wh):
                "spark.databricks.delta.snapshotPartitions": "1",
                # Delta's VACUUM lists the table's folders in a job of this many tasks (Spark's default
                # is 10,000: a VACUUM of a tiny table ran 70,049 tasks, about a minute)
-               "spark.sql.sources.parallelPartitionDiscovery.parallelism": "2"},
+               "spark.sql.sources.parallelPartitionDiscovery.parallelism": "2",
+               # the suite's frames have a few rows: compiling generated code for every new plan
+               # (Janino, then the JIT on it) costs more than interpreting it (two stage-test modules
+               # 119 s -> 100 s on this box); same results, Spark's own tests run both modes
+               "spark.sql.codegen.wholeStage": "false", "spark.sql.codegen.factoryMode": "NO_CODEGEN"},
     )
 
 
