@@ -3,7 +3,7 @@
 Timing figures here are wall seconds on a shared 2-core box whose speed changes from day to day
 (the host, not the code). This suite times the same small CPU work every time, so that a timing
 taken on one day can be compared with one taken on another: a pure-Python loop, a numpy matrix
-product, and implicit's ALS and item-item fits on MovieLens latest-small (the evaluation's
+product, and implicit's ALS and cosine item-item fits on MovieLens latest-small (the evaluation's
 single-node peers, which no code of this project touches). Run it on a quiet machine just before
 or after the timing it calibrates; the result names the load average at both ends.
 
@@ -18,8 +18,9 @@ import os
 import platform
 import time
 
-DEFAULT_RATINGS = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",
-                               "movielens_latest_small", "ratings.csv")
+from suite_evaluation import DATASETS  # the shared data sets' folders ($RECSYS_SHARED_DATA)
+
+DEFAULT_RATINGS = os.path.join(DATASETS["movielens"][1], "ratings.csv")
 
 
 def _best(fn, repeat: int = 3) -> float:
