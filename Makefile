@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 # chain first); XDIST= runs it in one process
 XDIST ?= -n 2 --no-loadscope-reorder
 
-.PHONY: run test integration-test test-fast setup blas generate weekly show evaluate bench wheel lock cluster-test clean-data clean
+.PHONY: run test integration-test test-fast test-durations setup blas generate weekly show evaluate bench wheel lock cluster-test clean-data clean
 
 setup: $(STAMP)
 
@@ -56,9 +56,18 @@ test: setup
 integration-test: setup
 	$(PY) -m pytest -q -m integration $(PYTEST_ARGS) tests
 
-# the fast tier: no whole weekly runs, no platform generation, no subprocesses (pytest.ini: markers)
+# the fast tier: no whole weekly runs, no platform generation, no subprocesses, no test that took 5 s or
+# more in the recorded run (tests/durations.json; pytest.ini: markers)
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow and not integration" $(XDIST) $(PYTEST_ARGS) tests
+
+# re-time the suite: make test, then make test-fast, each test's seconds recorded (the larger of the two)
+# into tests/durations.json, what marks the fast tier's `slow` tests and orders the modules longest
+# first (tests/conftest.py); commit the file
+test-durations: setup
+	rm -f tests/durations.json
+	$(PY) -m pytest -q -m "not integration" $(XDIST) --record-durations tests/durations.json $(PYTEST_ARGS) tests
+	$(PY) -m pytest -q -m "not slow and not integration" $(XDIST) --record-durations tests/durations.json $(PYTEST_ARGS) tests
 
 evaluate: setup
 	$(PY) jobs/evaluate.py --format movielens --path ../shared/data/movielens_latest_small/ratings.csv --out artifacts/eval/movielens

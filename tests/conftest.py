@@ -74,29 +74,100 @@ SLOW_FIXTURES = ("tiny_platform", "tiny_weeks")
 GROUPS_ENV = "RECSYS_TEST_GROUPS"
 TINY_GROUP = "tiny-platform"
 
+#: each test's measured seconds (setup, call, teardown: the larger of a whole ``make test`` and a
+#: ``make test-fast``), written by ``make test-durations`` (``--record-durations``); read to mark
+#: tests ``slow`` and to start the longest modules first
+DURATIONS = os.path.join(os.path.dirname(__file__), "durations.json")
+#: a test that took this long (or whose module's shared fixtures did, in its setup) is ``slow``
+SLOW_SECONDS = 5.0
+
+
+def pytest_addoption(parser):
+    parser.addoption("--record-durations", metavar="PATH", default=None,
+                     help="write each test's setup/call/teardown seconds to PATH (JSON; tests/durations.json "
+                          "marks the fast tier)")
+
 
 def pytest_configure(config):
     # the controller of an xdist run (workers have ``workerinput``): the workers, started later,
     # inherit the path of the groups file through the environment
     if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
         os.environ[GROUPS_ENV] = os.path.join(tempfile.mkdtemp(prefix="recsys-test-groups-"), "groups.json")
+    if config.getoption("--record-durations") and not hasattr(config, "workerinput"):
+        _RECORD["path"] = config.getoption("--record-durations")
+
+
+#: ``--record-durations``: the path and ``{nodeid: {when: seconds}}``, filled where reports arrive
+#: (the xdist controller receives every worker's reports)
+_RECORD = {"path": None, "tests": {}}
+
+
+def pytest_runtest_logreport(report):
+    if _RECORD["path"]:
+        _RECORD["tests"].setdefault(report.nodeid, {})[report.when] = round(report.duration, 2)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Merge this run's seconds into the file: per test and phase, the larger of the recorded and
+    the new figure (a test is timed in the whole suite and again in the fast tier, where it may
+    carry the session start or a module fixture that the whole suite built for an earlier test)."""
+    if _RECORD["path"] and _RECORD["tests"]:
+        import json
+
+        merged = {}
+        if os.path.exists(_RECORD["path"]):
+            with open(_RECORD["path"]) as fh:
+                merged = json.load(fh)
+        for k, v in _RECORD["tests"].items():
+            old = merged.get(k, {})
+            merged[k] = {w: max(s, old.get(w, 0.0)) for w, s in {**old, **v}.items()}
+        lines = [f"{json.dumps(k)}: {json.dumps(v)}" for k, v in sorted(merged.items())]
+        with open(_RECORD["path"], "w") as fh:
+            fh.write("{\n" + ",\n".join(lines) + "\n}\n")
+
+
+def _recorded():
+    import json
+
+    if not os.path.exists(DURATIONS):
+        return {}
+    with open(DURATIONS) as fh:
+        return json.load(fh)
 
 
 def pytest_collection_modifyitems(config, items):
     """Mark ``slow`` every test that uses a whole-platform fixture (``make test-fast`` skips them),
-    and run those first (the longest chain: the tiny platform, then its two weekly runs).
+    and run those first (the longest chain: the tiny platform, then its two weekly runs); mark
+    ``slow`` too every test that took :data:`SLOW_SECONDS` or more in the recorded run
+    (:data:`DURATIONS`), or whose module's shared fixtures did; order the other modules longest
+    first.
 
     Under pytest-xdist (``make test``) each worker also writes every test's group to the file
     named by ``$RECSYS_TEST_GROUPS``: the tiny-platform tests form one group (their session
     fixtures are built on one worker, once), any other test is grouped with its module (module
     fixtures built once). :func:`pytest_xdist_make_scheduler` hands whole groups to workers."""
+    durations = _recorded()
+    seconds = {k: sum(v.values()) for k, v in durations.items()}
+    module = {}   # recorded seconds of each module; a module whose shared fixtures are costly is slow whole
+    costly = set()
+    for k, v in durations.items():
+        mod = k.split("::", 1)[0]
+        module[mod] = module.get(mod, 0.0) + seconds[k]
+        if v.get("setup", 0.0) >= SLOW_SECONDS:
+            costly.add(mod)
     tiny, rest = [], []
     for item in items:
+        mod = item.nodeid.split("::", 1)[0]
         if set(SLOW_FIXTURES) & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
             tiny.append(item)
-        else:
-            rest.append(item)
+            continue
+        if seconds.get(item.nodeid, 0.0) >= SLOW_SECONDS or mod in costly:
+            item.add_marker(pytest.mark.slow)
+        rest.append(item)
+    # the longest modules first (a stable sort keeps each module's own order): the two processes
+    # finish close together instead of one waiting for the other's last long module
+    rest.sort(key=lambda i: -module.get(i.nodeid.split("::", 1)[0], 0.0))
     items[:] = tiny + rest
     path = os.environ.get(GROUPS_ENV)
     if path and hasattr(config, "workerinput"):
@@ -141,7 +212,7 @@ TINY_OVERRIDES = [
     "generator.prompt_user_share=0.15",
     "embeddings.audio_model=HTSAT-tiny", "embeddings.text_model=transformer", "embeddings.batch_size=4",
     "embeddings.max_windows=1", "recall.prompt.target=track_prompt",
-    "recall.popularity.per_genre_pool=60", "recall.als.rank=16", "recall.als.max_iter=5",
+    "recall.popularity.per_genre_pool=60", "recall.als.rank=16", "recall.als.max_iter=5", "recall.als.num_blocks=2",
     "din.epochs=2", "din.train_weeks=2", "din.embedding_dim=8", "din.attention_hidden=[16]",
     "din.mlp_hidden=[16]", "recall.content.train_weeks=2", "spark.shuffle_partitions=2",
 ]
@@ -189,6 +260,10 @@ def tiny_weeks(spark, tiny_platform, tmp_path_factory):
     """Weeks W-7 and W of the tiny platform, each run once per session (a weekly run is the
     costliest thing the suite does).
 
+    W-7 runs with ``embeddings.enabled=false`` (a platform's first weekly run before CLAP is set
+    up): its content, prompt and creator stages skip, everything else runs; W then runs with
+    embeddings and embeds the whole catalogue's audio and every prompt it has not embedded yet.
+
     ``after_prev``: a snapshot (warehouse and models) taken between the two runs, for tests that
     start from "W-7 done" (they copy it); ``after_w``: one taken after W, for read-only users that
     must not see later changes (the notebooks). ``cfg``/``tables``: the live warehouse after W (the
@@ -204,9 +279,10 @@ def tiny_weeks(spark, tiny_platform, tmp_path_factory):
     week = dt.date.fromisoformat(TINY_WEEK)
     prev = week - dt.timedelta(days=7)
     root = tmp_path_factory.mktemp("tiny-weeks")
-    cfg = load_config(overrides=copy_warehouse(tiny_platform, root))
+    overrides = copy_warehouse(tiny_platform, root)
+    cfg = load_config(overrides=overrides)
     tables = Tables.from_config(spark, cfg.storage)
-    res_prev = run_weekly(spark, cfg, prev, tables=tables)
+    res_prev = run_weekly(spark, load_config(overrides=overrides + ["embeddings.enabled=false"]), prev, tables=tables)
     playlist_prev = _week_rows(tables, prev)
     snap = tmp_path_factory.mktemp("tiny-after-prev")
     for sub in ("warehouse", "models"):

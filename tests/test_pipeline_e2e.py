@@ -51,6 +51,26 @@ def test_every_stage_ran_and_channels_contributed(platform):
     assert cands.where((F.col("quality") < 0) | (F.col("quality") > 1)).count() == 0
 
 
+def test_a_week_without_embeddings(platform):
+    # W-7 ran with embeddings.enabled=false (conftest.tiny_weeks): the content, prompt and creator
+    # stages were skipped with their reason, the rest ran (the DIN without content), every user
+    # still got exactly 30 and the write stage did without creator embeddings
+    cfg, tables, _, res_prev, _ = platform
+    assert cfg.rerank.diversity_enabled and cfg.rerank.creator_similarity_weight > 0
+    assert res_prev.users > 100 and res_prev.short_users == 0 and res_prev.rows == 30 * res_prev.users
+    runs = {r["stage"]: r for r in tables.read("runs").where(F.col("run_id") == res_prev.run_id).collect()}
+    for stage in ("embed", "recall.content", "recall.prompt", "aggregate.creators"):
+        assert runs[stage]["status"] == "skipped" and "embeddings disabled" in runs[stage]["skipped"], stage
+    for stage in ("recall.popular", "recall.item_cf", "recall.als", "train.din", "rank", "write"):
+        assert runs[stage]["status"] == "succeeded", stage
+    assert runs["train.din"]["counts"]["use_content"] == 0.0
+    assert tables.read("creator_embeddings").where(F.col("week_start") == W_PREV).count() == 0
+    # week W (with embeddings) embedded every audio track of the catalogue, none of them in W-7
+    embeds = tables.read("runs").where((F.col("stage") == "embed") & (F.col("status") == "succeeded")).collect()
+    assert [r["week_start"] for r in embeds] == [W]
+    assert embeds[0]["counts"]["tracks_embedded"] == tables.read("track_embeddings").count() > 0
+
+
 def test_playlist_invariants(spark, platform):
     cfg, tables, _, _, res = platform
     dw = tables.read("discover_weekly").where(F.col("week_start") == W).persist()
@@ -108,24 +128,3 @@ def test_other_engine_reads_the_table(platform):
     pdf = dt_.to_pandas(filters=[("week_start", "=", W)])
     assert len(pdf) > 0 and pdf.groupby("user_id").size().eq(30).all()
     assert dt_.metadata().partition_columns == ["week_start"]
-
-
-def test_weekly_run_without_embeddings(spark, tiny_platform, tmp_path):
-    # embeddings.enabled=false (no CLAP yet, or a run that must not wait for it): the content,
-    # prompt and creator stages are skipped with their reason, every user still gets exactly 30,
-    # and the write stage does without creator embeddings (none were computed for W)
-    from conftest import copy_warehouse
-    from recsys_spark.config import load_config
-    from recsys_spark.tables import Tables
-
-    cfg = load_config(overrides=copy_warehouse(tiny_platform, tmp_path) + ["embeddings.enabled=false"])
-    assert cfg.rerank.diversity_enabled and cfg.rerank.creator_similarity_weight > 0
-    tables = Tables.from_config(spark, cfg.storage)
-    res = run_weekly(spark, cfg, W, tables=tables)
-    assert res.users > 100 and res.short_users == 0 and res.rows == 30 * res.users
-    runs = {r["stage"]: r for r in tables.read("runs").where(F.col("run_id") == res.run_id).collect()}
-    for stage in ("embed", "recall.content", "recall.prompt", "aggregate.creators"):
-        assert runs[stage]["status"] == "skipped" and "embeddings disabled" in runs[stage]["skipped"], stage
-    for stage in ("recall.popular", "recall.item_cf", "recall.als", "train.din", "rank", "write"):
-        assert runs[stage]["status"] == "succeeded", stage
-    assert tables.read("creator_embeddings").where(F.col("week_start") == W).count() == 0
