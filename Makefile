@@ -66,8 +66,8 @@ test-fast: setup
 # first (tests/conftest.py); commit the file
 test-durations: setup
 	rm -f tests/durations.json
-	$(PY) -m pytest -q -m "not integration" $(XDIST) --record-durations tests/durations.json $(PYTEST_ARGS) tests
-	$(PY) -m pytest -q -m "not slow and not integration" $(XDIST) --record-durations tests/durations.json $(PYTEST_ARGS) tests
+	$(MAKE) --no-print-directory test PYTEST_ARGS="--record-durations tests/durations.json $(PYTEST_ARGS)"
+	$(MAKE) --no-print-directory test-fast PYTEST_ARGS="--record-durations tests/durations.json $(PYTEST_ARGS)"
 
 evaluate: setup
 	$(PY) jobs/evaluate.py --format movielens --path ../shared/data/movielens_latest_small/ratings.csv --out artifacts/eval/movielens

@@ -82,6 +82,11 @@ DURATIONS = os.path.join(os.path.dirname(__file__), "durations.json")
 SLOW_SECONDS = 5.0
 
 
+#: ``--record-durations``: the path and ``{nodeid: {when: seconds}}``, filled where reports arrive
+#: (the xdist controller receives every worker's reports)
+_RECORD = {"path": None, "tests": {}}
+
+
 def pytest_addoption(parser):
     parser.addoption("--record-durations", metavar="PATH", default=None,
                      help="write each test's setup/call/teardown seconds to PATH (JSON; tests/durations.json "
@@ -95,11 +100,6 @@ def pytest_configure(config):
         os.environ[GROUPS_ENV] = os.path.join(tempfile.mkdtemp(prefix="recsys-test-groups-"), "groups.json")
     if config.getoption("--record-durations") and not hasattr(config, "workerinput"):
         _RECORD["path"] = config.getoption("--record-durations")
-
-
-#: ``--record-durations``: the path and ``{nodeid: {when: seconds}}``, filled where reports arrive
-#: (the xdist controller receives every worker's reports)
-_RECORD = {"path": None, "tests": {}}
 
 
 def pytest_runtest_logreport(report):
