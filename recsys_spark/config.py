@@ -262,6 +262,8 @@ class ContentConf:
     temperature: PosFloat = 0.05
     patience: Pos = 3
     device: Device = "auto"  # auto | cpu | cuda: training on the driver and the track-vector UDF
+    use_torch_distributor: bool = False  # train the tower with DDP under TorchDistributor (local mode)
+    num_processes: Pos = 1  # DDP processes when use_torch_distributor
 
 
 @section

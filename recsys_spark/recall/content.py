@@ -110,6 +110,9 @@ class ContentRecall(RecallChannel):
         Index the raw CLAP embeddings, or the vectors of a track tower trained on plays (module doc).
     tower_hidden, tower_dim, train_weeks, max_examples, epochs, train_batch_size, lr, temperature, patience, device
         The two-tower's settings (:func:`recsys_spark.recall.two_tower.fit_two_tower`).
+    use_torch_distributor, num_processes
+        Train the tower with DDP under ``TorchDistributor(local_mode=True)`` over ``num_processes``
+        processes (:func:`~recsys_spark.recall.two_tower.fit_two_tower`).
     """
 
     name = CHANNEL
@@ -122,7 +125,8 @@ class ContentRecall(RecallChannel):
                  model: str = _D.model, tower_hidden: int = _D.tower_hidden, tower_dim: int = _D.tower_dim,
                  train_weeks: int = _D.train_weeks, max_examples: int = _D.max_examples, epochs: int = _D.epochs,
                  train_batch_size: int = _D.train_batch_size, lr: float = _D.lr, temperature: float = _D.temperature,
-                 patience: int = _D.patience, device: str = _D.device):
+                 patience: int = _D.patience, device: str = _D.device,
+                 use_torch_distributor: bool = _D.use_torch_distributor, num_processes: int = _D.num_processes):
         if model not in MODELS:
             raise ValueError(f"model must be one of {MODELS}, got {model!r}")
         if index not in INDEX_KINDS:
@@ -135,7 +139,8 @@ class ContentRecall(RecallChannel):
         self.model = model
         self.tower = dict(tower_hidden=int(tower_hidden), tower_dim=int(tower_dim), train_weeks=int(train_weeks),
                           max_examples=int(max_examples), epochs=int(epochs), train_batch_size=int(train_batch_size),
-                          lr=float(lr), temperature=float(temperature), patience=int(patience), device=str(device))
+                          lr=float(lr), temperature=float(temperature), patience=int(patience), device=str(device),
+                          use_torch_distributor=bool(use_torch_distributor), num_processes=int(num_processes))
 
     def params(self) -> Dict[str, Any]:
         return dict(n_seeds=self.n_seeds, index=self.index, ivf_nlist=self.ivf_nlist, ivf_nprobe=self.ivf_nprobe,

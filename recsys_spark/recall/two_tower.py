@@ -32,7 +32,10 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import io
+import json
 import logging
+import os
+import tempfile
 import time
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
@@ -218,7 +221,8 @@ def heldout_recall(track_vecs: np.ndarray, hist: np.ndarray, w: np.ndarray, grou
 
 def fit_two_tower(examples: pd.DataFrame, embeddings: pd.DataFrame, hidden: int = 256, out_dim: int = 64,
                   epochs: int = 20, batch_size: int = 512, lr: float = 1e-3, temperature: float = 0.05,
-                  patience: int = 3, k: int = HELDOUT_K, max_seeds: int = 20, seed: int = 0, device: str = "auto"
+                  patience: int = 3, k: int = HELDOUT_K, max_seeds: int = 20, seed: int = 0, device: str = "auto",
+                  use_torch_distributor: bool = False, num_processes: int = 1
                   ) -> Tuple[Optional[Any], Dict[str, Any]]:
     """Train the track tower on collected examples (module doc); ``(tower or None, report)``.
 
@@ -228,6 +232,11 @@ def fit_two_tower(examples: pd.DataFrame, embeddings: pd.DataFrame, hidden: int 
         ``user_id, label_week, track_id, seeds`` (:func:`training_examples`, sampled).
     embeddings : pandas.DataFrame
         ``track_id, embedding`` of every track the examples name.
+    use_torch_distributor, num_processes : bool, int
+        Train with ``TorchDistributor(local_mode=True)`` and DDP over ``num_processes`` processes
+        (needs an active SparkSession): each process takes every ``num_processes``-th training
+        example, gradients are averaged, process 0 scores the held-out week after every epoch,
+        keeps the best epoch and tells the others when to stop (the same early stopping).
 
     Returns
     -------
@@ -277,13 +286,44 @@ def fit_two_tower(examples: pd.DataFrame, embeddings: pd.DataFrame, hidden: int 
     train_rows = np.unique(np.concatenate([pos[tr], hist[tr][w[tr] > 0]]))
     tower.mu.copy_(torch.from_numpy(x[train_rows].mean(axis=0)))
     tower.sigma.copy_(torch.from_numpy(x[train_rows].std(axis=0) + 1e-6))
-    tower = tower.to(dev)
-    opt = torch.optim.Adam(tower.parameters(), lr=lr)
-    X = torch.from_numpy(x).to(dev)
     counts = np.bincount(pos[tr], minlength=len(ids)).astype(np.float64)
-    logq = torch.from_numpy(np.log(np.maximum(counts, 1.0) / max(len(tr), 1)).astype(np.float32)).to(dev)
-    P, H, Wt = (torch.from_numpy(a).to(dev) for a in (pos, hist, w))
-    gen = torch.Generator().manual_seed(int(seed))
+    logq = np.log(np.maximum(counts, 1.0) / max(len(tr), 1)).astype(np.float32)
+    arrays = dict(x=x, pos=pos, hist=hist, w=w, groups=groups, tr=tr, va=va, logq=logq)
+    settings = dict(epochs=int(epochs), batch_size=int(batch_size), lr=float(lr), temperature=float(temperature),
+                    patience=int(patience), k=int(k), seed=int(seed))
+    if use_torch_distributor:
+        best_state, history, best_epoch = _fit_distributed(tower, arrays, settings, int(num_processes), dev)
+        rep["processes"] = int(num_processes)
+    else:
+        best_state, history, best_epoch = _epochs(tower.to(dev), arrays, settings, dev)
+        rep["processes"] = 1
+    best = history[best_epoch - 1]["valid_recall"]
+    tower.load_state_dict(best_state)
+    tower = tower.cpu().eval()
+    rep.update(valid_recall=round(best, 6), best_epoch=best_epoch, epochs_run=len(history), history=history,
+               device=str(dev), in_dim=int(x.shape[1]), hidden=int(hidden), out_dim=int(out_dim),
+               seconds=round(time.perf_counter() - t0, 2))
+    return tower, rep
+
+
+def _epochs(tower, arrays: Dict[str, np.ndarray], st: Dict[str, Any], dev, ddp=None, rank: int = 0,
+            world: int = 1) -> Tuple[Optional[Dict[str, Any]], List[Dict[str, Any]], int]:
+    """The training loop of :func:`fit_two_tower` (module doc): ``(best epoch's state, history, best epoch)``.
+
+    Under DDP (``ddp`` wraps ``tower``; ``rank`` of ``world`` processes) this process trains on every
+    ``world``-th training example; process 0 scores the held-out week, keeps the best state and
+    broadcasts when to stop; the others return ``(None, [], 0)``."""
+    import torch
+
+    X = torch.from_numpy(arrays["x"]).to(dev)
+    P, H, Wt = (torch.from_numpy(arrays[a]).to(dev) for a in ("pos", "hist", "w"))
+    logq = torch.from_numpy(arrays["logq"]).to(dev)
+    hist, w, groups, pos, va = (arrays[a] for a in ("hist", "w", "groups", "pos", "va"))
+    tr = arrays["tr"][rank::world]
+    model = ddp if ddp is not None else tower
+    opt = torch.optim.Adam(tower.parameters(), lr=st["lr"])
+    gen = torch.Generator().manual_seed(st["seed"])
+    bs, temperature = st["batch_size"], st["temperature"]
 
     def all_vectors() -> np.ndarray:
         tower.eval()
@@ -292,17 +332,16 @@ def fit_two_tower(examples: pd.DataFrame, embeddings: pd.DataFrame, hidden: int 
         tower.train()
         return out
 
-    best, best_epoch, best_state, bad, history = -1.0, 0, None, 0, []
-    for epoch in range(1, int(epochs) + 1):
+    def one_epoch() -> Tuple[float, int]:
         perm = torch.from_numpy(tr)[torch.randperm(len(tr), generator=gen)].to(dev)
         total, nb = 0.0, 0
-        for s in range(0, len(perm), int(batch_size)):
-            b = perm[s:s + batch_size]
+        for s in range(0, len(perm), bs):
+            b = perm[s:s + bs]
             if len(b) < 2:
                 continue
             pb, hb, wb = P[b], H[b], Wt[b]
             uniq, inv = torch.unique(torch.cat([pb, hb.flatten()]), return_inverse=True)
-            t = tower(X[uniq])
+            t = model(X[uniq])
             tp, th = t[inv[:len(b)]], t[inv[len(b):]].view(len(b), hb.shape[1], -1)
             u = torch.nn.functional.normalize((th * wb.unsqueeze(-1)).sum(1), dim=-1)
             logits = u @ tp.T / temperature - logq[pb].unsqueeze(0)
@@ -313,22 +352,83 @@ def fit_two_tower(examples: pd.DataFrame, embeddings: pd.DataFrame, hidden: int 
             loss.backward()
             opt.step()
             total, nb = total + loss.item(), nb + 1
-        rec = heldout_recall(all_vectors(), hist[va], w[va], groups[va], pos[va], k)
-        history.append({"epoch": epoch, "loss": round(total / max(nb, 1), 5), "valid_recall": round(rec, 6)})
-        log.info("two-tower epoch %d: loss %.4f, held-out recall@%d %.4f", epoch, total / max(nb, 1), k, rec)
-        if rec > best:
-            best, best_epoch, bad = rec, epoch, 0
-            best_state = {kk: v.detach().clone() for kk, v in tower.state_dict().items()}
+        return total, nb
+
+    best, best_epoch, best_state, bad, history = -1.0, 0, None, 0, []
+    for epoch in range(1, st["epochs"] + 1):
+        if ddp is not None:
+            with ddp.join():  # shards of unequal size: the processes' batch counts may differ by one
+                total, nb = one_epoch()
         else:
-            bad += 1
-            if bad >= patience:
-                break
-    tower.load_state_dict(best_state)
-    tower = tower.cpu().eval()
-    rep.update(valid_recall=round(best, 6), best_epoch=best_epoch, epochs_run=len(history), history=history,
-               device=str(dev), in_dim=int(x.shape[1]), hidden=int(hidden), out_dim=int(out_dim),
-               seconds=round(time.perf_counter() - t0, 2))
-    return tower, rep
+            total, nb = one_epoch()
+        stop = False
+        if rank == 0:
+            rec = heldout_recall(all_vectors(), hist[va], w[va], groups[va], pos[va], st["k"])
+            history.append({"epoch": epoch, "loss": round(total / max(nb, 1), 5), "valid_recall": round(rec, 6)})
+            log.info("two-tower epoch %d: loss %.4f, held-out recall@%d %.4f", epoch, total / max(nb, 1),
+                     st["k"], rec)
+            if rec > best:
+                best, best_epoch, bad = rec, epoch, 0
+                best_state = {kk: v.detach().clone() for kk, v in tower.state_dict().items()}
+            else:
+                bad += 1
+                stop = bad >= st["patience"]
+        if ddp is not None:
+            import torch.distributed as dist
+
+            flag = torch.tensor([1 if stop else 0], device=dev)
+            dist.broadcast(flag, 0)
+            stop = bool(flag.item())
+        if stop:
+            break
+    return best_state, history, best_epoch
+
+
+def _ddp_tower_train(init_path: str, data_path: str, out_path: str, settings: Dict[str, Any]) -> None:
+    """Body run by TorchDistributor in every process (module-level: importable by the workers)."""
+    import torch
+    import torch.distributed as dist
+
+    use_gpu = bool(settings.get("use_gpu")) and torch.cuda.is_available()
+    dist.init_process_group("nccl" if use_gpu else "gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    dev = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}") if use_gpu else torch.device("cpu")
+    obj = torch.load(init_path, map_location="cpu", weights_only=True)
+    spec = obj["spec"]
+    torch.manual_seed(settings["seed"])
+    tower = build_tower(spec["in_dim"], spec["hidden"], spec["out_dim"])
+    tower.load_state_dict(obj["state"])
+    tower.to(dev)
+    ddp = torch.nn.parallel.DistributedDataParallel(tower)
+    with np.load(data_path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    best_state, history, best_epoch = _epochs(tower, arrays, settings, dev, ddp=ddp, rank=rank, world=world)
+    if rank == 0:
+        torch.save({k: v.detach().cpu() for k, v in best_state.items()}, out_path)
+        with open(out_path + ".json", "w") as fh:
+            json.dump({"history": history, "best_epoch": best_epoch}, fh)
+    dist.destroy_process_group()
+
+
+def _fit_distributed(tower, arrays: Dict[str, np.ndarray], st: Dict[str, Any], num_processes: int, dev
+                     ) -> Tuple[Dict[str, Any], List[Dict[str, Any]], int]:
+    """:func:`_epochs` under ``TorchDistributor(local_mode=True)`` over ``num_processes`` processes."""
+    import torch
+    from pyspark.ml.torch.distributor import TorchDistributor
+
+    use_gpu = dev.type == "cuda"
+    with tempfile.TemporaryDirectory(prefix="two-tower-ddp-") as tmp:
+        init_path, data_path, out_path = (os.path.join(tmp, n) for n in ("init.pt", "data.npz", "trained.pt"))
+        spec = {"in_dim": int(arrays["x"].shape[1]), "hidden": int(tower.mlp[0].out_features),
+                "out_dim": int(tower.skip.out_features)}
+        torch.save({"spec": spec, "state": {k: v.detach().cpu() for k, v in tower.state_dict().items()}}, init_path)
+        np.savez(data_path, **arrays)
+        TorchDistributor(num_processes=num_processes, local_mode=True, use_gpu=use_gpu).run(
+            _ddp_tower_train, init_path, data_path, out_path, {**st, "use_gpu": use_gpu})
+        best_state = torch.load(out_path, map_location="cpu", weights_only=True)
+        with open(out_path + ".json") as fh:
+            out = json.load(fh)
+    return best_state, out["history"], int(out["best_epoch"])
 
 
 def train_for_week(interactions: DataFrame, week: dt.date, vectors: DataFrame, params: Dict[str, Any],
@@ -351,7 +451,9 @@ def train_for_week(interactions: DataFrame, week: dt.date, vectors: DataFrame, p
              time.perf_counter() - t0)
     tower, rep = fit_two_tower(pdf, emb, hidden=p["tower_hidden"], out_dim=p["tower_dim"], epochs=p["epochs"],
                                batch_size=p["train_batch_size"], lr=p["lr"], temperature=p["temperature"],
-                               patience=p["patience"], max_seeds=p["n_seeds"], seed=p["seed"], device=p["device"])
+                               patience=p["patience"], max_seeds=p["n_seeds"], seed=p["seed"], device=p["device"],
+                               use_torch_distributor=p.get("use_torch_distributor", False),
+                               num_processes=p.get("num_processes", 1))
     rep["examples_before_sampling"] = int(n_all)
     rep["build_seconds"] = round(time.perf_counter() - t0 - rep.get("seconds", 0.0), 2)
     if tower is None:

@@ -36,7 +36,8 @@ def _style(t: str) -> int:
     return int(t[1])
 
 
-def test_tower_learns_the_style_axes_the_raw_embeddings_hide():
+def _style_examples():
+    """120 users, each listening to one style: 6 seeds and 3 new plays in each of two label weeks."""
     ids, x = _tracks()
     rng = np.random.default_rng(1)
     rows = []
@@ -47,17 +48,56 @@ def test_tower_learns_the_style_axes_the_raw_embeddings_hide():
             seeds = [{"track_id": t, "w": 1.0} for t in pick[:6]]
             rows += [(f"u{u}", wk, t, seeds) for t in pick[6:9]]
     ex = pd.DataFrame(rows, columns=["user_id", "label_week", "track_id", "seeds"])
-    emb = pd.DataFrame({"track_id": ids, "embedding": list(x)})
-    tower, rep = fit_two_tower(ex, emb, hidden=16, out_dim=4, epochs=12, batch_size=48, lr=0.01, k=6, max_seeds=6,
-                               seed=3, device="cpu", patience=12)
+    return ex, pd.DataFrame({"track_id": ids, "embedding": list(x)})
+
+
+STYLE_FIT = dict(hidden=16, out_dim=4, epochs=12, batch_size=48, lr=0.01, k=6, max_seeds=6, seed=3, device="cpu",
+                 patience=12)
+
+
+def _first_best_epoch(rep):
+    return max(range(len(rep["history"])), key=lambda i: rep["history"][i]["valid_recall"]) + 1
+
+
+def test_tower_learns_the_style_axes_the_raw_embeddings_hide():
+    ex, emb = _style_examples()
+    tower, rep = fit_two_tower(ex, emb, **STYLE_FIT)
     assert tower is not None
+    assert rep["processes"] == 1
     assert rep["valid_split"] == f"label week {W - dt.timedelta(weeks=1)} held out"
     assert (rep["train_groups"], rep["valid_groups"], rep["tracks"]) == (120, 120, S * N)
     # a perfect style model's top-6 are the 6 non-seed tracks of the user's style, the 3 positives among
     # them: recall 1; the raw cosine is mostly noise
     assert rep["similarity_valid_recall"] < 0.5
     assert rep["valid_recall"] >= 0.9
-    assert rep["best_epoch"] == max(range(len(rep["history"])), key=lambda i: rep["history"][i]["valid_recall"]) + 1
+    assert rep["best_epoch"] == _first_best_epoch(rep)
+
+
+def test_torch_distributor_with_one_process_trains_the_same_tower(spark):
+    # DDP over one process averages nothing: the same batches, steps and held-out scores as the plain loop
+    ex, emb = _style_examples()
+    fit = {**STYLE_FIT, "epochs": 3}
+    plain, rp = fit_two_tower(ex, emb, **fit)
+    ddp, rd = fit_two_tower(ex, emb, **fit, use_torch_distributor=True, num_processes=1)
+    assert (rp["processes"], rd["processes"]) == (1, 1)
+    assert [h["epoch"] for h in rd["history"]] == [1, 2, 3]
+    assert [h["valid_recall"] for h in rd["history"]] == pytest.approx([h["valid_recall"] for h in rp["history"]],
+                                                                       abs=1e-6)
+    assert rd["best_epoch"] == rp["best_epoch"]
+    for k, v in plain.state_dict().items():
+        np.testing.assert_allclose(ddp.state_dict()[k].numpy(), v.numpy(), atol=1e-5)
+
+
+def test_torch_distributor_with_two_processes_learns_the_style_axes(spark):
+    # each process trains on every other example, gradients averaged; process 0 early-stops for both
+    ex, emb = _style_examples()
+    tower, rep = fit_two_tower(ex, emb, **{**STYLE_FIT, "epochs": 20, "patience": 4}, use_torch_distributor=True,
+                               num_processes=2)
+    assert tower is not None and rep["processes"] == 2
+    assert rep["similarity_valid_recall"] < 0.5
+    assert rep["valid_recall"] >= 0.9
+    assert rep["best_epoch"] == _first_best_epoch(rep)
+    assert rep["epochs_run"] <= 20
 
 
 def test_too_few_groups_train_nothing_and_say_why():
