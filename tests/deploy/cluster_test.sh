@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
 # A real (one-machine) Spark standalone cluster: a master and two workers on 127.0.0.1 started from
-# the pip-installed pyspark, the wheel installed into a venv OUTSIDE the checkout, and
-# `recsys generate` + `recsys weekly` submitted with spark-submit from a folder outside the checkout,
-# warehouse and model dir given as file:// URIs. Checks discover_weekly (30 per user, nothing heard,
-# creator cap) and stops every process it started, also on failure or Ctrl-C.
+# the pip-installed pyspark, and `recsys generate` + `recsys weekly` submitted with spark-submit from
+# a folder outside the checkout, warehouse and model dir given as file:// URIs, deployed as
+# docs/OPERATIONS.md §2 says:
+#   - a venv OUTSIDE the checkout gets the wheel and its dependencies pinned by requirements.lock (the
+#     lock the dev venv is installed from) plus venv-pack; it is the driver's python;
+#   - venv-pack packs that venv (less pyspark: executors take the cluster's own pyspark.zip) into
+#     recsys-env.tar.gz, shipped with --archives ...#environment; the executors run
+#     ./environment/bin/python, so every pandas UDF of the runs (item-CF blocks, ALS / faiss search,
+#     DIN scoring, the re-ranking rules) needs the archive unpacked on its executor.
+# Checks discover_weekly (30 per user, nothing heard, creator cap) and the unpacked environment on
+# both workers, and stops every process it started, also on failure or Ctrl-C.
 #
 #   make cluster-test                 # builds the wheel first
 #   PYTHON_DEV=.venv/bin/python WHEEL=dist/recsys_spark-0.1.0-py3-none-any.whl bash tests/deploy/cluster_test.sh
 #
-# The venv outside the checkout gets the wheel with --no-deps; its dependencies (pyspark, torch, ...)
-# come from the dev venv's site-packages through a .pth line instead of a second multi-GB download.
-# Executors use that venv's python (spark.pyspark.python): on one machine that is the whole
-# "same environment on every node" story; docs/OPERATIONS.md §2 shows the packed-env archive
-# (venv-pack + --archives) a multi-node cluster needs.
+# Cost on the 2-core box (2026-12-03, 18.6 min in all against ~6 min with the dev venv's python on the
+# executors): installing the venv 3.0 min (torch & co., ~7 GB), packing 1.9 min (3.4 GB at
+# --compress-level 1), generate 5.5 min and weekly 7.4 min, each application unpacking the archive
+# for its driver and both executors; peak disk 48 GB under $TMPDIR (NEED_GB, checked first).
 set -euo pipefail
 
 CHECKOUT="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -22,6 +28,7 @@ WEEK="${WEEK:-2026-11-23}"
 USERS="${USERS:-300}"
 WORK="$(mktemp -d /tmp/recsys-cluster-test.XXXXXX)"
 KEEP="${KEEP:-0}"
+NEED_GB="${NEED_GB:-55}"
 PIDS=()
 export TZ=UTC
 
@@ -49,23 +56,27 @@ trap 'exit 130' INT TERM
 mkdir -p "$WORK"/{logs,run,w1,w2,local}
 log "work folder $WORK, wheel $(basename "$WHEEL")"
 
-# 1. a venv outside the checkout with the wheel installed (not the source tree)
-"$PY_DEV" -m venv --without-pip "$WORK/venv"
+# 1. a venv outside the checkout: the wheel and its pinned dependencies (not the source tree)
+free_gb=$(df -Pk "$WORK" | awk 'NR==2 {print int($4 / 1048576)}')
+[ "$free_gb" -ge "$NEED_GB" ] || { echo "cluster-test needs ~$NEED_GB GB free on the file system of $WORK (the packed environment is unpacked by the driver and by both executors); $free_gb GB free"; exit 1; }
+"$PY_DEV" -m venv "$WORK/venv"
 VPY="$WORK/venv/bin/python"
-SITE="$("$VPY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
-"$PY_DEV" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' > "$SITE/_devdeps.pth"
-# --ignore-installed: pip must not uninstall the dev venv's editable copy it sees through the .pth
-"$VPY" -m pip install --quiet --no-deps --no-compile --ignore-installed "$WHEEL"
+log "installing the wheel + requirements.lock into $WORK/venv"
+"$VPY" -m pip install --quiet -c "$CHECKOUT/requirements.lock" "$WHEEL[local]" venv-pack
 cd "$WORK/run"
 "$VPY" - "$WORK" <<'EOF'
 import sys, recsys_spark
 assert recsys_spark.__file__.startswith(sys.argv[1]), recsys_spark.__file__  # the wheel's copy
 EOF
+log "packing the executors' environment (venv-pack)"
+"$WORK/venv/bin/venv-pack" --quiet --prefix "$WORK/venv" --output "$WORK/recsys-env.tar.gz" --compress-level 1 \
+  --exclude "lib/python*/site-packages/pyspark/*" --exclude "lib/python*/site-packages/pyspark-*"
+log "recsys-env.tar.gz: $(du -h "$WORK/recsys-env.tar.gz" | cut -f1)"
 RECSYS="$WORK/venv/bin/recsys"
 LAUNCHER="$("$RECSYS" --submit-file)"
 SPARK_HOME="$("$VPY" -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))')"
 export SPARK_HOME SPARK_LOCAL_IP=127.0.0.1 SPARK_LOCAL_DIRS="$WORK/local" SPARK_LOG_DIR="$WORK/logs"
-export PYSPARK_PYTHON="$VPY" PYSPARK_DRIVER_PYTHON="$VPY"
+unset PYSPARK_PYTHON PYSPARK_DRIVER_PYTHON  # the submit names both pythons
 DELTA="$("$VPY" -c 'from recsys_spark.spark import delta_coordinates; print(delta_coordinates())')"
 read -r MPORT MUI W1UI W2UI < <("$VPY" - <<'EOF'
 import socket
@@ -114,20 +125,30 @@ SUBMIT=("$SPARK_HOME/bin/spark-submit" --master "$MASTER" --packages "$DELTA"
         --driver-memory 2g --executor-memory 1g --conf spark.executor.cores=1 --conf spark.cores.max=2
         --conf spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension
         --conf spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog
-        --conf spark.pyspark.python="$VPY" --conf spark.pyspark.driver.python="$VPY"
+        --archives "$WORK/recsys-env.tar.gz#environment"
+        --conf spark.pyspark.python=./environment/bin/python --conf spark.pyspark.driver.python="$VPY"
         --conf spark.ui.showConsoleProgress=false --conf spark.log.level=WARN
         # a tiny data set: few partitions (a cluster's own settings, given at submit time)
         --conf spark.databricks.delta.snapshotPartitions=2 --conf spark.default.parallelism=4
         --conf spark.sql.adaptive.enabled=true)
 log "spark-submit ... recsys generate"
 "${SUBMIT[@]}" "$LAUNCHER" generate --week "$WEEK" "${SETS[@]}" > "$WORK/logs/generate.log" 2>&1
+rm -rf "$WORK"/w1/app-* "$WORK"/w2/app-*  # the generate application's unpacked environments (disk)
 log "spark-submit ... recsys weekly"
 "${SUBMIT[@]}" "$LAUNCHER" weekly --week "$WEEK" "${SETS[@]}" > "$WORK/logs/weekly.log" 2>&1
 grep -q "master spark://127.0.0.1" "$WORK/logs/weekly.log" || { echo "the job did not run on the cluster"; exit 1; }
 grep -q "app-" "$WORK/logs/master.log"
+# the executors of both workers ran from the unpacked archive (its python, its recsys_spark)
+for i in 1 2; do
+  envdir=$(ls -d "$WORK"/w$i/app-*/*/environment 2>/dev/null | head -1)
+  [ -n "$envdir" ] && [ -e "$envdir/bin/python" ] && [ -d "$envdir"/lib/python*/site-packages/recsys_spark ] \
+    || { echo "worker $i has no unpacked environment with recsys_spark"; exit 1; }
+  [ ! -e "$envdir"/lib/python*/site-packages/pyspark ] || { echo "the archive carries pyspark"; exit 1; }
+done
+log "both executors ran from the packed environment ($(ls -d "$WORK"/w1/app-*/*/environment))"
 
-# 4. check the result (deltalake reads the tables without Spark)
-"$VPY" - "$WORK/warehouse" "$WEEK" <<'EOF'
+# 4. check the result (deltalake, a dev dependency, reads the tables without Spark)
+"$PY_DEV" - "$WORK/warehouse" "$WEEK" <<'EOF'
 import datetime as dt, sys
 import pandas as pd
 from deltalake import DeltaTable
