@@ -200,6 +200,9 @@ VALIDATION_CANDIDATES = {
                       "recall.item_cf.max_items_per_user": 500},
     # the DIN's training weeks (3 label weeks find almost no labelled rows on sparse data)
     "din_weeks_12": {"din.train_weeks": 12},
+    # issue 15 item 3: the DIN's listwise softmax loss (model choice on validation NDCG@30) against
+    # its per-example logloss, both with 12 training weeks (3 find almost nothing on public data)
+    "din_weeks_12_softmax": {"din.train_weeks": 12, "din.loss": "softmax"},
     # equal item_cf / als weights in the reciprocal-rank fusion (shipped: item_cf 2.0, als 1.0)
     "fusion_equal": {"fusion.channel_weights.item_cf": 1.0},
     # deeper recall: more candidates per channel reach the ranker and the rules

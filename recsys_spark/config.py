@@ -339,6 +339,9 @@ class DINConf:
     batch_size: Pos = 1024
     lr: PosFloat = 0.003
     patience: NonNeg = 2
+    # logloss: per example, model choice on validation AUC; softmax: each positive against its
+    # user's list of the label week, model choice on validation NDCG@30
+    loss: Literal["logloss", "softmax"] = "logloss"
     use_torch_distributor: bool = False
     num_processes: Pos = 1
     device: Device = "auto"

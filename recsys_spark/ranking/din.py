@@ -312,6 +312,55 @@ def log_loss(labels: np.ndarray, probs: np.ndarray, eps: float = 1e-7) -> float:
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
 
 
+LOSSES = ("logloss", "softmax")
+
+
+def listwise_softmax_loss(logits: torch.Tensor, labels: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
+    """Softmax cross-entropy of each positive against its own list (ListNet / sampled softmax).
+
+    For every positive example i of list g: ``logsumexp(logits[g]) - logits[i]``, averaged over the
+    positives. Lists without a positive add nothing; a batch without positives gives 0 (with a graph).
+    """
+    _, inv = torch.unique(group, return_inverse=True)
+    n = int(inv.max()) + 1 if len(inv) else 0
+    zmax = torch.full((n,), -torch.inf, dtype=logits.dtype, device=logits.device)
+    zmax = zmax.scatter_reduce(0, inv, logits.detach(), reduce="amax")
+    sums = torch.zeros(n, dtype=logits.dtype, device=logits.device).index_add(0, inv, torch.exp(logits - zmax[inv]))
+    lse = torch.log(sums) + zmax
+    pos = labels > 0.5
+    if not bool(pos.any()):
+        return logits.sum() * 0.0
+    return (lse[inv[pos]] - logits[pos]).mean()
+
+
+def ndcg_at_k(labels: np.ndarray, scores: np.ndarray, group: np.ndarray, k: int = 30) -> float:
+    """Mean binary NDCG@k over the lists that hold a positive (ties broken by position)."""
+    labels, scores, group = (np.asarray(a) for a in (labels, scores, group))
+    if len(labels) == 0:
+        return float("nan")
+    order = np.lexsort((np.arange(len(scores)), -scores, group))
+    g, y = group[order], labels[order] > 0.5
+    starts = np.r_[0, np.flatnonzero(g[1:] != g[:-1]) + 1]
+    rank = np.arange(len(g)) - np.repeat(starts, np.diff(np.r_[starts, len(g)]))
+    gain = np.where(y & (rank < k), 1.0 / np.log2(rank + 2.0), 0.0)
+    list_id = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(g)]))
+    dcg = np.bincount(list_id, weights=gain, minlength=len(starts))
+    n_pos = np.bincount(list_id, weights=y.astype(float), minlength=len(starts))
+    ideal = np.cumsum(1.0 / np.log2(np.arange(k) + 2.0))
+    has = n_pos > 0
+    if not has.any():
+        return float("nan")
+    idcg = ideal[np.minimum(n_pos[has], k).astype(int) - 1]
+    return float(np.mean(dcg[has] / idcg))
+
+
+def _list_order(group: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Example indices with the lists in random order and each list's examples together."""
+    _, inv = np.unique(group, return_inverse=True)
+    shuffled = rng.permutation(int(inv.max()) + 1)
+    return np.lexsort((rng.random(len(inv)), shuffled[inv]))
+
+
 # --------------------------------------------------------------------------------------------
 # Training / prediction
 # --------------------------------------------------------------------------------------------
@@ -319,12 +368,14 @@ def log_loss(labels: np.ndarray, probs: np.ndarray, eps: float = 1e-7) -> float:
 
 @dataclass
 class Batchable:
-    """Encoded examples: history indices [N, L], candidate indices [N], labels [N] (optional)."""
+    """Encoded examples: history indices [N, L], candidate indices [N], labels [N] (optional),
+    list ids [N] (optional; the listwise loss and the validation NDCG@30 need them)."""
 
     hist: np.ndarray
     cand: np.ndarray
     label: Optional[np.ndarray] = None
     user_features: Optional[np.ndarray] = None
+    group: Optional[np.ndarray] = None  # [N] int: the list each example belongs to (user x label week)
 
     def __len__(self) -> int:
         return len(self.cand)
@@ -390,8 +441,15 @@ def predict_grouped(model: DIN, hist: np.ndarray, cand: np.ndarray, owner: np.nd
 def fit(model: DIN, train: Batchable, valid: Optional[Batchable] = None, epochs: int = 8,
         batch_size: int = 1024, lr: float = 3e-3, weight_decay: float = 0.0, patience: int = 2,
         seed: int = 0, device: Optional[torch.device] = None,
-        ddp_model: Optional[nn.Module] = None, shard: Tuple[int, int] = (0, 1)) -> Dict[str, object]:
-    """Train ``model`` in place with Adam on binary cross-entropy, early stopping on valid AUC.
+        ddp_model: Optional[nn.Module] = None, shard: Tuple[int, int] = (0, 1),
+        loss: str = "logloss") -> Dict[str, object]:
+    """Train ``model`` in place with Adam, early stopping on validation.
+
+    ``loss="logloss"``: binary cross-entropy per example, model choice on validation AUC.
+    ``loss="softmax"``: each positive's softmax cross-entropy against its own list
+    (:func:`listwise_softmax_loss`; batches hold whole lists, in random order), model choice on
+    validation NDCG@30 (:func:`ndcg_at_k`). Both need ``train.group`` / ``valid.group`` for the
+    listwise parts; the validation NDCG@30 is recorded whenever ``valid.group`` is given.
 
     Parameters
     ----------
@@ -400,8 +458,8 @@ def fit(model: DIN, train: Batchable, valid: Optional[Batchable] = None, epochs:
         Encoded examples with labels. Without ``valid`` every epoch runs and the last is kept.
     epochs, batch_size, lr, weight_decay : training settings.
     patience : int
-        Stop after this many epochs without a better validation AUC; the best weights are
-        restored at the end.
+        Stop after this many epochs without a better validation score (AUC, or NDCG@30 with the
+        softmax loss); the best weights are restored at the end.
     seed : int
         Seeds the shuffling (and must have seeded the model init for full determinism).
     ddp_model : nn.Module, optional
@@ -411,13 +469,19 @@ def fit(model: DIN, train: Batchable, valid: Optional[Batchable] = None, epochs:
     Returns
     -------
     dict
-        ``history`` (per-epoch train loss, valid auc/logloss), ``best_epoch``, ``auc``,
-        ``logloss`` (validation, best epoch), ``epochs_run``, ``seconds``.
+        ``history`` (per-epoch train loss, valid auc/logloss/ndcg@30), ``best_epoch``, ``auc``,
+        ``logloss`` (validation, best epoch), ``epochs_run``, ``seconds``, ``loss``.
     """
+    if loss not in LOSSES:
+        raise ValueError(f"DIN loss must be one of {LOSSES}, got {loss!r}")
+    listwise = loss == "softmax"
+    if listwise and train.group is None:
+        raise ValueError("the softmax loss needs the training examples' lists (Batchable.group)")
     device = device or next(model.parameters()).device
     net = ddp_model if ddp_model is not None else model
     opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
     loss_fn = nn.BCEWithLogitsLoss()
+    groups = torch.as_tensor(train.group, dtype=torch.int64) if listwise else None
     rng = np.random.default_rng(seed)
     labels = torch.as_tensor(train.label, dtype=torch.float32)
     best = (-math.inf, None, -1, float("nan"))
@@ -427,7 +491,7 @@ def fit(model: DIN, train: Batchable, valid: Optional[Batchable] = None, epochs:
     bad = 0
     for epoch in range(epochs):
         net.train()
-        perm = rng.permutation(len(train))
+        perm = _list_order(train.group, rng) if listwise else rng.permutation(len(train))
         if world > 1:
             n_per = len(perm) // world
             perm = perm[rank * n_per:(rank + 1) * n_per]
@@ -437,17 +501,24 @@ def fit(model: DIN, train: Batchable, valid: Optional[Batchable] = None, epochs:
             h, c, u = train.tensors(idx, device)
             y = labels[idx].to(device)
             opt.zero_grad()
-            loss = loss_fn(net(h, c, u), y)
-            loss.backward()
+            logits = net(h, c, u)
+            batch_loss = (listwise_softmax_loss(logits, y, groups[idx].to(device)) if listwise
+                          else loss_fn(logits, y))
+            batch_loss.backward()
             opt.step()
-            total += float(loss.detach()) * len(idx)
+            total += float(batch_loss.detach()) * len(idx)
             n_seen += len(idx)
         rec = {"epoch": epoch + 1, "train_loss": total / max(n_seen, 1)}
         if valid is not None and len(valid) > 0:
             p = predict(model, valid, device=device)
             rec["valid_auc"] = roc_auc(valid.label, p)
             rec["valid_logloss"] = log_loss(valid.label, p)
-            score = rec["valid_auc"] if not math.isnan(rec["valid_auc"]) else -rec["valid_logloss"]
+            if valid.group is not None:
+                rec["valid_ndcg@30"] = ndcg_at_k(valid.label, p, valid.group, 30)
+            if listwise and valid.group is not None and not math.isnan(rec["valid_ndcg@30"]):
+                score = rec["valid_ndcg@30"]
+            else:
+                score = rec["valid_auc"] if not math.isnan(rec["valid_auc"]) else -rec["valid_logloss"]
             if score > best[0]:
                 best = (score, copy.deepcopy(model.state_dict()), epoch + 1, rec["valid_logloss"])
                 bad = 0
@@ -460,7 +531,7 @@ def fit(model: DIN, train: Batchable, valid: Optional[Batchable] = None, epochs:
             break
     if best[1] is not None:
         model.load_state_dict(best[1])
-    result = {"history": history, "epochs_run": len(history), "seconds": time.time() - t0}
+    result = {"history": history, "epochs_run": len(history), "seconds": time.time() - t0, "loss": loss}
     if valid is not None and len(valid) > 0 and best[1] is not None:
         result.update(best_epoch=best[2], auc=history[best[2] - 1]["valid_auc"], logloss=best[3])
     else:

@@ -366,6 +366,9 @@ def _encode(pdf: pd.DataFrame, vocab_map: Dict[str, int], max_history: int) -> D
         hist=D.encode_histories(list(pdf["hist_track_ids"]), vocab_map, max_history),
         cand=D.encode_ids(list(pdf["track_id"]), vocab_map),
         label=pdf["label"].to_numpy(dtype=np.float32),
+        # one list per user and label week: what the softmax loss and the validation NDCG@30 rank over
+        group=pd.factorize(pd.MultiIndex.from_arrays([pdf["user_id"].astype(str),
+                                                      pdf["label_week"].astype(str)]))[0].astype(np.int64),
     )
 
 
@@ -387,11 +390,13 @@ def _ddp_train(init_path: str, data_path: str, out_path: str, params: dict) -> d
     model.to(device)
     ddp = torch.nn.parallel.DistributedDataParallel(model)
     z = np.load(data_path, allow_pickle=False)
-    train = D.Batchable(z["train_hist"], z["train_cand"], z["train_label"])
-    valid = D.Batchable(z["valid_hist"], z["valid_cand"], z["valid_label"]) if len(z["valid_cand"]) else None
+    train = D.Batchable(z["train_hist"], z["train_cand"], z["train_label"], group=z["train_group"])
+    valid = (D.Batchable(z["valid_hist"], z["valid_cand"], z["valid_label"], group=z["valid_group"])
+             if len(z["valid_cand"]) else None)
     res = D.fit(model, train, valid if rank == 0 else None, epochs=params["epochs"],
                 batch_size=params["batch_size"], lr=params["lr"], patience=10 ** 6,
-                seed=params["seed"], device=device, ddp_model=ddp, shard=(rank, world))
+                seed=params["seed"], device=device, ddp_model=ddp, shard=(rank, world),
+                loss=params.get("loss", "logloss"))
     if rank == 0:
         torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, out_path)
         with open(out_path + ".json", "w") as fh:
@@ -420,6 +425,7 @@ def train_din(
     max_rows: Optional[int] = None,
     use_torch_distributor: bool = False,
     num_processes: int = 1,
+    loss: str = "logloss",
 ) -> Tuple[DINArtifact, Dict[str, object]]:
     """Train a DIN on labelled examples; early stopping on the most recent label week.
 
@@ -443,13 +449,18 @@ def train_din(
         Train with ``TorchDistributor(local_mode=True)`` and DDP over ``num_processes`` processes.
         Needs an active SparkSession. Rank 0 validates after every epoch and keeps the best
         epoch's weights, but every epoch runs (``patience`` is not applied across processes).
+    loss : str
+        ``logloss`` (per example, model choice on validation AUC) or ``softmax`` (each positive
+        against its user's list of that label week, model choice on validation NDCG@30);
+        :func:`recsys_spark.ranking.din.fit`.
 
     Returns
     -------
     (DINArtifact, dict)
         The trained model with its vocabulary, and metrics: ``auc``, ``logloss`` (validation),
-        ``train_auc``, ``n_train``, ``n_valid``, ``pos_rate``, ``best_epoch``, ``epochs_run``,
-        ``seconds``, ``n_vocab``, ``n_id_items``, ``use_content``.
+        ``ndcg@30`` (validation, per user and label week), ``train_auc``, ``n_train``, ``n_valid``,
+        ``pos_rate``, ``best_epoch``, ``epochs_run``, ``seconds``, ``n_vocab``, ``n_id_items``,
+        ``use_content``.
     """
     import torch
 
@@ -479,8 +490,8 @@ def train_din(
     model = D.DIN(cfg, content=None if content is None else torch.from_numpy(content))
     train_b, valid_b = _encode(tr, vocab_map, max_history), _encode(va, vocab_map, max_history)
     dev = resolve_device(device)
-    log.info("DIN training: %d train rows, %d valid rows, vocab %d (%d with ID), content %s, device %s",
-             len(train_b), len(valid_b), len(ids), len(vocab), cfg.content_dim, dev)
+    log.info("DIN training: %d train rows, %d valid rows, vocab %d (%d with ID), content %s, device %s, loss %s",
+             len(train_b), len(valid_b), len(ids), len(vocab), cfg.content_dim, dev, loss)
 
     if use_torch_distributor:
         from pyspark.ml.torch.distributor import TorchDistributor
@@ -489,24 +500,26 @@ def train_din(
             D.save(os.path.join(tmp, "init"), model, ids)
             data_path = os.path.join(tmp, "data.npz")
             np.savez(data_path, train_hist=train_b.hist, train_cand=train_b.cand, train_label=train_b.label,
-                     valid_hist=valid_b.hist, valid_cand=valid_b.cand, valid_label=valid_b.label)
+                     train_group=train_b.group, valid_hist=valid_b.hist, valid_cand=valid_b.cand,
+                     valid_label=valid_b.label, valid_group=valid_b.group)
             out_path = os.path.join(tmp, "trained.pt")
             use_gpu = dev.type == "cuda"
             TorchDistributor(num_processes=num_processes, local_mode=True, use_gpu=use_gpu).run(
                 _ddp_train, os.path.join(tmp, "init"), data_path, out_path,
-                {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "use_gpu": use_gpu})
+                {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "use_gpu": use_gpu,
+                 "loss": loss})
             model.load_state_dict(torch.load(out_path, map_location="cpu", weights_only=True))
             with open(out_path + ".json") as fh:
                 res = json.load(fh)
     else:
         model.to(dev)
         res = D.fit(model, train_b, valid_b if len(valid_b) else None, epochs=epochs,
-                    batch_size=batch_size, lr=lr, patience=patience, seed=seed, device=dev)
+                    batch_size=batch_size, lr=lr, patience=patience, seed=seed, device=dev, loss=loss)
         model.to("cpu")
     model.eval()
     metrics: Dict[str, object] = {
         "n_train": int(len(train_b)), "n_valid": int(len(valid_b)),
-        "pos_rate": float(pdf["label"].mean()), "n_vocab": len(ids), "n_id_items": len(vocab),
+        "pos_rate": float(pdf["label"].mean()), "n_vocab": len(ids), "n_id_items": len(vocab), "loss": loss,
         "use_content": cfg.content_dim > 0, "best_epoch": res.get("best_epoch"),
         "epochs_run": res.get("epochs_run"),
         "train_auc": roc_auc(train_b.label, D.predict(model, train_b)),
@@ -515,6 +528,7 @@ def train_din(
         p = D.predict(model, valid_b)
         metrics["auc"] = roc_auc(valid_b.label, p)
         metrics["logloss"] = D.log_loss(valid_b.label, p)
+        metrics["ndcg@30"] = D.ndcg_at_k(valid_b.label, p, valid_b.group, 30)
     if "history" in res:
         metrics["history"] = res["history"]
     metrics["seconds"] = time.time() - t0

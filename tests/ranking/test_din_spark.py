@@ -150,6 +150,23 @@ def test_train_din_learns_and_uses_content_for_unseen_tracks(tmp_path):
     assert again.vocab == art.vocab and again.metrics["auc"] == pytest.approx(metrics["auc"])
 
 
+def test_train_din_softmax_loss_ranks_each_users_list():
+    rng = np.random.default_rng(0)
+    pdf = pd.concat([_planted_pdf(rng, 300, L1), _planted_pdf(rng, 150, L2)], ignore_index=True)
+    kw = dict(embedding_dim=8, attention_hidden=[16], mlp_hidden=[16], max_history=5, epochs=12,
+              batch_size=64, lr=0.01, patience=4, seed=0, device="cpu", use_content=False)
+    _, metrics = train_din(pdf, loss="softmax", **kw)
+    assert metrics["loss"] == "softmax" and metrics["n_valid"] == 300
+    # valid lists = the 150 users of L2, two examples each: NDCG@30 is 1 when the liked group's track
+    # comes first, 1/log2(3) = .63 when not
+    assert metrics["ndcg@30"] > 0.95
+    best = metrics["history"][metrics["best_epoch"] - 1]["valid_ndcg@30"]
+    assert best == pytest.approx(max(r["valid_ndcg@30"] for r in metrics["history"]))
+    assert best == pytest.approx(metrics["ndcg@30"])
+    with pytest.raises(ValueError, match="must be one of"):
+        train_din(pdf, loss="lambdarank", **kw)
+
+
 def test_udf_scores_equal_direct_torch_scores(spark, tmp_path):
     torch.manual_seed(0)
     ids = ["a", "b", "c", "d", "e"]
@@ -186,6 +203,11 @@ def test_train_din_with_torch_distributor(spark):
     pdf = pd.concat([_planted_pdf(rng, 300, L1), _planted_pdf(rng, 150, L2)], ignore_index=True)
     art, metrics = train_din(pdf, embedding_dim=8, attention_hidden=[16], mlp_hidden=[16], max_history=5,
                              epochs=8, batch_size=64, lr=0.01, seed=0, device="cpu",
-                             use_torch_distributor=True, num_processes=2)
-    assert metrics["epochs_run"] == 8
-    assert metrics["auc"] > 0.85
+                             use_torch_distributor=True, num_processes=2, loss="softmax")
+    assert metrics["epochs_run"] == 8 and metrics["loss"] == "softmax"
+    # (no AUC bound: the listwise loss ranks within each user's list and leaves scores across users
+    # uncalibrated, so the AUC over all rows pooled is not what it optimises)
+    assert metrics["ndcg@30"] > 0.9, metrics["history"]
+    # rank 0 chose the epoch on validation NDCG@30 (the lists travelled to the processes)
+    ndcgs = [r["valid_ndcg@30"] for r in metrics["history"]]
+    assert metrics["best_epoch"] == int(np.argmax(ndcgs)) + 1

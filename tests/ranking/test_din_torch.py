@@ -224,3 +224,59 @@ def test_item_table_follows_weight_updates():
     assert np.abs(after - before).max() > 1e-3
     model.load_state_dict(_model(content_dim=6, seed=5).state_dict())
     np.testing.assert_allclose(D.predict_grouped(model, hist, cand, owner), direct(), atol=1e-6)
+
+
+def test_listwise_softmax_loss_known_values():
+    # list 5: logits (0, ln 2, 0), positive the first -> log(1 + 2 + 1) - 0 = log 4
+    # list 9: logits (1, 1), positive the second -> log(2e) - 1 = log 2
+    # list 7: no positive -> adds nothing
+    logits = torch.tensor([0.0, np.log(2.0), 0.0, 1.0, 1.0, 3.0])
+    labels = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
+    group = torch.tensor([5, 5, 5, 9, 9, 7])
+    assert float(D.listwise_softmax_loss(logits, labels, group)) == pytest.approx(1.5 * np.log(2.0), rel=1e-6)
+    assert float(D.listwise_softmax_loss(logits, torch.zeros(6), group)) == 0.0
+    # the loss pushes the positive up and its own list's negatives down, other lists untouched
+    z = logits.clone().requires_grad_(True)
+    D.listwise_softmax_loss(z, labels, group).backward()
+    g = z.grad.numpy()
+    assert g[0] < 0 and g[4] < 0 and g[1] > 0 and g[2] > 0 and g[3] > 0 and g[5] == 0
+
+
+def test_ndcg_at_k_known_values():
+    labels = np.array([0, 1, 0, 1, 1, 0])
+    scores = np.array([.9, .5, .1, .2, .8, .7])
+    group = np.array([1, 1, 1, 2, 2, 3])  # list 3 has no positive: not counted
+    a = 1 / np.log2(3)                    # list 1: the positive at rank 2 of 3
+    assert D.ndcg_at_k(labels, scores, group, 30) == pytest.approx((a + 1.0) / 2)
+    assert D.ndcg_at_k(labels, scores, group, 1) == pytest.approx((0.0 + 1.0) / 2)
+
+
+def _grouped(b: "D.Batchable") -> "D.Batchable":
+    b.group = np.arange(len(b.cand)) // 2  # _planted: rows 2u and 2u+1 are user u's list
+    return b
+
+
+def test_softmax_loss_learns_planted_pattern_and_chooses_on_ndcg():
+    rng = np.random.default_rng(0)
+    train, valid = _grouped(_planted(600, rng)), _grouped(_planted(200, rng))
+    torch.manual_seed(0)
+    cfg = D.DINConfig(n_items=40, n_id_items=40, embedding_dim=8, attention_hidden=[16],
+                      mlp_hidden=[32], max_history=6)
+    model = D.DIN(cfg)
+    before = D.ndcg_at_k(valid.label, D.predict(model, valid), valid.group)
+    res = D.fit(model, train, valid, epochs=12, batch_size=64, lr=0.01, patience=3, seed=0, loss="softmax")
+    after = D.ndcg_at_k(valid.label, D.predict(model, valid), valid.group)
+    assert after > 0.95 > before, (before, after, res["history"])
+    ndcgs = [r["valid_ndcg@30"] for r in res["history"]]
+    assert res["loss"] == "softmax"
+    assert res["best_epoch"] == int(np.argmax(ndcgs)) + 1 and after == pytest.approx(max(ndcgs))
+
+
+def test_softmax_loss_needs_lists_and_unknown_loss_is_refused():
+    rng = np.random.default_rng(1)
+    train = _planted(20, rng)
+    model = D.DIN(D.DINConfig(n_items=40, n_id_items=40, embedding_dim=4, attention_hidden=[4], mlp_hidden=[4]))
+    with pytest.raises(ValueError, match="Batchable.group"):
+        D.fit(model, train, epochs=1, loss="softmax")
+    with pytest.raises(ValueError, match="must be one of"):
+        D.fit(model, train, epochs=1, loss="bpr")

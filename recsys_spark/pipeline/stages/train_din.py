@@ -95,7 +95,7 @@ class TrainDinStage(Stage):
             max_history=dc.max_history, epochs=dc.epochs, batch_size=dc.batch_size, lr=dc.lr,
             patience=dc.patience, seed=dc.seed, device=dc.device, min_count=dc.min_count,
             max_rows=dc.max_train_rows, use_torch_distributor=dc.use_torch_distributor,
-            num_processes=dc.num_processes)
+            num_processes=dc.num_processes, loss=dc.loss)
         artifact.save(ctx.din_path, root=ctx.model_dir, spark=ctx.spark)
         rep.rows_out = n_train
         rep.counts.update({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
