@@ -46,6 +46,9 @@ K = 30
 # vectors only feed the playlist's diversity rule, the same way in both candidates
 CANDIDATES = {"similarity": {"recall.content.model": "similarity", "aggregation.method": "attention"},
               "two_tower": {"recall.content.model": "two_tower", "aggregation.method": "attention"}}
+# the track tower with the catalogue's 64 most common style tags beside the audio (--candidates tags)
+TAGS = {"two_tower": CANDIDATES["two_tower"],
+        "two_tower_tags": {**CANDIDATES["two_tower"], "recall.content.tower_tags": 64}}
 
 
 def _metric(m, k=K):
@@ -118,7 +121,7 @@ def compare(spark, cfg, ds, split, label, dest, result):
         with open(dest, "w") as fh:
             json.dump(result, fh, indent=1, default=str)
 
-    res = tune_weekly(spark, cfg, ds, split, CANDIDATES, k=K, on_candidate=save, on_run=on_run)
+    res = tune_weekly(spark, cfg, ds, split, result["candidates"], k=K, on_candidate=save, on_run=on_run)
     save(res)
     return res
 
@@ -127,15 +130,15 @@ def headline(res):
     """The issue's keys from one split's result."""
     c = {n: m["extra"] for n, m in res["candidates"].items()}
     out = {}
-    for name in ("two_tower", "similarity"):
+    for name in c:
         ch = c[name]["channels"].get("content")
         out[name] = {"recall@30": ch["recall@30"], "ci95": ch["recall@30_ci95"]} if ch else None
     def cold(name, channel):
         m = c[name]["cold"].get(channel)
         return {"recall@30": m["recall@30"], "ci95": m["recall@30_ci95"]} if m else None
 
-    out["cold_two_tower"] = cold("two_tower", "content")
-    out["cold_similarity"] = cold("similarity", "content")
+    for name in c:
+        out[f"cold_{name}"] = cold(name, "content")
     out["cold_popularity"] = cold("two_tower", "popular")
     return out
 
@@ -146,7 +149,8 @@ def summarise(result):
     # (a split whose truth holds no cold track gives no cold figure: the validation split's is used, labelled)
     heads = {label: headline(result[label]) for label in ("test", "validation") if label in result}
     result["recall@30"] = {}
-    for key in ("two_tower", "similarity", "cold_two_tower", "cold_similarity", "cold_popularity"):
+    names = list(result["candidates"])
+    for key in (*names, *(f"cold_{n}" for n in names), "cold_popularity"):
         for label, h in heads.items():
             if h.get(key):
                 result["recall@30"][key] = {"value": h[key]["recall@30"], "ci95": h[key]["ci95"], "split": label}
@@ -177,6 +181,8 @@ def main(argv=None):
     ap.add_argument("--conf", default="local")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "content_two_tower.json"))
     ap.add_argument("--splits", default="validation,test")
+    ap.add_argument("--candidates", default="model", choices=["model", "tags"],
+                    help="model: similarity vs two_tower (the issue's keys); tags: two_tower vs two_tower_tags")
     ap.add_argument("--summarise", action="store_true", help="only recompute the summary keys of --out")
     a = ap.parse_args(argv)
     if a.summarise:
@@ -212,8 +218,8 @@ def main(argv=None):
               "embedding_versions": [r[0] for r in ds.track_embeddings.select("model_version").distinct().collect()],
               "interactions": ds.interactions.count(),
               "conf": f"conf/base.yaml + {a.conf} overlay + each candidate's overrides (they differ only in "
-                      "recall.content.model)",
-              "candidates": CANDIDATES, "k": K, "complete": False,
+                      "recall.content.model / recall.content.tower_tags)",
+              "candidates": CANDIDATES if a.candidates == "model" else TAGS, "k": K, "complete": False,
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
               "load_average_start": list(os.getloadavg()),
               "note": ("CLAP weights are untrained here (no checkpoint can be downloaded): both channels "

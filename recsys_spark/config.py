@@ -264,6 +264,9 @@ class ContentConf:
     device: Device = "auto"  # auto | cpu | cuda: training on the driver and the track-vector UDF
     use_torch_distributor: bool = False  # train the tower with DDP under TorchDistributor (local mode)
     num_processes: Pos = 1  # DDP processes when use_torch_distributor
+    # the track tower's input: the audio embedding, plus a multi-hot of the catalogue's this-many most
+    # common style tags when > 0 (tracks.tags; new tracks have tags too); 0 = audio only
+    tower_tags: NonNeg = 0
 
 
 @section

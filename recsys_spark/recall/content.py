@@ -113,6 +113,11 @@ class ContentRecall(RecallChannel):
     use_torch_distributor, num_processes
         Train the tower with DDP under ``TorchDistributor(local_mode=True)`` over ``num_processes``
         processes (:func:`~recsys_spark.recall.two_tower.fit_two_tower`).
+    tower_tags : int
+        When > 0, the track tower's input is the audio embedding followed by a multi-hot of the
+        catalogue's ``tower_tags`` most common style tags (``tracks.tags``;
+        :func:`~recsys_spark.recall.two_tower.tower_inputs`); the tower is still compared with the
+        raw audio embeddings. 0: audio only.
     """
 
     name = CHANNEL
@@ -126,7 +131,8 @@ class ContentRecall(RecallChannel):
                  train_weeks: int = _D.train_weeks, max_examples: int = _D.max_examples, epochs: int = _D.epochs,
                  train_batch_size: int = _D.train_batch_size, lr: float = _D.lr, temperature: float = _D.temperature,
                  patience: int = _D.patience, device: str = _D.device,
-                 use_torch_distributor: bool = _D.use_torch_distributor, num_processes: int = _D.num_processes):
+                 use_torch_distributor: bool = _D.use_torch_distributor, num_processes: int = _D.num_processes,
+                 tower_tags: int = _D.tower_tags):
         if model not in MODELS:
             raise ValueError(f"model must be one of {MODELS}, got {model!r}")
         if index not in INDEX_KINDS:
@@ -140,7 +146,8 @@ class ContentRecall(RecallChannel):
         self.tower = dict(tower_hidden=int(tower_hidden), tower_dim=int(tower_dim), train_weeks=int(train_weeks),
                           max_examples=int(max_examples), epochs=int(epochs), train_batch_size=int(train_batch_size),
                           lr=float(lr), temperature=float(temperature), patience=int(patience), device=str(device),
-                          use_torch_distributor=bool(use_torch_distributor), num_processes=int(num_processes))
+                          use_torch_distributor=bool(use_torch_distributor), num_processes=int(num_processes),
+                          tower_tags=int(tower_tags))
 
     def params(self) -> Dict[str, Any]:
         return dict(n_seeds=self.n_seeds, index=self.index, ivf_nlist=self.ivf_nlist, ivf_nprobe=self.ivf_nprobe,
@@ -154,19 +161,38 @@ class ContentRecall(RecallChannel):
         params = {**self.params(), "model_version": inputs.model_version}
         tower = None
         if self.model == "two_tower":
-            tower, params["two_tower"] = self._train_tower(inputs, vecs)
+            tin, tags = self._tower_inputs(inputs, vecs)
+            tower, params["two_tower"] = self._train_tower(inputs, tin, tags)
             if tower is not None:
                 from .two_tower import tower_vectors
 
-                vecs = tower_vectors(vecs, tower, self.tower["device"])
+                vecs = tower_vectors(tin, tower, self.tower["device"])
         with Timer("content: build faiss index", log):
             idx = TrackIndex.from_dataframe(vecs, kind=self.index, nlist=self.ivf_nlist, nprobe=self.ivf_nprobe,
                                             hnsw_m=self.hnsw_m, ef_search=self.hnsw_ef_search, seed=self.seed)
         return ContentRecallModel(inputs.spark, idx, params, tower=tower)
 
-    def _train_tower(self, inputs: ChannelInputs, vecs: DataFrame):
+    def _tower_inputs(self, inputs: ChannelInputs, vecs: DataFrame):
+        """``(the tower's input vectors, tag vocabulary)``: the audio embeddings, followed by the
+        tag multi-hot when ``tower_tags`` > 0 and the catalogue has tags (else audio only, logged)."""
+        from .two_tower import tag_vocabulary, tower_inputs
+
+        n = self.tower["tower_tags"]
+        if n <= 0:
+            return vecs, []
+        tracks = inputs.tracks
+        tags = tag_vocabulary(tracks, n) if tracks is not None and "tags" in tracks.columns else []
+        if not tags:
+            log.warning("content: tower_tags=%d but the catalogue has no style tags: the tower sees audio only", n)
+            return vecs, []
+        log.info("content: the track tower sees audio + %d style tags (%s, ...)", len(tags), ", ".join(tags[:5]))
+        return tower_inputs(vecs, tracks, tags), tags
+
+    def _train_tower(self, inputs: ChannelInputs, vecs: DataFrame, tags=()):
         """``(tower bytes, report)`` when the tower beats the raw embeddings on the held-out week,
-        else ``(None, report)`` with ``report["served"] = "similarity"`` and the reason."""
+        else ``(None, report)`` with ``report["served"] = "similarity"`` and the reason. ``vecs``:
+        the tower's input (:meth:`_tower_inputs`); with ``tags``, its last ``len(tags)`` columns
+        are the tag multi-hot and the raw embeddings compared against are the columns before them."""
         from .two_tower import HELDOUT_K, train_for_week
 
         n_tracks = vecs.count() if inputs.interactions is not None and inputs.week is not None else 0
@@ -179,8 +205,11 @@ class ContentRecall(RecallChannel):
             tower = None
         else:
             with Timer("content: train two-tower", log):
-                tower, rep = train_for_week(inputs.interactions, inputs.week, vecs, self.params(),
-                                            inputs.history)
+                p = self.params()
+                if tags:
+                    p["similarity_dims"] = len(vecs.first()["embedding"]) - len(tags)
+                tower, rep = train_for_week(inputs.interactions, inputs.week, vecs, p, inputs.history)
+                rep["tags"] = list(tags)
         if tower is not None and rep["valid_recall"] <= rep["similarity_valid_recall"]:
             rep["reason"] = (f"the tower's held-out recall@{rep['k']} {rep['valid_recall']:.4f} does not beat "
                              f"the raw embeddings' {rep['similarity_valid_recall']:.4f}")

@@ -91,6 +91,34 @@ def sample_examples(examples: DataFrame, max_examples: int, seed: int) -> Tuple[
     return examples.where(_hash_unit(F.lit(int(seed)), F.lit("tt"), "user_id", "label_week") < frac), n
 
 
+# -- the track tower's input ---------------------------------------------------------------------
+
+def tag_vocabulary(tracks: DataFrame, n: int) -> List[str]:
+    """The ``n`` style tags on the most tracks of ``tracks`` (``track_id, tags array<string>``), most
+    common first (ties by tag); lower-cased and stripped. ``n`` strings reach the driver."""
+    t = (tracks.select("track_id", F.explode_outer("tags").alias("tag"))
+         .select("track_id", F.lower(F.trim("tag")).alias("tag")).where(F.length("tag") > 0)
+         .distinct().groupBy("tag").count())
+    return [r["tag"] for r in t.orderBy(F.col("count").desc(), F.col("tag")).limit(int(n)).collect()]
+
+
+def tower_inputs(vectors: DataFrame, tracks: DataFrame, tags: List[str]) -> DataFrame:
+    """``track_id, embedding``: each track's audio embedding followed by a 0/1 per tag of ``tags``
+    (the track carries it; a track missing from ``tracks`` gets zeros). Training and serving both
+    build the tower's input here, so a new track gets the same features as a trained one."""
+    if not tags:
+        return vectors.select("track_id", "embedding")
+    tt = (tracks.select("track_id", F.transform(F.coalesce("tags", F.array().cast("array<string>")),
+                                                lambda x: F.lower(F.trim(x))).alias("_tags"))
+          .dropDuplicates(["track_id"]))
+    vocab = F.array(*[F.lit(t) for t in tags])
+    hot = F.transform(vocab, lambda t: F.when(F.array_contains(F.coalesce("_tags", F.array().cast("array<string>")), t),
+                                              F.lit(1.0)).otherwise(F.lit(0.0)).cast("float"))
+    return (vectors.select("track_id", F.col("embedding").cast("array<float>").alias("embedding"))
+            .join(tt, "track_id", "left")
+            .select("track_id", F.concat("embedding", hot).alias("embedding")))
+
+
 # -- the towers --------------------------------------------------------------------------------
 
 def _tower_class():
@@ -222,8 +250,8 @@ def heldout_recall(track_vecs: np.ndarray, hist: np.ndarray, w: np.ndarray, grou
 def fit_two_tower(examples: pd.DataFrame, embeddings: pd.DataFrame, hidden: int = 256, out_dim: int = 64,
                   epochs: int = 20, batch_size: int = 512, lr: float = 1e-3, temperature: float = 0.05,
                   patience: int = 3, k: int = HELDOUT_K, max_seeds: int = 20, seed: int = 0, device: str = "auto",
-                  use_torch_distributor: bool = False, num_processes: int = 1
-                  ) -> Tuple[Optional[Any], Dict[str, Any]]:
+                  use_torch_distributor: bool = False, num_processes: int = 1,
+                  similarity_dims: Optional[int] = None) -> Tuple[Optional[Any], Dict[str, Any]]:
     """Train the track tower on collected examples (module doc); ``(tower or None, report)``.
 
     Parameters
@@ -237,6 +265,9 @@ def fit_two_tower(examples: pd.DataFrame, embeddings: pd.DataFrame, hidden: int 
         (needs an active SparkSession): each process takes every ``num_processes``-th training
         example, gradients are averaged, process 0 scores the held-out week after every epoch,
         keeps the best epoch and tells the others when to stop (the same early stopping).
+    similarity_dims : int, optional
+        The raw embeddings the tower is compared with are the first ``similarity_dims`` columns of
+        ``embedding`` (the audio part when tags follow it; default: all).
 
     Returns
     -------
@@ -278,14 +309,18 @@ def fit_two_tower(examples: pd.DataFrame, embeddings: pd.DataFrame, hidden: int 
     pos, hist, w = _encode(ex, pos_map, max_seeds)
     groups = pd.factorize(ex["group"])[0]
     tr, va = np.flatnonzero(~valid_mask), np.flatnonzero(valid_mask)
-    rep["similarity_valid_recall"] = round(heldout_recall(_l2n(x), hist[va], w[va], groups[va], pos[va], k), 6)
+    raw = x if similarity_dims is None else x[:, :int(similarity_dims)]
+    rep["similarity_valid_recall"] = round(heldout_recall(_l2n(raw), hist[va], w[va], groups[va], pos[va], k), 6)
 
     torch.manual_seed(int(seed))
     dev = resolve_device(device)
     tower = build_tower(x.shape[1], hidden, out_dim)
     train_rows = np.unique(np.concatenate([pos[tr], hist[tr][w[tr] > 0]]))
     tower.mu.copy_(torch.from_numpy(x[train_rows].mean(axis=0)))
-    tower.sigma.copy_(torch.from_numpy(x[train_rows].std(axis=0) + 1e-6))
+    # a column constant over the training tracks (a tag none of them carries) is not scaled up:
+    # a new track carrying it must not get a huge input
+    sd = x[train_rows].std(axis=0)
+    tower.sigma.copy_(torch.from_numpy(np.where(sd > 1e-4, sd + 1e-6, 1.0).astype(np.float32)))
     counts = np.bincount(pos[tr], minlength=len(ids)).astype(np.float64)
     logq = np.log(np.maximum(counts, 1.0) / max(len(tr), 1)).astype(np.float32)
     arrays = dict(x=x, pos=pos, hist=hist, w=w, groups=groups, tr=tr, va=va, logq=logq)
@@ -453,7 +488,7 @@ def train_for_week(interactions: DataFrame, week: dt.date, vectors: DataFrame, p
                                batch_size=p["train_batch_size"], lr=p["lr"], temperature=p["temperature"],
                                patience=p["patience"], max_seeds=p["n_seeds"], seed=p["seed"], device=p["device"],
                                use_torch_distributor=p.get("use_torch_distributor", False),
-                               num_processes=p.get("num_processes", 1))
+                               num_processes=p.get("num_processes", 1), similarity_dims=p.get("similarity_dims"))
     rep["examples_before_sampling"] = int(n_all)
     rep["build_seconds"] = round(time.perf_counter() - t0 - rep.get("seconds", 0.0), 2)
     if tower is None:

@@ -15,8 +15,8 @@ from chispa import assert_df_equality
 from recsys_spark.recall.base import ChannelInputs
 from recsys_spark.recall.content import ContentRecall, ContentRecallModel
 from recsys_spark.recall.registry import load_model
-from recsys_spark.recall.two_tower import (MIN_GROUPS, build_tower, fit_two_tower, heldout_recall, tower_bytes,
-                                           tower_from_bytes, training_examples)
+from recsys_spark.recall.two_tower import (MIN_GROUPS, build_tower, fit_two_tower, heldout_recall, tag_vocabulary,
+                                           tower_bytes, tower_from_bytes, tower_inputs, training_examples)
 
 W = dt.date(2024, 3, 4)  # a Monday
 MV = "clap-test"
@@ -71,6 +71,39 @@ def test_tower_learns_the_style_axes_the_raw_embeddings_hide():
     assert rep["similarity_valid_recall"] < 0.5
     assert rep["valid_recall"] >= 0.9
     assert rep["best_epoch"] == _first_best_epoch(rep)
+
+
+def test_style_tags_let_the_tower_find_what_the_audio_does_not_carry():
+    # audio of pure noise (no style axis at all) followed by a one-hot of the track's style tag and an
+    # always-zero tag column: the raw audio cannot rank the user's style, the tower over audio + tags can
+    ex, emb = _style_examples()
+    rng = np.random.default_rng(7)
+    tags = np.zeros((len(emb), S + 1), dtype=np.float32)
+    tags[np.arange(len(emb)), emb["track_id"].map(_style).to_numpy()] = 1.0
+    noise = rng.standard_normal((len(emb), D)).astype(np.float32)
+    emb = pd.DataFrame({"track_id": emb["track_id"], "embedding": list(np.hstack([noise, tags]))})
+    tower, rep = fit_two_tower(ex, emb, **STYLE_FIT, similarity_dims=D)
+    assert rep["in_dim"] == D + S + 1
+    assert rep["similarity_valid_recall"] < 0.5
+    assert rep["valid_recall"] >= 0.9
+    # the constant column is not scaled up: a new track carrying that tag gets a bounded input
+    assert float(tower.sigma[-1]) == 1.0 and float(tower.mu[-1]) == 0.0
+
+
+def test_tag_vocabulary_and_tower_inputs_known_answer(spark):
+    tracks = spark.createDataFrame([("a", [" Rock", "pop"]), ("b", ["rock"]), ("c", []), ("d", ["jazz"]),
+                                    ("f", None)], "track_id string, tags array<string>")
+    # rock is on two tracks; jazz and pop on one each (ties by tag); case and spaces folded
+    assert tag_vocabulary(tracks, 2) == ["rock", "jazz"]
+    assert tag_vocabulary(tracks, 10) == ["rock", "jazz", "pop"]
+    vecs = spark.createDataFrame([("a", [1.0, 2.0]), ("b", [3.0, 4.0]), ("c", [5.0, 6.0]), ("e", [7.0, 8.0])],
+                                 "track_id string, embedding array<float>")
+    got = tower_inputs(vecs, tracks, ["rock", "pop"])
+    want = spark.createDataFrame([("a", [1.0, 2.0, 1.0, 1.0]), ("b", [3.0, 4.0, 1.0, 0.0]),
+                                  ("c", [5.0, 6.0, 0.0, 0.0]), ("e", [7.0, 8.0, 0.0, 0.0])],  # e: not in tracks
+                                 "track_id string, embedding array<float>")
+    assert_df_equality(got, want, ignore_row_order=True, ignore_nullable=True)
+    assert_df_equality(tower_inputs(vecs, tracks, []), vecs, ignore_row_order=True)
 
 
 def test_torch_distributor_with_one_process_trains_the_same_tower(spark):
@@ -218,6 +251,35 @@ def test_content_two_tower_serves_the_tower_and_round_trips(styled, tmp_path):
     back = load_model(styled.spark, str(tmp_path / "content"))
     assert back.tower == tt.tower and back.params["two_tower"]["served"] == "two_tower"
     assert_df_equality(back.recommend(styled, 4), cands_tt, ignore_row_order=True)
+
+
+def test_content_two_tower_with_style_tags(styled):
+    import dataclasses
+
+    import torch
+
+    ids, x = _tracks()
+    # every track tagged with its style (and "music", on all of them); tower_tags 3 keeps "music" and
+    # the two styles whose tags sort first among the ties
+    tracks = styled.spark.createDataFrame([(t, [f"style{_style(t)}", "music"]) for t in ids],
+                                          "track_id string, tags array<string>")
+    inputs = dataclasses.replace(styled, tracks=tracks)
+    tt = ContentRecall(model="two_tower", tower_tags=3, tower_hidden=16, tower_dim=4, train_weeks=2, epochs=15,
+                       train_batch_size=32, lr=0.01, patience=15, device="cpu", seed_weighting="uniform",
+                       seed=1).fit(inputs)
+    rep = tt.params["two_tower"]
+    assert rep["served"] == "two_tower", rep
+    assert rep["tags"] == ["music", "style0", "style1"] and rep["in_dim"] == D + 3
+    # the index holds the tower applied to audio + tags (training and serving build the input alike)
+    hot = np.array([[1.0, float(_style(t) == 0), float(_style(t) == 1)] for t in ids], dtype=np.float32)
+    with torch.no_grad():
+        want = tower_from_bytes(tt.tower)(torch.from_numpy(np.hstack([x, hot]))).numpy()
+    pos = tt.track_index.position_map()
+    assert np.allclose(tt.track_index.vectors(np.asarray([pos[t] for t in ids], dtype=np.int64)), want, atol=1e-5)
+    # a catalogue without tags: audio only, said in the report (no tag list)
+    bare = ContentRecall(model="two_tower", tower_tags=3, tower_hidden=16, tower_dim=4, train_weeks=2, epochs=2,
+                         device="cpu", seed_weighting="uniform").fit(styled)
+    assert bare.params["two_tower"]["tags"] == [] and bare.params["two_tower"]["in_dim"] == D
 
 
 def test_content_two_tower_without_interactions_serves_similarity(styled):
