@@ -214,14 +214,23 @@ VALIDATION_CANDIDATES = {
 def validate(spark, name: str, out: str, candidates=None) -> dict:
     """Validation-split comparison through the weekly job (never the test split): writes
     ``<out>/eval_validation_<name>.json`` after every candidate (``"complete": false`` until the
-    last one)."""
+    last one). ``name``: a key of :data:`DATASETS`, or ``platform=ROOT`` for a generated platform's
+    tables under ROOT (``eval_validation_platform.json``)."""
     from recsys_spark.config import load_config
     from recsys_spark.evaluation import load_dataset
     from recsys_spark.evaluation.split import temporal_split
     from recsys_spark.evaluation.tuning import tune_weekly, validation_split
 
-    fmt, path = DATASETS[name]
-    ds = load_dataset(spark, fmt, path)
+    if name.startswith("platform="):  # a generated platform's tables: platform=ROOT (what --root gives the jobs)
+        from recsys_spark.evaluation.loaders import load_platform
+        from recsys_spark.tables import Tables
+
+        os.environ["RECSYS_ROOT"] = os.path.abspath(name.split("=", 1)[1])
+        ds = load_platform(spark, Tables.from_config(spark, load_config().storage))
+        name = "platform"
+    else:
+        fmt, path = DATASETS[name]
+        ds = load_dataset(spark, fmt, path)
     val = validation_split(temporal_split(ds.interactions)).cache()
     dest = os.path.join(out, f"eval_validation_{name}.json")
 
