@@ -13,7 +13,8 @@
 # CLUSTER_ENV picks what the venv holds:
 #   thin (default)  the wheel alone (pip --no-deps) + venv-pack; the third-party dependencies are the
 #                   dev venv's (installed from the same requirements.lock), put on sys.path by a
-#                   sitecustomize.py in the venv - one machine, so every executor sees that folder.
+#                   sitecustomize.py in the venv - one machine, so every executor sees that folder;
+#                   the wheel's requirements (with the `local` extra) are checked against them.
 #                   The archive is a few MB; the test needs little disk beyond Spark's own.
 #   full            the wheel + every dependency pinned by requirements.lock (torch & co., ~7 GB),
 #                   packed whole (3.1 GB): exactly what a user ships to a real cluster. The driver
@@ -87,8 +88,24 @@ else
 fi
 cd "$WORK/run"
 "$VPY" - "$WORK" <<'EOF'
-import sys, recsys_spark, pyspark, torch, faiss  # noqa: F401  (the dependencies import)
+import importlib.metadata as md, sys
+import recsys_spark, pyspark, torch, faiss  # noqa: F401  (the dependencies import)
+from packaging.requirements import Requirement
 assert recsys_spark.__file__.startswith(sys.argv[1]), recsys_spark.__file__  # the wheel's copy
+# every requirement of the wheel (with the `local` extra) is met by what the executors import
+bad = []
+for line in md.requires("recsys-spark") or []:
+    req = Requirement(line)
+    if req.marker is not None and not req.marker.evaluate({"extra": "local"}):
+        continue
+    try:
+        have = md.version(req.name)
+    except md.PackageNotFoundError:
+        bad.append(f"{req}: not installed")
+        continue
+    if not req.specifier.contains(have, prereleases=True):
+        bad.append(f"{req}: {have} installed")
+assert not bad, f"the wheel's requirements are not met: {bad}"
 EOF
 log "packing the executors' environment (venv-pack)"
 "$WORK/venv/bin/venv-pack" --quiet --prefix "$WORK/venv" --output "$WORK/recsys-env.tar.gz" --compress-level 1 \
