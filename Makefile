@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 # chain first); XDIST= runs it in one process
 XDIST ?= -n 2 --no-loadscope-reorder
 
-.PHONY: run test integration-test test-fast test-durations setup blas generate weekly show evaluate bench wheel lock cluster-test clean-data clean
+.PHONY: run test integration-test test-fast test-durations setup blas generate weekly show evaluate bench wheel lock cluster-test s3a-test clean-data clean
 
 setup: $(STAMP)
 
@@ -90,6 +90,11 @@ lock: setup
 # checkout, generate + weekly through spark-submit (tests/deploy/cluster_test.sh).
 cluster-test: wheel
 	PYTHON_DEV=$(abspath $(PY)) bash tests/deploy/cluster_test.sh
+
+# The weekly job with its tables and model artifacts on s3a:// (moto's S3 server on 127.0.0.1,
+# hadoop-aws through --packages; tests/deploy/s3a_test.sh). Opt-in: not run by .ci/run.
+s3a-test: setup
+	PYTHON_DEV=$(abspath $(PY)) bash tests/deploy/s3a_test.sh
 
 clean-data:
 	rm -rf warehouse data artifacts spark-warehouse

@@ -73,8 +73,13 @@ def check_input_path(path: Optional[str], what: str = "--path") -> str:
     """The path, if it exists and can be read; else :class:`InputError` (one line)."""
     if not path:
         raise InputError(f"{what}: no input path given")
-    if "://" in path and not path.startswith("file:"):
-        return path  # object stores are checked by the reader
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.\-]+:", path) and not path.startswith("file:"):
+        # ingestion reads raw files with Python (records counted apart from Spark's parser, content
+        # sniffed for compression and encoding), so an object-store URI would only fail later as
+        # "not a folder" or "no such file"
+        raise InputError(f"{what}: {path} is a {path.split(':', 1)[0]}: URI; raw input is read from a local "
+                         f"or mounted path (/Volumes/..., /dbfs/..., a bucket mounted with a FUSE "
+                         f"driver), not through an object-store client")
     local = path[len("file:"):] if path.startswith("file:") else path
     local = re.sub(r"^/+", "/", local)
     if not os.path.exists(local):

@@ -37,6 +37,11 @@ def test_paths(tmp_path):
     assert check_input_path(str(f)) == str(f)
     with pytest.raises(InputError, match="does not exist"):
         check_input_path(str(tmp_path / "missing"))
+    assert check_input_path(f"file://{f}") == f"file://{f}"
+    # raw input is read with Python: an object-store URI is refused up front, naming what works
+    for uri in ("s3a://bucket/raw", "abfss://c@a.dfs.core.windows.net/raw", "dbfs:/mnt/raw"):
+        with pytest.raises(InputError, match=r"--raw: .* URI; raw input is read from a local or mounted path \(/Volumes"):
+            check_input_path(uri, "--raw")
     with pytest.raises(InputError, match="is a file"):
         check_warehouse_path(str(f))
     with pytest.raises(InputError, match="is a file"):
@@ -74,6 +79,12 @@ def test_ingest_job_exits_2_before_spark(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         job.main(["--raw", str(tmp_path / "empty-raw-missing")])
     assert exc.value.code == 2
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        job.main(["--raw", "s3a://bucket/recsys/raw"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--raw: s3a://bucket/recsys/raw is a s3a: URI" in err and "Traceback" not in err
 
 
 def test_normalize_id_python_and_spark_agree(spark):

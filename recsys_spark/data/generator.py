@@ -38,6 +38,7 @@ import json
 import logging
 import math
 import os
+import re
 import time
 from typing import Dict, Iterator
 
@@ -48,6 +49,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from ..config import GeneratorConf
+from ..validation import InputError
 from . import vocab
 
 log = logging.getLogger(__name__)
@@ -347,6 +349,10 @@ def generate_platform(spark: SparkSession, out_dir: str, spec: PlatformSpec, end
     dict
         Row counts per output (tracks, interactions, user_prompts, audio_files, bad_rows).
     """
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.\-]+:", out_dir) and not out_dir.startswith("file:"):
+        raise InputError(f"generate: {out_dir} is a {out_dir.split(':', 1)[0]}: URI; the synthetic platform "
+                         f"(its bad rows, audio files and marker too) is written with Python to a local "
+                         f"or mounted folder (/Volumes/..., /dbfs/...), which ingestion then reads")
     marker = os.path.join(out_dir, "_PLATFORM.json")
     if os.path.exists(marker) and not overwrite:
         with open(marker) as fh:

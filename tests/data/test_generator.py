@@ -1,10 +1,12 @@
 import datetime as dt
 
 import numpy as np
+import pytest
 from pyspark.sql import functions as F
 
 from recsys_spark.data.audio_synth import synth_track
 from recsys_spark.data.generator import PlatformSpec, generate_platform
+from recsys_spark.validation import InputError
 
 END = dt.date(2026, 11, 23)
 SPEC = PlatformSpec(n_users=60, n_tracks=80, n_creators=10, n_weeks=3, events_per_user_week=6, audio_tracks=3,
@@ -53,3 +55,10 @@ def test_audio_depends_on_style():
     assert wins >= 14
     wav = synth_track(1, 1, 1.0, sr, 0)
     assert wav.dtype == np.float32 and np.abs(wav).max() <= 1.0 and len(wav) == sr
+
+
+def test_object_store_output_is_refused_before_spark_writes():
+    # bad rows, audio files and the marker are written with Python: a URI fails up front, not after
+    # Spark has written half a platform to the bucket
+    with pytest.raises(InputError, match=r"generate: s3a://b/raw is a s3a: URI; .*local or mounted folder"):
+        generate_platform(None, "s3a://b/raw", PlatformSpec(), dt.date(2026, 11, 23))

@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# The weekly job on an object store: every table (Delta) and the week's model artifacts (ALS through
+# Spark's writers; the DIN's weights and vocabulary through recsys_spark/artifacts.py and the JVM's
+# Hadoop FileSystem) on s3a:// URIs. Embeddings are off, as in cluster-test, so the content models
+# and the creator pooling model (same artifacts.py path as the DIN) are not written. The raw
+# landing folder stays a local path: ingestion reads raw files with Python (it refuses object-store
+# URIs, docs/OPERATIONS.md §2).
+# The store is moto's S3 server (PyPI `moto[server]`, in its own venv under the work folder) on
+# 127.0.0.1; Spark reaches it through hadoop-aws (the version of the pip pyspark's Hadoop client,
+# with its AWS SDK bundle, ~670 MB through Ivy on the first run, cached in ~/.ivy2 after) exactly as
+# a cluster reaches S3: `spark-submit --packages <delta>,org.apache.hadoop:hadoop-aws:<v>` and
+# `spark.hadoop.fs.s3a.*` settings. `recsys generate` + `recsys weekly` run with --master local[2].
+# Checks: discover_weekly read back from S3 (deltalake, no Spark: 30 distinct tracks per user,
+# nothing heard), the week's model folder in the bucket (DIN weights, ALS), no stray local folder
+# named `s3a:` (what os.makedirs on a URI would create), and it stops the server it started.
+# Opt-in (needs network for the first install and ~1 GB of disk): not run by .ci/run. 11.1 min on
+# 2 cores on 2026-12-04 (moto install 1.3 min, generate 3.1 min, weekly 6.5 min; `make test` of
+# another checkout ran beside it).
+#
+#   make s3a-test
+#   PYTHON_DEV=.venv/bin/python bash tests/deploy/s3a_test.sh
+set -euo pipefail
+
+CHECKOUT="$(cd "$(dirname "$0")/../.." && pwd)"
+PY_DEV="${PYTHON_DEV:-$CHECKOUT/.venv/bin/python}"
+WEEK="${WEEK:-2026-11-23}"
+USERS="${USERS:-300}"
+WORK="$(mktemp -d /tmp/recsys-s3a-test.XXXXXX)"
+KEEP="${KEEP:-0}"
+BUCKET=recsys
+PIDS=()
+export TZ=UTC
+
+log() { echo "[s3a-test $(date -u +%H:%M:%S)] $*"; }
+
+cleanup() {
+  local rc=$?
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  if [ "$rc" != 0 ]; then
+    log "FAILED (rc=$rc); logs:"
+    for f in "$WORK"/logs/*.log; do echo "----- $f (last 40 lines)"; tail -40 "$f" || true; done
+  fi
+  if [ "$KEEP" = 1 ]; then log "kept $WORK"; else rm -rf "$WORK"; fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+mkdir -p "$WORK"/{logs,run}
+"$PY_DEV" -m venv "$WORK/moto"
+log "installing moto[server] into $WORK/moto"
+"$WORK/moto/bin/pip" install --quiet "moto[server]>=5,<6"
+PORT="$("$PY_DEV" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+ENDPOINT="http://127.0.0.1:$PORT"
+"$WORK/moto/bin/moto_server" -H 127.0.0.1 -p "$PORT" > "$WORK/logs/moto.log" 2>&1 &
+PIDS+=($!)
+export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1
+"$WORK/moto/bin/python" - "$ENDPOINT" "$BUCKET" <<'EOF'
+import sys, time
+import boto3
+s3 = boto3.client("s3", endpoint_url=sys.argv[1])
+for _ in range(60):
+    try:
+        s3.create_bucket(Bucket=sys.argv[2])
+        break
+    except Exception:  # the server is still starting
+        time.sleep(0.5)
+else:
+    raise SystemExit("moto server did not start")
+EOF
+log "moto S3 server $ENDPOINT, bucket $BUCKET"
+
+SPARK_HOME="$("$PY_DEV" -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))')"
+export SPARK_HOME SPARK_LOCAL_IP=127.0.0.1
+unset PYSPARK_PYTHON PYSPARK_DRIVER_PYTHON
+HADOOP_VERSION="$(ls "$SPARK_HOME"/jars/hadoop-client-api-*.jar | sed -E 's/.*hadoop-client-api-(.*)\.jar/\1/')"
+DELTA="$("$PY_DEV" -c 'from recsys_spark.spark import delta_coordinates; print(delta_coordinates())')"
+LAUNCHER="$("$PY_DEV" -m recsys_spark.cli --submit-file)"
+S3="s3a://$BUCKET"
+SETS=(--set "storage.warehouse=$S3/warehouse" --set "storage.model_dir=$S3/models"
+      --set "storage.raw_dir=file://$WORK/raw"
+      --set "generator.n_users=$USERS" --set generator.n_tracks=400 --set generator.n_creators=60
+      --set generator.n_weeks=4 --set generator.events_per_user_week=8 --set generator.audio_tracks=0
+      --set generator.partitions=2 --set generator.bad_row_rate=0.01 --set generator.prompt_user_share=0.15
+      --set embeddings.enabled=false
+      --set recall.als.rank=16 --set recall.als.max_iter=5 --set din.epochs=2 --set din.train_weeks=2
+      --set din.embedding_dim=8 "--set=din.attention_hidden=[16]" "--set=din.mlp_hidden=[16]"
+      --set spark.shuffle_partitions=4)
+SUBMIT=("$SPARK_HOME/bin/spark-submit" --master "local[2]" --driver-memory 3g
+        --packages "$DELTA,org.apache.hadoop:hadoop-aws:$HADOOP_VERSION"
+        --conf spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension
+        --conf spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog
+        --conf spark.pyspark.python="$PY_DEV" --conf spark.pyspark.driver.python="$PY_DEV"
+        --conf spark.hadoop.fs.s3a.endpoint="$ENDPOINT" --conf spark.hadoop.fs.s3a.endpoint.region=us-east-1
+        --conf spark.hadoop.fs.s3a.path.style.access=true
+        --conf spark.hadoop.fs.s3a.connection.ssl.enabled=false
+        --conf spark.ui.showConsoleProgress=false --conf spark.log.level=WARN
+        --conf spark.databricks.delta.snapshotPartitions=2 --conf spark.default.parallelism=4)
+cd "$WORK/run"
+log "spark-submit ... recsys generate (hadoop-aws $HADOOP_VERSION)"
+"${SUBMIT[@]}" "$LAUNCHER" generate --week "$WEEK" "${SETS[@]}" > "$WORK/logs/generate.log" 2>&1
+log "spark-submit ... recsys weekly"
+"${SUBMIT[@]}" "$LAUNCHER" weekly --week "$WEEK" "${SETS[@]}" > "$WORK/logs/weekly.log" 2>&1
+[ ! -e "$WORK/run/s3a:" ] || { echo "a local folder named s3a: was written"; exit 1; }
+
+"$WORK/moto/bin/python" - "$ENDPOINT" "$BUCKET" "$WEEK" <<'EOF'
+import sys
+import boto3
+s3 = boto3.client("s3", endpoint_url=sys.argv[1])
+keys = [o["Key"] for p in s3.get_paginator("list_objects_v2").paginate(Bucket=sys.argv[2]) for o in p.get("Contents", [])]
+week = f"models/week={sys.argv[3]}/"
+need = {"din weights": f"{week}din/din_state.pt", "din vocabulary": f"{week}din/vocab.json"}
+missing = {k: v for k, v in need.items() if v not in keys}
+assert not missing, f"not in the bucket: {missing}; model keys: {sorted(k for k in keys if k.startswith('models/'))[:40]}"
+assert any(k.startswith(f"{week}als/") for k in keys), "no ALS model in the bucket"
+assert any(k.startswith("warehouse/discover_weekly/_delta_log/") for k in keys), "no discover_weekly table"
+print(f"bucket: {len(keys)} objects; {sum(k.startswith(week) for k in keys)} under {week}")
+EOF
+"$PY_DEV" - "$ENDPOINT" "$BUCKET" "$WEEK" <<'EOF'
+import datetime as dt, os, sys
+import pandas as pd
+from deltalake import DeltaTable
+endpoint, bucket, week = sys.argv[1], sys.argv[2], dt.date.fromisoformat(sys.argv[3])
+opts = {"AWS_ENDPOINT_URL": endpoint, "AWS_ALLOW_HTTP": "true", "AWS_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": os.environ["AWS_ACCESS_KEY_ID"], "AWS_SECRET_ACCESS_KEY": os.environ["AWS_SECRET_ACCESS_KEY"]}
+read = lambda t: DeltaTable(f"s3://{bucket}/warehouse/{t}", storage_options=opts).to_pandas()
+dw = read("discover_weekly")
+dw = dw[pd.to_datetime(dw["week_start"]).dt.date == week]
+inter = read("interactions")
+end = pd.Timestamp(week + dt.timedelta(days=7), tz="UTC")
+heard = inter[pd.to_datetime(inter["event_ts"], utc=True) < end][["user_id", "track_id"]].drop_duplicates()
+per = dw.groupby("user_id")["track_id"].agg(["size", "nunique"])
+assert len(per) >= 100 and (per["size"] == 30).all() and (per["nunique"] == 30).all(), per.describe()
+assert dw.merge(heard, on=["user_id", "track_id"]).empty, "recommended tracks were already heard"
+assert not (set(heard.user_id) - set(per.index)), "users with history got no playlist"
+print(f"discover_weekly {week} on S3: {len(per)} users x 30, none heard")
+EOF
+log "OK"
