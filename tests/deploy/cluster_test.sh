@@ -33,35 +33,18 @@ PY_DEV="${PYTHON_DEV:-$CHECKOUT/.venv/bin/python}"
 WHEEL="${WHEEL:-$(ls "$CHECKOUT"/dist/recsys_spark-*.whl | tail -1)}"
 WEEK="${WEEK:-2026-11-23}"
 USERS="${USERS:-300}"
-WORK="$(mktemp -d /tmp/recsys-cluster-test.XXXXXX)"
-KEEP="${KEEP:-0}"
 CLUSTER_ENV="${CLUSTER_ENV:-thin}"
 case "$CLUSTER_ENV" in thin) NEED_DEFAULT=3 ;; full) NEED_DEFAULT=40 ;;
   *) echo "CLUSTER_ENV must be thin or full, not $CLUSTER_ENV"; exit 2 ;; esac
+WORK="$(mktemp -d /tmp/recsys-cluster-test.XXXXXX)"
+KEEP="${KEEP:-0}"
 NEED_GB="${NEED_GB:-$NEED_DEFAULT}"
 PIDS=()
 export TZ=UTC
 
-log() { echo "[cluster-test $(date -u +%H:%M:%S)] $*"; }
-
-cleanup() {
-  local rc=$?
-  for pid in "${PIDS[@]}"; do
-    kill "$pid" 2>/dev/null || true
-  done
-  for pid in "${PIDS[@]}"; do
-    for _ in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-    kill -9 "$pid" 2>/dev/null || true
-  done
-  if [ "$rc" != 0 ]; then
-    log "FAILED (rc=$rc); logs:"
-    for f in "$WORK"/logs/*.log; do echo "----- $f (last 40 lines)"; tail -40 "$f" || true; done
-  fi
-  if [ "$KEEP" = 1 ]; then log "kept $WORK"; else rm -rf "$WORK"; fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+TEST_NAME=cluster-test
+# shellcheck source=tests/deploy/lib.sh
+source "$CHECKOUT/tests/deploy/lib.sh"
 
 mkdir -p "$WORK"/{logs,run,w1,w2,local}
 log "work folder $WORK, wheel $(basename "$WHEEL")"
@@ -152,16 +135,7 @@ log "master $MASTER with 2 workers up"
 
 # 3. generate + weekly through spark-submit, from outside the checkout, file:// storage URIs
 SETS=(--set "storage.warehouse=file://$WORK/warehouse" --set "storage.model_dir=file://$WORK/models"
-      --set "storage.raw_dir=file://$WORK/raw"
-      --set "generator.n_users=$USERS" --set generator.n_tracks=400 --set generator.n_creators=60
-      --set generator.n_weeks=4 --set generator.events_per_user_week=8 --set generator.audio_tracks=0
-      --set generator.partitions=2 --set generator.bad_row_rate=0.01 --set generator.prompt_user_share=0.15
-      # CLAP on 2 CPU cores is the slow part of a tiny run: embeddings (content / prompt channels,
-      # creator pooling) are off here; the other channels, DIN and the re-ranking run
-      --set embeddings.enabled=false
-      --set recall.als.rank=16 --set recall.als.max_iter=5 --set din.epochs=2 --set din.train_weeks=2
-      --set din.embedding_dim=8 "--set=din.attention_hidden=[16]" "--set=din.mlp_hidden=[16]"
-      --set spark.shuffle_partitions=4)
+      --set "storage.raw_dir=file://$WORK/raw" "${SMALL_RUN[@]}")
 SUBMIT=("$SPARK_HOME/bin/spark-submit" --master "$MASTER" --packages "$DELTA"
         --driver-memory 2g --executor-memory 1g --conf spark.executor.cores=1 --conf spark.cores.max=2
         --conf spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension

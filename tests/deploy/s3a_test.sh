@@ -31,20 +31,9 @@ BUCKET=recsys
 PIDS=()
 export TZ=UTC
 
-log() { echo "[s3a-test $(date -u +%H:%M:%S)] $*"; }
-
-cleanup() {
-  local rc=$?
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  if [ "$rc" != 0 ]; then
-    log "FAILED (rc=$rc); logs:"
-    for f in "$WORK"/logs/*.log; do echo "----- $f (last 40 lines)"; tail -40 "$f" || true; done
-  fi
-  if [ "$KEEP" = 1 ]; then log "kept $WORK"; else rm -rf "$WORK"; fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+TEST_NAME=s3a-test
+# shellcheck source=tests/deploy/lib.sh
+source "$CHECKOUT/tests/deploy/lib.sh"
 
 mkdir -p "$WORK"/{logs,run}
 "$PY_DEV" -m venv "$WORK/moto"
@@ -78,14 +67,7 @@ DELTA="$("$PY_DEV" -c 'from recsys_spark.spark import delta_coordinates; print(d
 LAUNCHER="$("$PY_DEV" -m recsys_spark.cli --submit-file)"
 S3="s3a://$BUCKET"
 SETS=(--set "storage.warehouse=$S3/warehouse" --set "storage.model_dir=$S3/models"
-      --set "storage.raw_dir=file://$WORK/raw"
-      --set "generator.n_users=$USERS" --set generator.n_tracks=400 --set generator.n_creators=60
-      --set generator.n_weeks=4 --set generator.events_per_user_week=8 --set generator.audio_tracks=0
-      --set generator.partitions=2 --set generator.bad_row_rate=0.01 --set generator.prompt_user_share=0.15
-      --set embeddings.enabled=false
-      --set recall.als.rank=16 --set recall.als.max_iter=5 --set din.epochs=2 --set din.train_weeks=2
-      --set din.embedding_dim=8 "--set=din.attention_hidden=[16]" "--set=din.mlp_hidden=[16]"
-      --set spark.shuffle_partitions=4)
+      --set "storage.raw_dir=file://$WORK/raw" "${SMALL_RUN[@]}")
 SUBMIT=("$SPARK_HOME/bin/spark-submit" --master "local[2]" --driver-memory 3g
         --packages "$DELTA,org.apache.hadoop:hadoop-aws:$HADOOP_VERSION"
         --conf spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension
