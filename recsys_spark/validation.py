@@ -27,6 +27,8 @@ from typing import Optional, Union
 from pyspark.sql import Column
 from pyspark.sql import functions as F
 
+from .artifacts import is_local, scheme
+
 # Java regex (Spark): whitespace, Unicode separators (Z*), format characters (Cf), BOM
 _EDGE_JAVA = r"^[\s\p{Z}\p{Cf}\x{FEFF}]+|[\s\p{Z}\p{Cf}\x{FEFF}]+$"
 _BAD_INSIDE_JAVA = r"[\p{Cc}\p{Cf}]"
@@ -73,11 +75,11 @@ def check_input_path(path: Optional[str], what: str = "--path") -> str:
     """The path, if it exists and can be read; else :class:`InputError` (one line)."""
     if not path:
         raise InputError(f"{what}: no input path given")
-    if re.match(r"^[A-Za-z][A-Za-z0-9+.\-]+:", path) and not path.startswith("file:"):
+    if not is_local(path):
         # ingestion reads raw files with Python (records counted apart from Spark's parser, content
         # sniffed for compression and encoding), so an object-store URI would only fail later as
         # "not a folder" or "no such file"
-        raise InputError(f"{what}: {path} is a {path.split(':', 1)[0]}: URI; raw input is read from a local "
+        raise InputError(f"{what}: {path} is a {scheme(path)}: URI; raw input is read from a local "
                          f"or mounted path (/Volumes/..., /dbfs/..., a bucket mounted with a FUSE "
                          f"driver), not through an object-store client")
     local = path[len("file:"):] if path.startswith("file:") else path

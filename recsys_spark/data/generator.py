@@ -38,7 +38,6 @@ import json
 import logging
 import math
 import os
-import re
 import time
 from typing import Dict, Iterator
 
@@ -48,6 +47,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from ..artifacts import is_local, scheme
 from ..config import GeneratorConf
 from ..validation import InputError
 from . import vocab
@@ -349,8 +349,8 @@ def generate_platform(spark: SparkSession, out_dir: str, spec: PlatformSpec, end
     dict
         Row counts per output (tracks, interactions, user_prompts, audio_files, bad_rows).
     """
-    if re.match(r"^[A-Za-z][A-Za-z0-9+.\-]+:", out_dir) and not out_dir.startswith("file:"):
-        raise InputError(f"generate: {out_dir} is a {out_dir.split(':', 1)[0]}: URI; the synthetic platform "
+    if not is_local(out_dir):
+        raise InputError(f"generate: {out_dir} is a {scheme(out_dir)}: URI; the synthetic platform "
                          f"(its bad rows, audio files and marker too) is written with Python to a local "
                          f"or mounted folder (/Volumes/..., /dbfs/...), which ingestion then reads")
     marker = os.path.join(out_dir, "_PLATFORM.json")
