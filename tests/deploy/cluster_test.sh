@@ -165,32 +165,7 @@ done
 log "both executors ran from the packed environment ($(ls -d "$WORK"/w1/app-*/*/environment))"
 
 # 4. check the result (deltalake, a dev dependency, reads the tables without Spark)
-"$PY_DEV" - "$WORK/warehouse" "$WEEK" <<'EOF'
-import datetime as dt, sys
-import pandas as pd
-from deltalake import DeltaTable
-wh, week = sys.argv[1], dt.date.fromisoformat(sys.argv[2])
-end = pd.Timestamp(week + dt.timedelta(days=7), tz="UTC")
-dw = DeltaTable(f"{wh}/discover_weekly").to_pandas()
-dw = dw[pd.to_datetime(dw["week_start"]).dt.date == week]
-inter = DeltaTable(f"{wh}/interactions").to_pandas()
-ts = pd.to_datetime(inter["event_ts"], utc=True)
-heard = inter[ts < end][["user_id", "track_id"]].drop_duplicates()
-tracks = DeltaTable(f"{wh}/tracks").to_pandas()[["track_id", "creator_id"]]
-per = dw.groupby("user_id").agg(n=("track_id", "size"), d=("track_id", "nunique"),
-                                lo=("position", "min"), hi=("position", "max"))
-assert len(per) >= 100, f"only {len(per)} users served"
-bad = per[(per.n != 30) | (per.d != 30) | (per.lo != 1) | (per.hi != 30)]
-assert bad.empty, f"users without exactly 30 distinct tracks at positions 1..30:\n{bad.head()}"
-served = set(per.index)
-missing = set(heard.user_id) - served
-assert not missing, f"{len(missing)} users with history got no playlist"
-again = dw.merge(heard, on=["user_id", "track_id"])
-assert again.empty, f"{len(again)} recommended tracks were already heard"
-caps = dw.merge(tracks, on="track_id").groupby(["user_id", "creator_id"]).size()
-assert caps.max() <= 2, f"creator cap exceeded: {caps.max()}"
-print(f"discover_weekly {week}: {len(per)} users x 30, none heard, max {caps.max()} per creator")
-EOF
+"$PY_DEV" "$CHECKOUT/tests/deploy/check_playlists.py" "$WORK/warehouse" "$WEEK"
 log "discover_weekly checked"
 min_kb=$(sort -n "$WORK/logs/free_kb" | head -1)
 log "peak disk use ~$(( (free_kb0 - min_kb) / 1048576 )) GB under $WORK ($CLUSTER_ENV environment; needed $NEED_GB GB free)"
