@@ -172,6 +172,7 @@ class GeneratorConf:
     audio_tracks: NonNeg = 120
     audio_seconds: PosFloat = 4.0
     audio_sample_rate: Pos = 48000
+    bad_audio_rate: Prob = 0.02  # share of audio files written bad (cut, silent, 1 kHz header, not audio)
     bad_row_rate: Prob = 0.002
     partitions: Pos = 8
     seed: int = 7
@@ -313,6 +314,9 @@ class EmbeddingConf:
     sample_rate: Pos = 48000
     device: Device = "auto"  # auto | cpu | cuda
     seed: int = 0
+    audio_precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 where native (AVX512-BF16/AMX, CUDA)
+    stft: Literal["fft", "conv"] = "fft"  # spectrogram front end: torch.stft, or laion-clap's DFT convolution
+    threads_per_task: Annotated[int, Field(ge=-1)] = 0  # torch threads per Spark task: 0 = spark.task.cpus, -1 = torch default
 
 
 @section

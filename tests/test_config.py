@@ -98,6 +98,9 @@ def test_plaintext_secrets_in_conf_are_refused_and_env_references_pass(monkeypat
     ("storage.mode=lake", r"'storage.mode' = 'lake'.*'path' or 'catalog'"),
     ("spark.driver_memory=lots", r"'spark.driver_memory' = 'lots' is not allowed"),
     ("pipeline.timezone=Mars/Base", r"'pipeline.timezone' = 'Mars/Base' is not allowed: must be an IANA time zone"),
+    ("embeddings.audio_precision=fp16", r"'embeddings.audio_precision' = 'fp16'.*'auto', 'fp32' or 'bf16'"),
+    ("embeddings.stft=dct", r"'embeddings.stft' = 'dct'.*'fft' or 'conv'"),
+    ("embeddings.threads_per_task=-2", r"'embeddings.threads_per_task' = -2 is not allowed: must be >= -1"),
 ])
 def test_values_out_of_their_enum_or_range_are_refused(override, message):
     with pytest.raises(ConfigError, match=message):

@@ -54,25 +54,73 @@ def synth_track(style_idx: int, track_idx: int, seconds: float, sr: int, seed: i
     return (0.8 * sig / (np.max(np.abs(sig)) + 1e-9)).astype(np.float32)
 
 
-def write_style_audio(spark: SparkSession, tracks: DataFrame, audio_dir: str, seconds: float,
-                      sample_rate: int, seed: int) -> int:
-    """Write ``<audio_dir>/<track_id>.wav`` for each row of ``tracks`` (track_id, style_idx, track_idx).
+#: what the synthetic platform's bad audio files look like (the reason the embed stage gives them)
+BAD_AUDIO_CASES = {
+    "truncated": "truncated_audio",            # an upload cut short: the WAV header promises more
+    "silent": "silent_audio",                  # all zeros
+    "wrong_sample_rate": "unsupported_sample_rate",  # a header claiming 1 kHz
+    "unreadable": "corrupt_audio",             # not audio at all
+}
 
-    Runs distributed (``mapInPandas``); returns the number of files written.
+
+def audio_key(track_id: str) -> str:
+    """``<2 hex>/<track_id>.wav``: the object-store-like key of a track's audio (hash-prefixed so
+    that keys spread over prefixes, as a platform's bucket would hold them)."""
+    import hashlib
+
+    return f"{hashlib.sha1(track_id.encode('utf-8')).hexdigest()[:2]}/{track_id}.wav"
+
+
+def write_bad_audio(path: str, case: str, wave: np.ndarray, sample_rate: int) -> None:
+    """Write one of :data:`BAD_AUDIO_CASES` to ``path`` (``wave`` supplies the audible cases)."""
+    import soundfile as sf
+
+    if case == "truncated":
+        sf.write(path, wave, sample_rate, subtype="PCM_16")
+        with open(path, "r+b") as fh:
+            fh.truncate(max(64, os.path.getsize(path) // 2))
+    elif case == "silent":
+        sf.write(path, np.zeros_like(wave), sample_rate, subtype="PCM_16")
+    elif case == "wrong_sample_rate":
+        sf.write(path, wave[: len(wave) // 48 or 1], 1000, subtype="PCM_16")
+    elif case == "unreadable":
+        with open(path, "wb") as fh:
+            fh.write(np.random.default_rng(len(path)).bytes(4096))
+    else:
+        raise ValueError(f"unknown bad audio case {case!r}; one of {sorted(BAD_AUDIO_CASES)}")
+
+
+def write_style_audio(spark: SparkSession, tracks: DataFrame, audio_dir: str, seconds: float,
+                      sample_rate: int, seed: int) -> dict:
+    """Write each track's audio to ``<audio_dir>/<audio_key(track_id)>``.
+
+    ``tracks`` holds ``track_id, style_idx, track_idx`` and optionally ``audio_case`` (``ok`` or one
+    of :data:`BAD_AUDIO_CASES`, for the platform's bad uploads). Runs distributed (``mapInPandas``:
+    each task synthesises and writes its own tracks, nothing is collected); returns the number of
+    files written per case (``{"ok": n, "silent": m, ...}``).
     """
     os.makedirs(audio_dir, exist_ok=True)
+    if "audio_case" not in tracks.columns:
+        from pyspark.sql import functions as F
+
+        tracks = tracks.withColumn("audio_case", F.lit("ok"))
 
     def fn(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         import soundfile as sf
 
         for pdf in batches:
-            ok = []
-            for tid, sidx, tidx in zip(pdf["track_id"], pdf["style_idx"], pdf["track_idx"]):
-                path = os.path.join(audio_dir, f"{tid}.wav")
+            cases = []
+            for tid, sidx, tidx, case in zip(pdf["track_id"], pdf["style_idx"], pdf["track_idx"], pdf["audio_case"]):
+                path = os.path.join(audio_dir, audio_key(tid))
+                os.makedirs(os.path.dirname(path), exist_ok=True)
                 wav = synth_track(int(sidx), int(tidx), seconds, sample_rate, seed)
-                sf.write(path, wav, sample_rate, subtype="PCM_16")
-                ok.append(1)
-            yield pd.DataFrame({"n": ok})
+                if case == "ok":
+                    sf.write(path, wav, sample_rate, subtype="PCM_16")
+                else:
+                    write_bad_audio(path, case, wav, sample_rate)
+                cases.append(case)
+            yield pd.DataFrame({"case": cases})
 
-    res = tracks.mapInPandas(fn, "n int").groupBy().sum("n").first()[0]
-    return int(res or 0)
+    rows = tracks.select("track_id", "style_idx", "track_idx", "audio_case").mapInPandas(
+        fn, "case string").groupBy("case").count().collect()
+    return {r["case"]: int(r["count"]) for r in rows}

@@ -26,7 +26,8 @@ table and a bounded sample of deliberately bad rows are built locally.
 
 Output: raw files (what a platform export looks like) under ``out_dir``:
 ``tracks/*.json`` (JSON lines), ``interactions/*.csv`` (header, ISO timestamps, weight empty for
-non-play events), ``user_prompts/*.parquet``, ``audio/<track_id>.wav``, plus ``bad-*`` files with
+non-play events), ``user_prompts/*.parquet``, ``audio/<2 hex>/<track_id>.wav`` (hash-prefixed keys, as in a
+bucket; ``bad_audio_rate`` of them cut, silent, at an impossible rate or not audio at all), plus ``bad-*`` files with
 malformed rows when ``bad_row_rate > 0``; ingestion (``ingest.py``) loads them into Delta.
 """
 
@@ -367,11 +368,12 @@ def generate_platform(spark: SparkSession, out_dir: str, spec: PlatformSpec, end
         _track_text(spec.seed), "track_idx long, title string, prompt string, tags string")
     audio_dir = os.path.abspath(os.path.join(out_dir, "audio"))
     has_audio = F.col("track_idx") < spec.audio_tracks
+    # object-store-like keys: <audio_dir>/<2 hex of sha1(track_id)>/<track_id>.wav (audio_synth.audio_key)
+    audio_key = F.concat(F.substring(F.sha1(F.col("track_id")), 1, 2), F.lit("/"), F.col("track_id"), F.lit(".wav"))
     tracks = th.join(text, "track_idx").select(
         "track_id", "creator_id", "title", "prompt", "tags", "genre", "duration_s",
         F.date_format(F.timestamp_seconds("created_s"), "yyyy-MM-dd'T'HH:mm:ss'Z'").alias("created_at"),
-        F.when(has_audio, F.concat(F.lit("file://" + audio_dir + "/"), F.col("track_id"), F.lit(".wav")))
-        .alias("audio_uri"),
+        F.when(has_audio, F.concat(F.lit("file://" + audio_dir + "/"), audio_key)).alias("audio_uri"),
         "play_count", "upvote_count", "comment_count",
     )
     tracks.write.mode("overwrite").json(os.path.join(out_dir, "tracks"))
@@ -380,15 +382,22 @@ def generate_platform(spark: SparkSession, out_dir: str, spec: PlatformSpec, end
     inter.write.mode("overwrite").option("header", True).csv(os.path.join(out_dir, "interactions"))
     prompts = prompts_df(spark, spec, end, users).unionByName(new_prompt_only_users(spark, spec, end))
     prompts.write.mode("overwrite").parquet(os.path.join(out_dir, "user_prompts"))
-    from .audio_synth import write_style_audio
+    from .audio_synth import BAD_AUDIO_CASES, write_style_audio
 
-    n_audio = write_style_audio(spark, th.where(has_audio).select("track_id", "style_idx", "track_idx"),
-                                audio_dir, spec.audio_seconds, spec.audio_sample_rate, spec.seed)
+    cases = sorted(BAD_AUDIO_CASES)
+    case_idx = F.least(F.floor(_u(spec.seed, "bad_audio_case", F.col("track_idx")) * len(cases)).cast("int"),
+                       F.lit(len(cases) - 1))
+    audio_case = F.when(_u(spec.seed, "bad_audio", F.col("track_idx")) < spec.bad_audio_rate,
+                        F.element_at(F.array(*[F.lit(c) for c in cases]), case_idx + 1)).otherwise(F.lit("ok"))
+    written = write_style_audio(
+        spark, th.where(has_audio).select("track_id", "style_idx", "track_idx", audio_case.alias("audio_case")),
+        audio_dir, spec.audio_seconds, spec.audio_sample_rate, spec.seed)
     counts = {
         "tracks": spec.n_tracks,
         "interactions": spark.read.option("header", True).csv(os.path.join(out_dir, "interactions")).count(),
         "user_prompts": spark.read.parquet(os.path.join(out_dir, "user_prompts")).count(),
-        "audio_files": n_audio,
+        "audio_files": sum(written.values()),
+        "bad_audio_files": {c: n for c, n in sorted(written.items()) if c != "ok"},
     }
     if spec.bad_row_rate > 0:
         from .bad_rows import write_bad_rows

@@ -11,9 +11,14 @@ reason                      meaning
 ``missing_file``            the file does not exist
 ``empty_file``              the file has 0 bytes
 ``corrupt_audio``           no decoder could read it (the decoder's message follows)
+``truncated_audio``         a WAV/RIFF file shorter than its data chunk says (a cut upload)
+``unsupported_sample_rate`` a rate outside 8-384 kHz (no music at 1 kHz: a broken header)
 ``zero_length``             decoded to 0 samples
 ``non_finite_samples``      NaN / inf samples
+``silent_audio``            every sample below -80 dBFS (nothing for CLAP to hear)
 =========================== ==============================================================
+
+Any rate inside the range is valid and resampled (a 22.05 kHz export is not bad data).
 
 Formats: whatever libsndfile reads (wav, flac, ogg/vorbis, aiff, and mp3 with libsndfile >= 1.1),
 then librosa/audioread as a fallback for the rest (mp3/m4a via ffmpeg when present).
@@ -28,6 +33,10 @@ from urllib.parse import urlparse
 import numpy as np
 
 TARGET_SR = 48000
+#: sample rates a music file can have; anything else is a broken header
+MIN_SR, MAX_SR = 8000, 384000
+#: peak amplitude below which a track is silence (-80 dBFS)
+SILENCE_PEAK = 1e-4
 
 
 class AudioError(Exception):
@@ -54,12 +63,39 @@ def local_path(uri: str) -> str:
     raise AudioError("unsupported_uri", f"scheme {parsed.scheme!r} (mount it, e.g. /dbfs/..., or copy locally)")
 
 
+def riff_shortfall(path: str) -> int:
+    """Bytes missing from a WAV (RIFF/RIFX/RF64 is not parsed: 0) file's ``data`` chunk, 0 if whole.
+
+    libsndfile reads a cut WAV without an error (it returns the samples that are there), so a
+    truncated upload has to be found from the header: the ``data`` chunk's declared size against the
+    bytes the file holds after it.
+    """
+    import struct
+
+    size = os.path.getsize(path)
+    with open(path, "rb") as fh:
+        head = fh.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return 0
+        pos = 12
+        while pos + 8 <= size:
+            fh.seek(pos)
+            cid, clen = struct.unpack("<4sI", fh.read(8))
+            if cid == b"data":
+                return max(0, clen - (size - pos - 8))
+            pos += 8 + clen + (clen & 1)
+    return 0
+
+
 def decode(path: str) -> Tuple[np.ndarray, int]:
     """Decode a file to ``(samples float32 (n,) mono, sample_rate)``."""
     if not os.path.exists(path):
         raise AudioError("missing_file", path)
     if os.path.getsize(path) == 0:
         raise AudioError("empty_file", path)
+    short = riff_shortfall(path)
+    if short:
+        raise AudioError("truncated_audio", f"{path}: data chunk {short} bytes short of its header")
     import soundfile as sf
 
     try:
@@ -77,11 +113,15 @@ def decode(path: str) -> Tuple[np.ndarray, int]:
         except Exception as lr_exc:
             raise AudioError("corrupt_audio", f"{type(sf_exc).__name__}: {sf_exc}; "
                                               f"fallback {type(lr_exc).__name__}: {lr_exc}"[:300]) from lr_exc
+    if not MIN_SR <= int(sr) <= MAX_SR:
+        raise AudioError("unsupported_sample_rate", f"{path}: {sr} Hz (allowed {MIN_SR}-{MAX_SR})")
     mono = data.mean(axis=1).astype(np.float32) if data.ndim == 2 else data.astype(np.float32)
     if mono.size == 0:
         raise AudioError("zero_length", path)
     if not np.all(np.isfinite(mono)):
         raise AudioError("non_finite_samples", path)
+    if float(np.max(np.abs(mono))) < SILENCE_PEAK:
+        raise AudioError("silent_audio", f"{path}: peak below -80 dBFS")
     return mono, int(sr)
 
 

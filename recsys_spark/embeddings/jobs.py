@@ -46,11 +46,13 @@ def _empty(spark: SparkSession, spec: tbl.TableSpec) -> DataFrame:
 
 
 def _partitions(spark: SparkSession, n_rows: int, batch_size: int) -> int:
-    """Enough partitions to keep every core busy, none smaller than one batch."""
+    """Enough partitions to keep every core busy: one batch each up to 4 per core, and at least 2 per
+    core (when there are that many rows) so that the scheduler evens out what hashing by key and
+    unequal rows (a 4-minute song is 6 audio windows, a clip 1) leave uneven."""
     from ..spark import default_parallelism  # no SparkContext over Spark Connect
 
     par = default_parallelism(spark)
-    return max(1, min(par * 4, math.ceil(n_rows / max(1, batch_size))))
+    return max(1, min(par * 4, math.ceil(n_rows / max(1, batch_size))), min(n_rows, 2 * par))
 
 
 def quarantine_frame(bad: DataFrame, source: DataFrame | str, entity: str, raw_col: str, reason_col: str,

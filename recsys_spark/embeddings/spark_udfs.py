@@ -5,7 +5,8 @@ Each factory returns a function ``Iterator[pd.DataFrame] -> Iterator[pd.DataFram
 pickled into the closure; the model is built by :func:`~recsys_spark.embeddings.clap.get_encoder`
 on first use inside the Python worker and cached for the life of the process (Spark reuses
 Python workers, so an executor loads it once), on CUDA when the executor has a GPU
-(``device: auto``). Audio rows are processed ``batch_size`` at a time; text rows up to
+(``device: auto``), with torch's threads set per task (``threads_per_task``: by default the
+task's CPUs, so an executor's concurrent tasks do not oversubscribe its cores). Audio rows are processed ``batch_size`` at a time; text rows up to
 :data:`TEXT_SORT_WINDOW` at a time (length-sorted model batches of ``batch_size``).
 """
 
@@ -38,6 +39,28 @@ TEXT_RESULT_SCHEMA = T.StructType([
 ])
 
 
+def set_task_threads(threads_per_task: int) -> int:
+    """Set torch's intra-op threads for this Spark task (``EncoderSpec.threads_per_task``).
+
+    0 -> the task's CPUs (``spark.task.cpus``; 1 outside a task), n > 0 -> n, -1 -> leave torch's
+    default (all the machine's cores, in every concurrent task). Returns the threads in use.
+    """
+    import torch
+
+    n = int(threads_per_task)
+    if n < 0:
+        return torch.get_num_threads()
+    if n == 0:
+        from pyspark import TaskContext
+
+        tc = TaskContext.get()
+        n = int(tc.cpus()) if tc is not None else 1
+    n = max(1, n)
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n
+
+
 def _chunks(batches: Iterator[pd.DataFrame], size: int) -> Iterator[pd.DataFrame]:
     """Re-slice Arrow batches into chunks of ``size`` rows."""
     size = max(1, int(size))
@@ -58,6 +81,7 @@ def audio_embed_fn(spec: EncoderSpec, batch_size: int = 16) -> Callable[[Iterato
         from .audio import AudioError, load_audio
         from .clap import get_encoder
 
+        set_task_threads(spec.threads_per_task)
         enc = None
         for pdf in _chunks(batches, batch_size):
             waves, ok_idx = [], []
@@ -115,6 +139,7 @@ def text_embed_fn(spec: EncoderSpec, batch_size: int = 64) -> Callable[[Iterator
     def fn(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         from .clap import get_encoder
 
+        set_task_threads(spec.threads_per_task)
         enc = None
         seen: dict = {}
         for pdf in _chunks(batches, max(TEXT_SORT_WINDOW, batch_size)):

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
-from recsys_spark.data.audio_synth import synth_track
+from recsys_spark.data.audio_synth import BAD_AUDIO_CASES, audio_key, synth_track
+from recsys_spark.embeddings.audio import AudioError, load_audio
 from recsys_spark.data.generator import PlatformSpec, generate_platform
 from recsys_spark.validation import InputError
 
@@ -26,7 +27,10 @@ def test_deterministic_and_plausible(spark, tmp_path):
     tracks = spark.read.json(str(tmp_path / "a" / "tracks" / "part-*"))
     assert tracks.count() == 80
     assert tracks.where(F.col("audio_uri").isNotNull()).count() == 3
-    assert len(list((tmp_path / "a" / "audio").glob("*.wav"))) == 3
+    files = sorted(str(p.relative_to(tmp_path / "a" / "audio")) for p in (tmp_path / "a" / "audio").glob("*/*.wav"))
+    uris = sorted(r.audio_uri.split("/audio/", 1)[1] for r in tracks.where(F.col("audio_uri").isNotNull()).collect())
+    assert files == uris and len(files) == 3  # <2 hex of sha1>/<track_id>.wav, the same key in the tracks export
+    assert all(f == audio_key(f.split("/")[1][:-4]) for f in files)
     inter = spark.read.option("header", True).csv(str(tmp_path / "a" / "interactions" / "part-*"))
     ts = inter.select(F.min("event_ts").alias("lo"), F.max("event_ts").alias("hi")).first()
     assert ts["lo"] >= "2026-11-02" and ts["hi"] < "2026-11-23"  # 3 weeks before END
@@ -55,6 +59,23 @@ def test_audio_depends_on_style():
     assert wins >= 14
     wav = synth_track(1, 1, 1.0, sr, 0)
     assert wav.dtype == np.float32 and np.abs(wav).max() <= 1.0 and len(wav) == sr
+
+
+def test_bad_audio_files_are_written_in_spark_and_each_fails_with_its_reason(spark, tmp_path):
+    spec = PlatformSpec(**{**SPEC.__dict__, "audio_tracks": 24, "bad_audio_rate": 0.5, "bad_row_rate": 0.0})
+    counts = generate_platform(spark, str(tmp_path / "p"), spec, END)
+    bad = counts["bad_audio_files"]
+    assert counts["audio_files"] == 24 and 0 < sum(bad.values()) < 24 and set(bad) <= set(BAD_AUDIO_CASES)
+    tracks = spark.read.json(str(tmp_path / "p" / "tracks" / "part-*")).where(F.col("audio_uri").isNotNull())
+    reasons = {}
+    for r in tracks.collect():
+        try:
+            load_audio(r.audio_uri)
+            reasons["ok"] = reasons.get("ok", 0) + 1
+        except AudioError as exc:
+            reasons[exc.reason] = reasons.get(exc.reason, 0) + 1
+    # every bad file fails with the reason of its case, every other file loads
+    assert reasons == {"ok": 24 - sum(bad.values()), **{BAD_AUDIO_CASES[c]: n for c, n in bad.items()}}
 
 
 def test_object_store_output_is_refused_before_spark_writes():

@@ -52,3 +52,30 @@ def test_bad_audio_reasons(tmp_path):
         with pytest.raises(AudioError) as exc:
             load_audio(uri)
         assert exc.value.reason == reason, uri
+
+
+def _tone(seconds, sr, amp=0.3):
+    t = np.arange(int(seconds * sr)) / sr
+    return (amp * np.sin(2 * np.pi * 440.0 * t)).astype(np.float32)
+
+
+def test_cut_silent_and_impossible_rate_files_are_bad_other_rates_are_not(tmp_path):
+    whole = tmp_path / "whole.wav"
+    sf.write(whole, _tone(1.0, 48000), 48000, subtype="PCM_16")
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(whole.read_bytes()[:-20000])  # an upload cut short: libsndfile alone reads it without an error
+    assert len(sf.read(cut)[0]) < 48000
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(48000, np.float32), 48000, subtype="PCM_16")
+    khz1 = tmp_path / "1khz.wav"
+    sf.write(khz1, _tone(1.0, 1000), 1000, subtype="PCM_16")
+    for path, reason in ((cut, "truncated_audio"), (silent, "silent_audio"), (khz1, "unsupported_sample_rate")):
+        with pytest.raises(AudioError) as exc:
+            load_audio(str(path))
+        assert exc.value.reason == reason, path
+    # valid data is never lost: the whole file, a 22.05 kHz export and a quiet (-60 dBFS) track load
+    assert len(load_audio(str(whole))) == 48000
+    sf.write(tmp_path / "22k.wav", _tone(1.0, 22050), 22050, subtype="PCM_16")
+    assert len(load_audio(str(tmp_path / "22k.wav"))) == 48000
+    sf.write(tmp_path / "quiet.wav", _tone(1.0, 48000, amp=1e-3), 48000, subtype="FLOAT")
+    assert len(load_audio(str(tmp_path / "quiet.wav"))) == 48000
