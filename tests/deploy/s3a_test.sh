@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The weekly job on an object store: every table (Delta) and the week's model artifacts (ALS through
 # Spark's writers; the DIN's weights and vocabulary through recsys_spark/artifacts.py and the JVM's
-# Hadoop FileSystem) on s3a:// URIs. Embeddings are off, as in cluster-test, so the content models
-# and the creator pooling model (same artifacts.py path as the DIN) are not written. The raw
+# Hadoop FileSystem) on s3a:// URIs. Embeddings are off, as in cluster-test, unless
+# S3A_EMBEDDINGS=1: then 60 tracks have audio (HTSAT-tiny, untrained), the embed stage's tables,
+# the content channel and the creator pooling model (same artifacts.py path as the DIN) run on
+# s3a:// too, and the pooling weights are checked in the bucket. The raw
 # landing folder stays a local path: ingestion reads raw files with Python (it refuses object-store
 # URIs, docs/OPERATIONS.md §2).
 # The store is moto's S3 server (PyPI `moto[server]`, in its own venv under the work folder) on
@@ -18,6 +20,7 @@
 # another checkout ran beside it).
 #
 #   make s3a-test
+#   S3A_EMBEDDINGS=1 make s3a-test
 #   PYTHON_DEV=.venv/bin/python bash tests/deploy/s3a_test.sh
 set -euo pipefail
 
@@ -68,6 +71,11 @@ LAUNCHER="$("$PY_DEV" -m recsys_spark.cli --submit-file)"
 S3="s3a://$BUCKET"
 SETS=(--set "storage.warehouse=$S3/warehouse" --set "storage.model_dir=$S3/models"
       --set "storage.raw_dir=file://$WORK/raw" "${SMALL_RUN[@]}")
+if [ "${S3A_EMBEDDINGS:-0}" = 1 ]; then  # later --set wins over SMALL_RUN's
+  SETS+=(--set generator.audio_tracks=60 --set embeddings.enabled=true --set embeddings.audio_model=HTSAT-tiny
+         --set embeddings.text_model=transformer --set embeddings.batch_size=8
+         --set recall.prompt.target=track_prompt --set aggregation.method=attention)
+fi
 SUBMIT=("$SPARK_HOME/bin/spark-submit" --master "local[2]" --driver-memory 3g
         --packages "$DELTA,org.apache.hadoop:hadoop-aws:$HADOOP_VERSION"
         --conf spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension
@@ -85,13 +93,18 @@ log "spark-submit ... recsys weekly"
 "${SUBMIT[@]}" "$LAUNCHER" weekly --week "$WEEK" "${SETS[@]}" > "$WORK/logs/weekly.log" 2>&1
 [ ! -e "$WORK/run/s3a:" ] || { echo "a local folder named s3a: was written"; exit 1; }
 
-"$WORK/moto/bin/python" - "$ENDPOINT" "$BUCKET" "$WEEK" <<'EOF'
+"$WORK/moto/bin/python" - "$ENDPOINT" "$BUCKET" "$WEEK" "${S3A_EMBEDDINGS:-0}" <<'EOF'
 import sys
 import boto3
 s3 = boto3.client("s3", endpoint_url=sys.argv[1])
 keys = [o["Key"] for p in s3.get_paginator("list_objects_v2").paginate(Bucket=sys.argv[2]) for o in p.get("Contents", [])]
 week = f"models/week={sys.argv[3]}/"
 need = {"din weights": f"{week}din/din_state.pt", "din vocabulary": f"{week}din/vocab.json"}
+if sys.argv[4] == "1":
+    assert any(k.startswith("warehouse/track_embeddings/_delta_log/") for k in keys), "no track_embeddings table"
+    pooling = [k for k in keys if k.startswith(f"{week}creator_pooling")]
+    assert pooling, f"no creator pooling model under {week}; model keys: {sorted(k for k in keys if k.startswith(week))}"
+    print("creator pooling objects:", pooling)
 missing = {k: v for k, v in need.items() if v not in keys}
 assert not missing, f"not in the bucket: {missing}; model keys: {sorted(k for k in keys if k.startswith('models/'))[:40]}"
 assert any(k.startswith(f"{week}als/") for k in keys), "no ALS model in the bucket"
