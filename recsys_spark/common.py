@@ -50,18 +50,48 @@ def roc_auc(labels, scores) -> float:
     return float((r[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
+def task_gpu() -> Optional[int]:
+    """The CUDA index of the GPU Spark assigned to the running task, or None.
+
+    With ``spark.executor.resource.gpu.amount`` / ``spark.task.resource.gpu.amount`` set, each task
+    gets GPU addresses in ``TaskContext.resources()["gpu"]`` (from the worker's discovery script);
+    on an executor with several GPUs each task must use its own, not ``cuda:0``. None outside a Spark
+    task, without GPU resources, or when the address is not an index (a UUID).
+    """
+    try:
+        from pyspark import TaskContext
+    except ImportError:  # pure-torch use (benchmarks/gpu_check.py)
+        return None
+    tc = TaskContext.get()
+    if tc is None:
+        return None
+    try:
+        gpu = tc.resources().get("gpu")
+    except Exception:  # noqa: BLE001 - no resources API / not a classic task
+        return None
+    addresses = list(getattr(gpu, "addresses", None) or [])
+    first = str(addresses[0]).strip() if addresses else ""
+    return int(first) if first.isdigit() else None
+
+
 def resolve_device(device: Optional[str] = "auto"):
     """``auto`` (or empty) -> CUDA when ``torch.cuda.is_available()``, else CPU; ``cpu``, ``cuda``,
-    ``cuda:<i>`` as asked. Asking for CUDA where there is none is an error, as is an unknown kind."""
+    ``cuda:<i>`` as asked. ``auto`` and ``cuda`` inside a Spark task that was assigned a GPU
+    (:func:`task_gpu`) -> ``cuda:<that index>`` when this process sees it. Asking for CUDA where
+    there is none is an error, as is an unknown kind."""
     import torch
 
     if device in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     kind = str(device).split(":", 1)[0]
     if kind not in ("cpu", "cuda"):
         raise ValueError(f"device must be auto | cpu | cuda[:i], got {device!r}")
     if kind == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"device {device!r} requested but torch.cuda.is_available() is False")
+    if str(device) == "cuda":
+        idx = task_gpu()
+        if idx is not None and idx < torch.cuda.device_count():
+            return torch.device("cuda", idx)
     return torch.device(device)
 
 

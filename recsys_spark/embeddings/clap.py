@@ -604,10 +604,13 @@ _CACHE_LOCK = threading.Lock()
 def get_encoder(spec: EncoderSpec) -> ClapEncoder:
     """The process-wide :class:`ClapEncoder` for ``spec`` (built on first use, then reused).
 
-    Spark python workers are reused across tasks, so an executor builds the model once.
+    Spark python workers are reused across tasks, so an executor builds the model once (again only
+    when a task runs on another GPU than the cached model: :func:`~recsys_spark.common.resolve_device`).
     """
     with _CACHE_LOCK:
         enc = _CACHE.get(spec)
+        if enc is not None and enc.device != resolve_device(spec.device):
+            enc = None  # a reused worker now running a task assigned another GPU
         if enc is None:
             enc = ClapEncoder(spec)
             _CACHE[spec] = enc

@@ -547,10 +547,10 @@ _MODEL_CACHE: Dict[tuple, tuple] = {}
 def _cached_model(files: Dict[str, bytes], digest: str, device: str):
     """The model and vocabulary of ``files`` (:func:`recsys_spark.ranking.din.to_files` output),
     rebuilt once per Python worker process and kept while ``digest`` is the same."""
-    key = (digest, device)
+    dev = resolve_device(device)  # the task's own GPU when Spark assigned one
+    key = (digest, str(dev))
     hit = _MODEL_CACHE.get(key)
     if hit is None:
-        dev = resolve_device(device)
         model, vocab = D.from_files(files, device=dev)
         hit = (model, vocab, dev)
         _MODEL_CACHE.clear()
