@@ -165,7 +165,7 @@ def main(args) -> int:
     here = os.path.dirname(os.path.abspath(__file__))
     cache = os.path.join(here, "cache", args.size)
     overrides = [f"generator.{k}={v}" for k, v in size.items()] + [
-        "generator.events_per_user_week=5", "generator.n_weeks=6", "generator.audio_tracks=50",
+        "generator.events_per_user_week=5", "generator.n_weeks=6", "generator.audio_tracks=-1",
         "generator.partitions=16", f"storage.warehouse={cache}/warehouse", f"storage.model_dir={cache}/models",
         "spark.shuffle_partitions=16",
     ] + list(getattr(args, "extra", []) or [])
@@ -244,8 +244,20 @@ def main(args) -> int:
                                    "run_id": r["run_id"], "note": "measured by the earlier run (resumed from it)"}
         stages = [earlier.get(s["stage"], s) if s["status"] == "skipped" and s["stage"] in earlier else s
                   for s in stages]
+    # issue 17's figures: how much of the catalogue has audio, what the measured Monday embedded
+    from pyspark.sql import functions as F
+
+    cat = tables.read("tracks").agg(F.count("*").alias("n"),
+                                    F.count(F.when(F.trim(F.col("audio_uri")) != "", 1)).alias("audio")).first()
+    embed_row = next((r for r in runs if r["stage"] == "embed"), None)
+    embed_counts = (embed_row.asDict().get("counts") or {}) if embed_row is not None else {}
+    audio = {"audio_coverage": round(cat["audio"] / max(1, cat["n"]), 4), "catalog_tracks": cat["n"],
+             "tracks_with_audio": cat["audio"],
+             "new_tracks_embedded": int(embed_counts.get("tracks_embedded", 0)),
+             "embed_seconds": None if embed_row is None else embed_row["seconds"],
+             "embed_status": None if embed_row is None else embed_row["status"]}
     out = {
-        "suite": "pipeline", "size": args.size, "variant": variant, "platform": {**size, **counts}, "generate_seconds": round(gen_s, 1),
+        "suite": "pipeline", "size": args.size, "variant": variant, **audio, "platform": {**size, **counts}, "generate_seconds": round(gen_s, 1),
         "ingest": ingest, "embedding_backfill": backfill, "resumed": resume,
         "weekly_seconds": round(wall + sum((s["seconds"] or 0) for s in earlier.values()
                                            if s["stage"] not in ("load", "run")), 1),

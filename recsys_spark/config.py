@@ -169,7 +169,7 @@ class GeneratorConf:
     n_weeks: Pos = 8
     events_per_user_week: PosFloat = 12.0
     prompt_user_share: Prob = 0.35
-    audio_tracks: NonNeg = 120
+    audio_tracks: Annotated[int, Field(ge=-1)] = -1  # tracks with audio: the first N; -1 = every track
     audio_seconds: PosFloat = 4.0
     audio_sample_rate: Pos = 48000
     bad_audio_rate: Prob = 0.02  # share of audio files written bad (cut, silent, 1 kHz header, not audio)

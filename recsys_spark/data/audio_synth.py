@@ -12,6 +12,7 @@ from typing import Iterator
 
 import numpy as np
 import pandas as pd
+from scipy.signal import lfilter
 from pyspark.sql import DataFrame, SparkSession
 
 from . import vocab
@@ -40,15 +41,8 @@ def synth_track(style_idx: int, track_idx: int, seconds: float, sr: int, seed: i
     # noise coloured by the style's brightness (one-pole low-pass), gated by the beat like a hi-hat
     white = rng.standard_normal(n)
     alpha = 0.05 + 0.9 * style.brightness
-    noise = np.empty(n)
-    acc = 0.0
-    for i in range(0, n, 256):  # block-wise filter keeps this fast
-        blk = white[i:i + 256]
-        out = np.empty_like(blk)
-        for j, x in enumerate(blk):
-            acc = acc + alpha * (x - acc)
-            out[j] = acc
-        noise[i:i + 256] = out
+    # one-pole low-pass acc[i] = acc[i-1] + alpha * (white[i] - acc[i-1]), acc[-1] = 0, as an IIR filter
+    noise = lfilter([alpha], [1.0, alpha - 1.0], white)
     noise = noise / (np.max(np.abs(noise)) + 1e-9) * env
     sig = (1 - 2 * style.noise) * sig + 2 * style.noise * noise
     return (0.8 * sig / (np.max(np.abs(sig)) + 1e-9)).astype(np.float32)

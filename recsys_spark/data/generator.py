@@ -17,8 +17,8 @@ What it models
   (Zipf over the style's tracks) or from the user's niche; events before a track exists are dropped.
 - **Prompts**: a share of users write generation prompts from their own taste; a few brand-new
   users have prompts but no listening history.
-- **Audio**: WAV files for a configurable subset of tracks whose pitch, timbre, tempo and noise
-  depend on the style (``audio.py``).
+- **Audio**: WAV files for every track (``audio_tracks: -1``; or the first N) whose pitch, timbre,
+  tempo and noise depend on the style (``audio_synth.py``), synthesised and written by Spark tasks.
 
 Randomness is hash-based (``xxhash64(seed, salt, id)``), so output is identical for the same seed
 whatever the partitioning. Nothing per user or per event touches the driver; only the 18-row style
@@ -367,7 +367,7 @@ def generate_platform(spark: SparkSession, out_dir: str, spec: PlatformSpec, end
     text = th.select("track_idx", "style_idx").mapInPandas(
         _track_text(spec.seed), "track_idx long, title string, prompt string, tags string")
     audio_dir = os.path.abspath(os.path.join(out_dir, "audio"))
-    has_audio = F.col("track_idx") < spec.audio_tracks
+    has_audio = F.lit(True) if spec.audio_tracks < 0 else F.col("track_idx") < spec.audio_tracks
     # object-store-like keys: <audio_dir>/<2 hex of sha1(track_id)>/<track_id>.wav (audio_synth.audio_key)
     audio_key = F.concat(F.substring(F.sha1(F.col("track_id")), 1, 2), F.lit("/"), F.col("track_id"), F.lit(".wav"))
     tracks = th.join(text, "track_idx").select(
