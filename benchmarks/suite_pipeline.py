@@ -40,6 +40,7 @@ SIZES = {
     "L": dict(n_users=1_000_000, n_tracks=100_000, n_creators=20_000),
 }
 WEEK = dt.date(2026, 11, 23)
+LOAD_AT_START = round(os.getloadavg()[0], 2)  # when the suite was imported, before it generates anything
 
 
 class JvmMemorySampler(threading.Thread):
@@ -268,7 +269,8 @@ def main(args) -> int:
         "executor_peaks": metrics.get("executor_peaks"), "metrics_error": metrics.get("error"),
         "overrides": overrides,
         "peak_driver_python_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "machine": f"{os.cpu_count()} cores, local[2]",
+        "machine": f"{os.cpu_count()} cores, local[2]", "load_avg_1m_at_end": round(os.getloadavg()[0], 2),
+        "load_avg_1m_at_start": LOAD_AT_START,
         "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     path = os.path.join(args.out, f"pipeline_{args.size}{'_' + variant if variant else ''}.json")
