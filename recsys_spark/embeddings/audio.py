@@ -82,6 +82,8 @@ def riff_shortfall(path: str) -> int:
             fh.seek(pos)
             cid, clen = struct.unpack("<4sI", fh.read(8))
             if cid == b"data":
+                if clen in (0, 0xFFFFFFFF):  # size unknown (a streaming writer's placeholder): not a cut
+                    return 0
                 return max(0, clen - (size - pos - 8))
             pos += 8 + clen + (clen & 1)
     return 0

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from recsys_spark.embeddings.audio import AudioError, load_audio, repeat_pad, window_starts, windows_of
+from recsys_spark.embeddings.audio import AudioError, load_audio, repeat_pad, riff_shortfall, window_starts, windows_of
 
 
 def test_window_starts_evenly_spaced_and_capped():
@@ -75,6 +75,13 @@ def test_cut_silent_and_impossible_rate_files_are_bad_other_rates_are_not(tmp_pa
         assert exc.value.reason == reason, path
     # valid data is never lost: the whole file, a 22.05 kHz export and a quiet (-60 dBFS) track load
     assert len(load_audio(str(whole))) == 48000
+    # a streamed WAV whose writer could not fill in the data size (0xFFFFFFFF) is not a cut file
+    data = bytearray(whole.read_bytes())
+    at = data.index(b"data")
+    data[at + 4:at + 8] = b"\xff\xff\xff\xff"
+    streamed = tmp_path / "streamed.wav"
+    streamed.write_bytes(bytes(data))
+    assert riff_shortfall(str(streamed)) == 0 and riff_shortfall(str(cut)) > 0
     sf.write(tmp_path / "22k.wav", _tone(1.0, 22050), 22050, subtype="PCM_16")
     assert len(load_audio(str(tmp_path / "22k.wav"))) == 48000
     sf.write(tmp_path / "quiet.wav", _tone(1.0, 48000, amp=1e-3), 48000, subtype="FLOAT")
