@@ -55,6 +55,17 @@ def _partitions(spark: SparkSession, n_rows: int, batch_size: int) -> int:
     return max(1, min(par * 4, math.ceil(n_rows / max(1, batch_size))), min(n_rows, 2 * par))
 
 
+def spread(df: DataFrame, n: int, key: str) -> DataFrame:
+    """``df`` in ``n`` partitions by a hash of ``key``, for a model UDF to run on every core.
+
+    Not ``repartition(n, key)``: after a join on ``key`` (the anti join against the rows already
+    embedded) Spark sees that partitioning as already satisfied, drops the repartition, and AQE then
+    coalesces the join's small shuffle into ONE partition, so the whole model stage ran in one task
+    on one core. Partitioning by an expression of the key is a shuffle of its own, which AQE keeps.
+    """
+    return df.repartition(int(n), F.xxhash64(F.col(key)))
+
+
 def quarantine_frame(bad: DataFrame, source: DataFrame | str, entity: str, raw_col: str, reason_col: str,
                      run_id: Optional[str], now: dt.datetime) -> DataFrame:
     """Rows shaped like ``tables.QUARANTINE`` (record_hash = sha2(entity, raw, reason))."""
@@ -121,7 +132,7 @@ def embed_tracks(
     if n_todo == 0:
         log.info("embed_tracks: nothing new for %s (0 tracks embedded)", version)
         return _empty(spark, tbl.TRACK_EMBEDDINGS), _empty(spark, tbl.QUARANTINE)
-    todo = todo.repartition(_partitions(spark, n_todo, batch_size), "track_id")
+    todo = spread(todo, _partitions(spark, n_todo, batch_size), "track_id")
     result = todo.mapInPandas(audio_embed_fn(spec, batch_size), AUDIO_RESULT_SCHEMA).localCheckpoint(eager=True)
     good = result.where(F.col("error").isNull())
     emb = good.select("track_id", F.lit(version).alias("model_version"), "embedding", "n_windows",
@@ -199,7 +210,7 @@ def embed_prompts(
     # the key travels as one string so the text function stays generic
     keyed = todo.select(F.to_json(F.struct("id", "kind", "user_id")).alias("id"), "text")
     # partitioned by text: repeated texts meet in one task, which embeds each distinct text once
-    keyed = keyed.repartition(_partitions(spark, n_todo, batch_size), "text")
+    keyed = spread(keyed, _partitions(spark, n_todo, batch_size), "text")
     result = keyed.mapInPandas(text_embed_fn(spec, batch_size), TEXT_RESULT_SCHEMA).localCheckpoint(eager=True)
     key = F.from_json("id", "id string, kind string, user_id string")
     result = result.withColumn("_k", key)
