@@ -118,7 +118,7 @@ class EncoderSpec:
         emulated bf16 would be slower. The vectors stay within cosine .999 of fp32 (tested).
     stft : {"fft", "conv"}
         Spectrogram front end: ``fft`` (``torch.stft``) or laion-clap's own ``conv`` (torchlibrosa's
-        DFT-as-Conv1d, the reference); same log-mel to float rounding, the FFT does ~50x less work.
+        DFT-as-Conv1d, the reference); same log-mel to float rounding, the FFT does ~20x less arithmetic.
     threads_per_task : int
         torch intra-op threads in each Spark task: 0 = the task's CPUs (``spark.task.cpus``), so
         concurrent tasks of an executor do not oversubscribe its cores; n > 0 = n; -1 = torch's own
@@ -252,7 +252,8 @@ class FFTSpectrogram(torch.nn.Module):
 
     @classmethod
     def like(cls, spectrogram: torch.nn.Module) -> "FFTSpectrogram":
-        """The FFT equivalent of a torchlibrosa ``Spectrogram`` (its window read off its DFT kernels)."""
+        """The FFT equivalent of a torchlibrosa ``Spectrogram``: its n_fft, hop, (hann) window, centring
+        and padding mode, the window rebuilt as torchlibrosa builds it (periodic hann, centred in n_fft)."""
         stft = spectrogram.stft
         n_fft = stft.n_fft
         win = stft.win_length or n_fft
