@@ -57,14 +57,6 @@ BAD_AUDIO_CASES = {
 }
 
 
-def audio_key(track_id: str) -> str:
-    """``<2 hex>/<track_id>.wav``: the object-store-like key of a track's audio (hash-prefixed so
-    that keys spread over prefixes, as a platform's bucket would hold them)."""
-    import hashlib
-
-    return f"{hashlib.sha1(track_id.encode('utf-8')).hexdigest()[:2]}/{track_id}.wav"
-
-
 def write_bad_audio(path: str, case: str, wave: np.ndarray, sample_rate: int) -> None:
     """Write one of :data:`BAD_AUDIO_CASES` to ``path`` (``wave`` supplies the audible cases)."""
     import soundfile as sf
@@ -86,26 +78,23 @@ def write_bad_audio(path: str, case: str, wave: np.ndarray, sample_rate: int) ->
 
 def write_style_audio(spark: SparkSession, tracks: DataFrame, audio_dir: str, seconds: float,
                       sample_rate: int, seed: int) -> dict:
-    """Write each track's audio to ``<audio_dir>/<audio_key(track_id)>``.
+    """Write each track's audio to ``<audio_dir>/<audio_key>``.
 
-    ``tracks`` holds ``track_id, style_idx, track_idx`` and optionally ``audio_case`` (``ok`` or one
-    of :data:`BAD_AUDIO_CASES`, for the platform's bad uploads). Runs distributed (``mapInPandas``:
+    ``tracks`` holds ``track_id, style_idx, track_idx, audio_key`` (the file's path under
+    ``audio_dir``, the same key the tracks export names) and ``audio_case`` (``ok`` or one of
+    :data:`BAD_AUDIO_CASES`, for the platform's bad uploads). Runs distributed (``mapInPandas``:
     each task synthesises and writes its own tracks, nothing is collected); returns the number of
     files written per case (``{"ok": n, "silent": m, ...}``).
     """
     os.makedirs(audio_dir, exist_ok=True)
-    if "audio_case" not in tracks.columns:
-        from pyspark.sql import functions as F
-
-        tracks = tracks.withColumn("audio_case", F.lit("ok"))
 
     def fn(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         import soundfile as sf
 
         for pdf in batches:
             cases = []
-            for tid, sidx, tidx, case in zip(pdf["track_id"], pdf["style_idx"], pdf["track_idx"], pdf["audio_case"]):
-                path = os.path.join(audio_dir, audio_key(tid))
+            for key, sidx, tidx, case in zip(pdf["audio_key"], pdf["style_idx"], pdf["track_idx"], pdf["audio_case"]):
+                path = os.path.join(audio_dir, key)
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 wav = synth_track(int(sidx), int(tidx), seconds, sample_rate, seed)
                 if case == "ok":
@@ -115,6 +104,6 @@ def write_style_audio(spark: SparkSession, tracks: DataFrame, audio_dir: str, se
                 cases.append(case)
             yield pd.DataFrame({"case": cases})
 
-    rows = tracks.select("track_id", "style_idx", "track_idx", "audio_case").mapInPandas(
+    rows = tracks.select("audio_key", "style_idx", "track_idx", "audio_case").mapInPandas(
         fn, "case string").groupBy("case").count().collect()
     return {r["case"]: int(r["count"]) for r in rows}

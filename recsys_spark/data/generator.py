@@ -368,7 +368,8 @@ def generate_platform(spark: SparkSession, out_dir: str, spec: PlatformSpec, end
         _track_text(spec.seed), "track_idx long, title string, prompt string, tags string")
     audio_dir = os.path.abspath(os.path.join(out_dir, "audio"))
     has_audio = F.lit(True) if spec.audio_tracks < 0 else F.col("track_idx") < spec.audio_tracks
-    # object-store-like keys: <audio_dir>/<2 hex of sha1(track_id)>/<track_id>.wav (audio_synth.audio_key)
+    # object-store-like keys: <audio_dir>/<2 hex of sha1(track_id)>/<track_id>.wav, one expression for
+    # the tracks export and the files written below
     audio_key = F.concat(F.substring(F.sha1(F.col("track_id")), 1, 2), F.lit("/"), F.col("track_id"), F.lit(".wav"))
     tracks = th.join(text, "track_idx").select(
         "track_id", "creator_id", "title", "prompt", "tags", "genre", "duration_s",
@@ -390,7 +391,8 @@ def generate_platform(spark: SparkSession, out_dir: str, spec: PlatformSpec, end
     audio_case = F.when(_u(spec.seed, "bad_audio", F.col("track_idx")) < spec.bad_audio_rate,
                         F.element_at(F.array(*[F.lit(c) for c in cases]), case_idx + 1)).otherwise(F.lit("ok"))
     written = write_style_audio(
-        spark, th.where(has_audio).select("track_id", "style_idx", "track_idx", audio_case.alias("audio_case")),
+        spark, th.where(has_audio).select(audio_key.alias("audio_key"), "style_idx", "track_idx",
+                                          audio_case.alias("audio_case")),
         audio_dir, spec.audio_seconds, spec.audio_sample_rate, spec.seed)
     counts = {
         "tracks": spec.n_tracks,

@@ -64,7 +64,7 @@ def local_path(uri: str) -> str:
 
 
 def riff_shortfall(path: str) -> int:
-    """Bytes missing from a WAV (RIFF/RIFX/RF64 is not parsed: 0) file's ``data`` chunk, 0 if whole.
+    """Bytes missing from a RIFF WAV file's ``data`` chunk; 0 if whole (or RIFX / RF64 / not WAV: not parsed).
 
     libsndfile reads a cut WAV without an error (it returns the samples that are there), so a
     truncated upload has to be found from the header: the ``data`` chunk's declared size against the

@@ -1,10 +1,11 @@
 import datetime as dt
+import hashlib
 
 import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
-from recsys_spark.data.audio_synth import BAD_AUDIO_CASES, audio_key, synth_track
+from recsys_spark.data.audio_synth import BAD_AUDIO_CASES, synth_track
 from recsys_spark.embeddings.audio import AudioError, load_audio
 from recsys_spark.data.generator import PlatformSpec, generate_platform
 from recsys_spark.validation import InputError
@@ -30,7 +31,7 @@ def test_deterministic_and_plausible(spark, tmp_path):
     files = sorted(str(p.relative_to(tmp_path / "a" / "audio")) for p in (tmp_path / "a" / "audio").glob("*/*.wav"))
     uris = sorted(r.audio_uri.split("/audio/", 1)[1] for r in tracks.where(F.col("audio_uri").isNotNull()).collect())
     assert files == uris and len(files) == 3  # <2 hex of sha1>/<track_id>.wav, the same key in the tracks export
-    assert all(f == audio_key(f.split("/")[1][:-4]) for f in files)
+    assert all(f == f"{hashlib.sha1(f[3:-4].encode()).hexdigest()[:2]}/{f[3:]}" for f in files)
     inter = spark.read.option("header", True).csv(str(tmp_path / "a" / "interactions" / "part-*"))
     ts = inter.select(F.min("event_ts").alias("lo"), F.max("event_ts").alias("hi")).first()
     assert ts["lo"] >= "2026-11-02" and ts["hi"] < "2026-11-23"  # 3 weeks before END
