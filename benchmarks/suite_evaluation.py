@@ -190,6 +190,18 @@ VALIDATION_CANDIDATES = {
     "ranker_gbt": {"ranker.enabled": True, "ranker.model": "gbt"},
     "ranker_logistic": {"ranker.enabled": True, "ranker.model": "logistic"},
     "ranker_pairwise": {"ranker.enabled": True, "ranker.model": "pairwise"},
+    "ranker_logistic_alone": {"ranker.enabled": True, "ranker.model": "logistic", "ranker.blend_weights": []},
+    # final_score's components on one reciprocal-rank scale instead of min-max (fusion.final_scale)
+    "final_rank": {"fusion.final_scale": "rank"},
+    "final_rank_ranker_logistic": {"fusion.final_scale": "rank", "ranker.enabled": True, "ranker.model": "logistic"},
+    "final_rank_ranker_alone": {"fusion.final_scale": "rank", "ranker.enabled": True, "ranker.model": "logistic",
+                                "ranker.blend_weights": []},
+    # issue 15 item 5: what each re-ranking rule costs (each switched off alone, then all three)
+    "rules_no_diversity": {"rerank.diversity_enabled": False},
+    "rules_no_creator_cap": {"rerank.creator_cap": 30},
+    "rules_no_fresh_share": {"rerank.fresh_share": 0.0},
+    "rules_diversity_0.9": {"rerank.diversity_lambda": 0.9},
+    "rules_off": {"rerank.diversity_enabled": False, "rerank.creator_cap": 30, "rerank.fresh_share": 0.0},
     # item-CF before this choice (per_seed 5, min_support 2, max_items_per_user 200): runs made
     # before it shipped have "shipped" = these values and "itemcf_deeper" = today's base.yaml
     "itemcf_before": {"recall.item_cf.per_seed": 5, "recall.item_cf.min_support": 2,
@@ -211,11 +223,46 @@ VALIDATION_CANDIDATES = {
 }
 
 
-def validate(spark, name: str, out: str, candidates=None) -> dict:
+def stage_orders(run, split, week, k: int = 30) -> dict:
+    """Where a weekly run's quality is won or lost, on the validation users: NDCG@k / recall@k of
+    W's written candidates (``candidates[W]``, after the quality filter) ordered by each of their
+    scores (``recall_score``: the fused channels; ``ranker_score``; ``din_score``; ``final_score``:
+    the blend the re-ranking rules start from) against the playlists the write stage kept from them
+    (creator cap, diversity, fresh share). A score that is null for every candidate (its stage did
+    not run) is left out. Each figure with its per-user bootstrap 95% interval."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    from recsys_spark.evaluation.metrics import ranking_metrics
+    from recsys_spark.evaluation.weekly_path import playlists_as_recs
+
+    tables = run["tables"]
+    cands = (tables.read("candidates").where(F.col("week_start") == F.lit(week))
+             .join(split.test_users.select("user_id"), "user_id", "left_semi").cache())
+    res = {}
+    try:
+        for col in ("recall_score", "ranker_score", "din_score", "final_score"):
+            if cands.where(F.col(col).isNotNull()).limit(1).count() == 0:
+                continue
+            w = Window.partitionBy("user_id").orderBy(F.col(col).desc_nulls_last(), F.col("track_id"))
+            recs = cands.select("user_id", "track_id", F.row_number().over(w).alias("rank"))
+            m = ranking_metrics(recs, split.truth, split.test_users, k, n_resamples=1000, seed=0)
+            res[f"candidates_by_{col}"] = {x: m[x] for x in (f"ndcg@{k}", f"ndcg@{k}_ci95", f"recall@{k}",
+                                                              f"recall@{k}_ci95")}
+        m = ranking_metrics(playlists_as_recs(tables, week, split.test_users), split.truth, split.test_users, k,
+                            n_resamples=1000, seed=0)
+        res["playlists"] = {x: m[x] for x in (f"ndcg@{k}", f"ndcg@{k}_ci95", f"recall@{k}", f"recall@{k}_ci95")}
+    finally:
+        cands.unpersist()
+    return res
+
+
+def validate(spark, name: str, out: str, candidates=None, funnel: bool = False) -> dict:
     """Validation-split comparison through the weekly job (never the test split): writes
     ``<out>/eval_validation_<name>.json`` after every candidate (``"complete": false`` until the
     last one). ``name``: a key of :data:`DATASETS`, or ``platform=ROOT`` for a generated platform's
-    tables under ROOT (``eval_validation_platform.json``)."""
+    tables under ROOT (``eval_validation_platform.json``). ``funnel``: each candidate's entry also
+    gets ``extra`` = :func:`stage_orders` (``--funnel`` on the command line)."""
     from recsys_spark.config import load_config
     from recsys_spark.evaluation import load_dataset
     from recsys_spark.evaluation.split import temporal_split
@@ -240,7 +287,11 @@ def validate(spark, name: str, out: str, candidates=None) -> dict:
         with open(dest, "w") as fh:
             json.dump(res, fh, indent=1, default=str)
 
-    res = tune_weekly(spark, load_config(), ds, val, candidates or VALIDATION_CANDIDATES, on_candidate=save)
+    from recsys_spark.evaluation.tuning import monday_on_or_after
+
+    on_run = (lambda _n, run: stage_orders(run, val, monday_on_or_after(val.cutoff))) if funnel else None
+    res = tune_weekly(spark, load_config(), ds, val, candidates or VALIDATION_CANDIDATES, on_candidate=save,
+                      on_run=on_run)
     save(res)
     return res
 
@@ -256,7 +307,7 @@ if __name__ == "__main__" and "--validate" in sys.argv:
     _cands = {n: VALIDATION_CANDIDATES[n] for n in _only[0]} if _only else None
     _spark = get_spark(app_name="bench-validation", master="local[2]", driver_memory="4g", shuffle_partitions=8)
     for _name in [a for a in _args if not a.startswith("--")] or ["movielens", "hetrec"]:
-        _r = validate(_spark, _name, _out, _cands)
+        _r = validate(_spark, _name, _out, _cands, funnel="--funnel" in _args)
         print(_name, "chosen:", _r["chosen"], {n: (round(m["recall@30"], 4), round(m["ndcg@30"], 4))
                                                 for n, m in _r["candidates"].items()})
     sys.exit(0)

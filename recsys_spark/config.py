@@ -377,8 +377,9 @@ class RankerConf:
     holdout_share: Prob = 0.2        # label users held out to check the ranker against the fused order
     require_gain: bool = True        # use the ranker only when it beats the fused order on them
     # ways to use it, chosen on the held-out users: blended with the fused recall score (weight 1)
-    # at each of these ranker weights, or alone
+    # at each of these ranker weights (or alone, with blend_alone)
     blend_weights: List[PosFloat] = field(default_factory=lambda: [0.5, 1.0, 2.0])
+    blend_alone: bool = False        # also try the ranker alone (without the recall score): see ranker.blend_options
     reuse_recall: bool = True        # use recall_candidates[L] when a weekly run of L wrote them
     max_iter: Pos = 60
     max_depth: Pos = 5
@@ -396,6 +397,7 @@ class FusionConf:
     )
     din_weight: NonNegFloat = 0.25
     rrf_k: PosFloat = 60.0
+    final_scale: Literal["minmax", "rank"] = "minmax"  # how final_score puts recall / DIN / ranker on one scale
     recall_weight: NonNegFloat = 1.0
     quality_weight: NonNegFloat = 0.0
     default_channel_weight: NonNegFloat = 0.0

@@ -11,8 +11,14 @@ weights:
   (a channel giving a user a single candidate, or all-equal scores, scales to 1).
 
 :func:`final_score` then blends the fused recall score with the DIN click probability (when DIN
-ran) and optionally the track quality, each min-max scaled per user, into ``final_score`` in
-``[0, 1]``.
+ran), the learned ranker's score and optionally the track quality into ``final_score`` in
+``[0, 1]``. Each component is first put on a common per-user scale: its min-max scaled value
+(``scale="minmax"``) or, with ``scale="rank"``, the min-max scaled reciprocal rank
+``1 / (rrf_k + rank)`` of the candidate in the user's list ordered by that component, so the blend is
+a weighted reciprocal-rank fusion of the components' orders (like :func:`fuse` for the channels).
+Min-max scaling lets a component's calibration decide its real weight: a click probability that is
+near 0 for most of a user's candidates and high for a few gives those few a big lead and leaves the
+rest to whichever other component is spread evenly, whatever the weights say.
 """
 
 from __future__ import annotations
@@ -122,14 +128,17 @@ def final_score(
     din_col: str = "din_score",
     ranker_weight: float = 0.0,
     ranker_col: str = "ranker_score",
+    scale: str = "minmax",
+    rrf_k: float = 60.0,
 ) -> DataFrame:
     """Blend the fused recall score, the DIN score and the quality into ``final_score``.
 
-    Each component is min-max scaled within the user (so weights mean the same for every user) and
-    the weighted mean of the available components is taken. A row without a DIN score (DIN
-    skipped, or ``din_col`` absent) uses the remaining components only; a constant component (one
-    candidate, or all equal) scales to 1. The learned ranker's ``ranker_col`` is one more
-    component (weight ``ranker_weight``) when the column is there.
+    Each component is put on a per-user scale (``scale``, see the module doc: min-max of the value,
+    or min-max of ``1 / (rrf_k + rank)`` in the user's list by that component, equal values sharing
+    a rank) and the weighted mean of the available components is taken. A row without a DIN
+    score (DIN skipped for it, or ``din_col`` absent) uses the remaining components only; a constant
+    component (one candidate, or all equal values) scales to 1. The learned ranker's ``ranker_col``
+    is one more component (weight ``ranker_weight``) when the column is there.
 
     Parameters
     ----------
@@ -138,6 +147,10 @@ def final_score(
     din_weight, recall_weight, quality_weight, ranker_weight : float
         Non-negative weights.
 
+    scale : {"minmax", "rank"}
+    rrf_k : float
+        The reciprocal-rank constant of ``scale="rank"``.
+
     Returns
     -------
     DataFrame
@@ -145,6 +158,8 @@ def final_score(
     """
     if min(din_weight, recall_weight, quality_weight, ranker_weight) < 0:
         raise ValueError("weights must be non-negative")
+    if scale not in ("minmax", "rank"):
+        raise ValueError(f"final score scale must be 'minmax' or 'rank', got {scale!r}")
     comps = [("recall_score", recall_weight)] if recall_weight > 0 else []
     if ranker_col in df.columns and ranker_weight > 0:
         comps.append((ranker_col, ranker_weight))
@@ -156,11 +171,14 @@ def final_score(
     num, den = F.lit(0.0), F.lit(0.0)
     for col, w in comps:
         x = F.col(col).cast("double")
+        if scale == "rank":  # equal values share a rank (rank(), not row_number()): a constant component stays constant
+            r = F.rank().over(Window.partitionBy("user_id").orderBy(x.desc_nulls_last()))
+            x = F.when(x.isNull(), F.lit(None)).otherwise(1.0 / (F.lit(float(rrf_k)) + r))
         lo, hi = F.min(x).over(u), F.max(x).over(u)
         scaled = F.when(x.isNull(), F.lit(None)).when(hi > lo, (x - lo) / (hi - lo)).otherwise(F.lit(1.0))
         num = num + F.coalesce(scaled * F.lit(float(w)), F.lit(0.0))
         den = den + F.when(scaled.isNotNull(), F.lit(float(w))).otherwise(F.lit(0.0))
     out = df.withColumn("final_score", F.when(den > 0, num / den).otherwise(F.lit(0.0)))
-    log.info("final score defined from %s", [c for c, _ in comps])
+    log.info("final score defined from %s (scale %s)", [c for c, _ in comps], scale)
     return out
 

@@ -22,7 +22,8 @@ recall channels as of a cutoff, their fusion, and the interactions before the cu
   candidates: the pairwise logistic loss of BPR / RankNet over each user's list; linear, so the
   model scores one candidate at a time). It is fitted on 80% of the label users and
   checked on the other 20% (hashed by user id and seed): NDCG@K of the users' candidate lists
-  ordered by the ranker alone and by its blends with the fused recall score, against the same lists
+  ordered by its blends with the fused recall score (and by the ranker alone with
+  ``blend_alone``; :func:`blend_options` says why that is off by default), against the same lists
   ordered by the fused recall score. The best way to use it is chosen there, and its gain is
   cross-fitted (chosen on half of the held-out users, measured on the other half, both ways). With
   ``require_gain`` the ranker is used only when that gain is positive; the verdict is saved with
@@ -230,20 +231,28 @@ def list_ndcg(df: DataFrame, score_col: str, k: int) -> Tuple[float, int]:
     return (float(row["m"] or 0.0), int(row["n"] or 0))
 
 
-def blend_options(blend_weights: Sequence[float]) -> List[Tuple[str, float, float]]:
+def blend_options(blend_weights: Sequence[float], alone: bool = True) -> List[Tuple[str, float, float]]:
     """``(name, recall_weight, ranker_weight)`` of the ways to use the ranker: blended with the fused
     recall score at each of ``blend_weights`` (the ranker's weight, the recall score's being 1; both
-    min-max scaled per user as in :func:`~recsys_spark.ranking.fusion.final_score`), or alone."""
+    put on one per-user scale by :func:`~recsys_spark.ranking.fusion.final_score`), and alone when
+    ``alone`` (or when no blend weight is positive).
+
+    The rank stage adds the DIN to whichever is chosen, which the held-out check cannot see (the
+    DIN of W has trained on the label window's plays): on the synthetic platform's validation split
+    the ranker alone won that check by .0003 and lost .0135 NDCG@30 in the playlists, because the
+    DIN's evenly spread scaled score then reorders all but the top few of the ranker's skewed
+    probabilities; blended with the recall score it did not (``benchmarks/README.md``, learned ranker)."""
     opts = [(f"blend_{float(w):g}", 1.0, float(w)) for w in blend_weights if w > 0]
-    return opts + [("ranker", 0.0, 1.0)]
+    return opts + [("ranker", 0.0, 1.0)] if alone or not opts else opts
 
 
 def choose_blend(scored: DataFrame, options: Sequence[Tuple[str, float, float]], k: int,
-                 seed: int = 0) -> Dict[str, Any]:
+                 seed: int = 0, scale: str = "minmax", rrf_k: float = 60.0) -> Dict[str, Any]:
     """Pick how to use the ranker on held-out users, and measure that choice honestly.
 
     ``scored`` holds the held-out users' candidates with ``label``, ``recall_score`` and
-    ``ranker_score``. Every option of :func:`blend_options` is scored (NDCG@k per user in Spark;
+    ``ranker_score``. Every option of :func:`blend_options` is scored with the rank stage's blend
+    (:func:`~recsys_spark.ranking.fusion.final_score` with the same ``scale`` and ``rrf_k``; NDCG@k per user in Spark;
     sums per option and fold reach the driver). The option with the best mean NDCG over all held-out
     users is chosen (ties: the earlier option). Because choosing on the users that measure the
     choice flatters it, the gain is cross-fitted: the users are split in two folds by hash, the
@@ -263,7 +272,8 @@ def choose_blend(scored: DataFrame, options: Sequence[Tuple[str, float, float]],
     base = scored.select(C.USER, C.TRACK, "label", "recall_score", "ranker_score")
     parts = []
     for name, wr, wk in options:
-        b = final_score(base, din_weight=0.0, recall_weight=wr, quality_weight=0.0, ranker_weight=wk)
+        b = final_score(base, din_weight=0.0, recall_weight=wr, quality_weight=0.0, ranker_weight=wk, scale=scale,
+                        rrf_k=rrf_k)
         parts.append(_user_ndcg(b, "final_score", k).withColumn("_opt", F.lit(name)))
     fold = (F.abs(F.xxhash64(F.col(C.USER), F.lit(int(seed) + 2))) % 2).cast("int")
     rows = (reduce(lambda a, b: a.unionByName(b), parts).withColumn("_fold", fold)
@@ -291,7 +301,8 @@ def fit_ranker(train: DataFrame, model: str = "logistic", max_iter: int = 60, ma
                step_size: float = 0.1, reg_param: float = 0.01, seed: int = 0, holdout_share: float = 0.2,
                k: int = 30, max_rows: int = 2_000_000,
                blend_weights: Sequence[float] = (0.5, 1.0, 2.0),
-               pair_negatives: int = 50) -> Tuple[Any, Dict[str, Any]]:
+               pair_negatives: int = 50, scale: str = "minmax", rrf_k: float = 60.0,
+               blend_alone: bool = True) -> Tuple[Any, Dict[str, Any]]:
     """Fit the ranker on ``train`` (``user_id, track_id, label`` and :data:`FEATURES`).
 
     Users are split by a hash of ``user_id`` and ``seed``: ``holdout_share`` of them are held out.
@@ -299,7 +310,8 @@ def fit_ranker(train: DataFrame, model: str = "logistic", max_iter: int = 60, ma
     rows are fitted on; the held-out users keep every candidate.
 
     On the held-out users, :func:`choose_blend` picks how the ranker is used (blended with the fused
-    recall score at one of ``blend_weights``, or alone) and measures that choice cross-fitted.
+    recall score at one of ``blend_weights``, or alone when ``blend_alone``; ``scale`` / ``rrf_k``: the rank stage's
+    :func:`~recsys_spark.ranking.fusion.final_score` scale) and measures that choice cross-fitted.
 
     Returns
     -------
@@ -332,7 +344,7 @@ def fit_ranker(train: DataFrame, model: str = "logistic", max_iter: int = 60, ma
         scored = score(fitted, hold)
         report[f"holdout_ndcg@{k}"], report["holdout_users"] = list_ndcg(scored, "ranker_score", k)
         report[f"holdout_fusion_ndcg@{k}"], _ = list_ndcg(hold, "recall_score", k)
-        report.update(choose_blend(scored, blend_options(blend_weights), k, seed))
+        report.update(choose_blend(scored, blend_options(blend_weights, blend_alone), k, seed, scale=scale, rrf_k=rrf_k))
     return fitted, report
 
 
@@ -365,11 +377,12 @@ def load_ranker(spark: SparkSession, path: str) -> Tuple[Any, Dict[str, Any]]:
 
 
 def ranker_gain(meta: Dict[str, Any], k: int = 30) -> Optional[float]:
-    """Held-out NDCG@k of the chosen way to use the ranker (cross-fitted; the ranker alone when the
-    held-out users were too few to split) minus that of the fused order (None when not measured)."""
+    """Held-out NDCG@k of the chosen way to use the ranker (cross-fitted; when the held-out users
+    were too few to split, that option's own held-out NDCG, else the ranker alone's) minus that of
+    the fused order (None when not measured)."""
     a = meta.get(f"holdout_crossfit_ndcg@{k}")
     if a is None:
-        a = meta.get(f"holdout_ndcg@{k}")
+        a = (meta.get(f"holdout_options@{k}") or {}).get(meta.get("blend"), meta.get(f"holdout_ndcg@{k}"))
     b = meta.get(f"holdout_fusion_ndcg@{k}")
     if a is None or b is None or (isinstance(a, float) and math.isnan(a)):
         return None

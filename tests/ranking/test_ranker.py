@@ -122,6 +122,14 @@ def test_choose_blend_picks_the_blend_that_ranks_the_hit_first(spark):
     assert flat["blend"] == "blend_1" and flat["holdout_crossfit_ndcg@1"] is None
     assert ranker_gain({"holdout_crossfit_ndcg@1": None, "holdout_ndcg@1": 0.3, "holdout_fusion_ndcg@1": 0.1},
                        1) == pytest.approx(0.2)
+    # too few users to cross-fit: the chosen option's own held-out NDCG, not the ranker alone's
+    assert ranker_gain({"holdout_crossfit_ndcg@1": None, "holdout_ndcg@1": 0.3, "holdout_fusion_ndcg@1": 0.1,
+                        "blend": "blend_1", "holdout_options@1": {"blend_1": 0.15, "ranker": 0.3}},
+                       1) == pytest.approx(0.05)
+    # without the alone option (the shipped ranker.blend_alone: false) only blends compete;
+    # with no blend weight at all the ranker alone is the only way left
+    assert blend_options([1.0, 4.0], alone=False) == [("blend_1", 1.0, 1.0), ("blend_4", 1.0, 4.0)]
+    assert blend_options([], alone=False) == [("ranker", 0.0, 1.0)]
 
 
 def _train_frame(spark, n_users=60):
@@ -210,3 +218,32 @@ def test_final_score_blends_the_ranker_score(spark):
     assert only == pytest.approx({"a": 0.0, "b": 0.5, "c": 1.0})
     ignored = {r.track_id: r.final_score for r in final_score(df).collect()}  # ranker weight 0 by default
     assert ignored == pytest.approx({"a": 1.0, "b": 0.0, "c": 0.5})
+
+
+def test_final_score_rank_scale_keeps_the_weights_meaning(spark):
+    # a skewed ranker probability (one high, the rest near 0) and an evenly spread DIN score at a
+    # quarter of its weight: min-max scaling lets the DIN reorder the ranker's c and d; the rank
+    # scale (a weighted reciprocal-rank fusion of the two orders) keeps the ranker's order
+    df = spark.createDataFrame(
+        [("u", "a", 0.90, 0.0), ("u", "b", 0.05, 1.0), ("u", "c", 0.04, 0.5), ("u", "d", 0.01, 0.9)],
+        "user_id string, track_id string, ranker_score double, din_score double").withColumn("recall_score", F.lit(1.0))
+    kw = dict(recall_weight=0.0, ranker_weight=1.0, din_weight=0.25)
+    mm = {r.track_id: r.final_score for r in final_score(df, **kw).collect()}
+    assert mm["d"] > mm["c"]
+    got = {r.track_id: r.final_score for r in final_score(df, scale="rank", rrf_k=1.0, **kw).collect()}
+    # ranker ranks a..d -> 1/2, 1/3, 1/4, 1/5 -> scaled 1, 4/9, 1/6, 0; DIN ranks b, d, c, a -> a 0, b 1,
+    # c 1/6, d 4/9; (ranker + .25 DIN) / 1.25
+    want = {"a": 1 / 1.25, "b": (4 / 9 + 0.25) / 1.25, "c": (1 / 6 + 0.25 / 6) / 1.25, "d": (0.25 * 4 / 9) / 1.25}
+    assert got == pytest.approx(want)
+    assert sorted(got, key=got.get, reverse=True) == ["a", "b", "c", "d"]
+    with pytest.raises(ValueError, match="scale"):
+        final_score(df, scale="softmax")
+
+
+def test_final_score_rank_scale_ties_and_nulls(spark):
+    # equal values share a rank (a constant component scales to 1 for every row); a null (DIN did not
+    # score the candidate) leaves the row to the other components
+    df = spark.createDataFrame([("u", "a", 0.5, None), ("u", "b", 0.5, 0.2), ("u", "c", 0.5, 0.7)],
+                               "user_id string, track_id string, recall_score double, din_score double")
+    got = {r.track_id: r.final_score for r in final_score(df, din_weight=1.0, scale="rank").collect()}
+    assert got == pytest.approx({"a": 1.0, "b": 0.5, "c": 1.0})

@@ -113,7 +113,8 @@ class RankStage(Stage):
         # score (recall weight 1, ranker weight w) or alone (recall weight 0), scaled by recall_weight
         wr, wk = (1.0, 0.0) if ranker is None else (ranker[1]["blend_recall_weight"], ranker[1]["blend_ranker_weight"])
         scored = final_score(fused, din_weight=fc.din_weight, recall_weight=fc.recall_weight * wr,
-                             quality_weight=fc.quality_weight, ranker_weight=fc.recall_weight * wk)
+                             quality_weight=fc.quality_weight, ranker_weight=fc.recall_weight * wk,
+                             scale=fc.final_scale, rrf_k=fc.rrf_k)
         out = scored.select(F.lit(week).alias("week_start"), "user_id", "track_id", "channels", "recall_score",
                             "din_score", "quality", "final_score", "seed_track_id", "ranker_score")
         try:

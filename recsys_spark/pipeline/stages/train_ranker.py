@@ -148,8 +148,8 @@ class TrainRankerStage(Stage):
         model, report = fit_ranker(train, model=rc.model, max_iter=rc.max_iter, max_depth=rc.max_depth,
                                    step_size=rc.step_size, reg_param=rc.reg_param, seed=rc.seed,
                                    holdout_share=rc.holdout_share, k=ctx.cfg.rerank.playlist_size,
-                                   max_rows=rc.max_train_rows, blend_weights=rc.blend_weights,
-                                   pair_negatives=rc.pair_negatives)
+                                   max_rows=rc.max_train_rows, blend_weights=rc.blend_weights, blend_alone=rc.blend_alone,
+                                   pair_negatives=rc.pair_negatives, scale=fc.final_scale, rrf_k=fc.rrf_k)
         k = ctx.cfg.rerank.playlist_size
         gain = ranker_gain(report, k)
         use = gain is not None and gain > 0
