@@ -230,11 +230,15 @@ def stage_orders(run, split, week, k: int = 30) -> dict:
     the blend the re-ranking rules start from) against the playlists the write stage kept from them
     (creator cap, diversity, fresh share). A score that is null for every candidate (its stage did
     not run) is left out. Each figure with its per-user bootstrap 95% interval."""
-    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
+    from recsys_spark.common import top_n_per_user
     from recsys_spark.evaluation.metrics import ranking_metrics
     from recsys_spark.evaluation.weekly_path import playlists_as_recs
+
+    def metrics(recs):
+        m = ranking_metrics(recs, split.truth, split.test_users, k, n_resamples=1000, seed=0)
+        return {x: m[x] for x in (f"ndcg@{k}", f"ndcg@{k}_ci95", f"recall@{k}", f"recall@{k}_ci95")}
 
     tables = run["tables"]
     cands = (tables.read("candidates").where(F.col("week_start") == F.lit(week))
@@ -242,16 +246,9 @@ def stage_orders(run, split, week, k: int = 30) -> dict:
     res = {}
     try:
         for col in ("recall_score", "ranker_score", "din_score", "final_score"):
-            if cands.where(F.col(col).isNotNull()).limit(1).count() == 0:
-                continue
-            w = Window.partitionBy("user_id").orderBy(F.col(col).desc_nulls_last(), F.col("track_id"))
-            recs = cands.select("user_id", "track_id", F.row_number().over(w).alias("rank"))
-            m = ranking_metrics(recs, split.truth, split.test_users, k, n_resamples=1000, seed=0)
-            res[f"candidates_by_{col}"] = {x: m[x] for x in (f"ndcg@{k}", f"ndcg@{k}_ci95", f"recall@{k}",
-                                                              f"recall@{k}_ci95")}
-        m = ranking_metrics(playlists_as_recs(tables, week, split.test_users), split.truth, split.test_users, k,
-                            n_resamples=1000, seed=0)
-        res["playlists"] = {x: m[x] for x in (f"ndcg@{k}", f"ndcg@{k}_ci95", f"recall@{k}", f"recall@{k}_ci95")}
+            if cands.where(F.col(col).isNotNull()).limit(1).count() > 0:  # nulls sort last
+                res[f"candidates_by_{col}"] = metrics(top_n_per_user(cands, k, score_col=col))
+        res["playlists"] = metrics(playlists_as_recs(tables, week, split.test_users))
     finally:
         cands.unpersist()
     return res

@@ -172,7 +172,7 @@ def final_score(
     for col, w in comps:
         x = F.col(col).cast("double")
         if scale == "rank":  # equal values share a rank (rank(), not row_number()): a constant component stays constant
-            r = F.rank().over(Window.partitionBy("user_id").orderBy(x.desc_nulls_last()))
+            r = F.rank().over(u.orderBy(x.desc_nulls_last()))
             x = F.when(x.isNull(), F.lit(None)).otherwise(1.0 / (F.lit(float(rrf_k)) + r))
         lo, hi = F.min(x).over(u), F.max(x).over(u)
         scaled = F.when(x.isNull(), F.lit(None)).when(hi > lo, (x - lo) / (hi - lo)).otherwise(F.lit(1.0))

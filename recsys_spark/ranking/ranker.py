@@ -239,9 +239,9 @@ def blend_options(blend_weights: Sequence[float], alone: bool = True) -> List[Tu
 
     The rank stage adds the DIN to whichever is chosen, which the held-out check cannot see (the
     DIN of W has trained on the label window's plays): on the synthetic platform's validation split
-    the ranker alone won that check by .0003 and lost .0135 NDCG@30 in the playlists, because the
-    DIN's evenly spread scaled score then reorders all but the top few of the ranker's skewed
-    probabilities; blended with the recall score it did not (``benchmarks/README.md``, learned ranker)."""
+    the ranker alone won that check by .0003 and lost .0135 NDCG@30 in the playlists, the loss arising
+    where the DIN joins it (read from the funnel: the DIN's spread-out scaled score reorders the
+    ranker's probabilities, squeezed near 0 for most candidates); blended with the recall score it did not (``benchmarks/README.md``, learned ranker)."""
     opts = [(f"blend_{float(w):g}", 1.0, float(w)) for w in blend_weights if w > 0]
     return opts + [("ranker", 0.0, 1.0)] if alone or not opts else opts
 
