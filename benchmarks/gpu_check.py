@@ -23,12 +23,17 @@ pyspark needed; this script imports only the pure-torch modules):
   call); the UDF body (string ids -> ``encode_histories`` / ``encode_ids`` -> ``predict_grouped``)
   is also timed once per device.
 
+* **Audiobox Aesthetics** (``aesthetics_fn``: ``aesthetics.get_scorer(AestheticsSpec(...))`` then
+  ``AestheticsScorer.score_waveforms``): the seeded untrained model on CPU (fp32) and on the target
+  device in fp32 and bf16 (CUDA), same state dict, 10 s clips at 16 kHz; clips/s and the score
+  differences (``--parts`` selects ``clap``, ``din``, ``aes``).
+
 On the lent GPU machine (python 3.12, torch, transformers, numba there; no laion-clap): laion-clap and
 the pure-Python packages its import and model build need travel as wheels in ``.whl/`` (ignored via
 ``.git/info/exclude``; ``pip download --no-deps --only-binary=:all: --python-version 3.12 ...``):
 laion_clap 1.1.7, torchlibrosa 0.1.0, librosa 0.11.0, soundfile 0.14.0, cffi 2.1.1, pycparser 3.12,
 soxr 1.1.0, ftfy 6.3.1, wcwidth 0.9.4, decorator 5.3.1, pooch 1.9.0, platformdirs 4.14.8,
-audioread 3.1.0 (4.5 MiB), installed with ``pip install --no-index --no-deps --target /tmp/site
+audioread 3.1.0, audiobox_aesthetics 0.0.4 (4.6 MiB), installed with ``pip install --no-index --no-deps --target /tmp/site
 .whl/*.whl`` and run with ``PYTHONPATH=/tmp/site:.``.
 
 Timing: CUDA is warmed up with one full pass and timed ``--repeats`` times (best reported; every
@@ -266,6 +271,44 @@ def run_clap(tag: str, audio_model: str, text_model: str, dev: torch.device, cli
     return res
 
 
+# -- Audiobox Aesthetics ---------------------------------------------------------------------------
+
+
+def run_aesthetics(dev: torch.device, n: int, bs: int, args, checks: Checks) -> dict:
+    """``AestheticsScorer.score_waveforms`` (the aesthetics UDF's call) on CPU and the target device,
+    fp32 and (on CUDA) bf16, on ``n`` 10 s clips at 16 kHz (one window each)."""
+    from recsys_spark.embeddings import aesthetics as A
+    from recsys_spark.embeddings.audio import resample
+
+    clips = [resample(c, SR, A.SAMPLE_RATE) for c in synth_clips(n, seed=2)]
+    cpu = A.AestheticsScorer(A.AestheticsSpec(device="cpu", precision="fp32"))
+    res: dict = {"n_clips": n, "clip_seconds": 10.0, "params": int(sum(p.numel() for p in cpu.model.parameters())),
+                 "weights": "untrained (seeded)"}
+    k = min(n, max(2, bs))
+    log(f"aesthetics: CPU {k} clips")
+    cpu.score_waveforms(clips[:1], batch_size=1)  # warm-up
+    cpu_s, secs = timed(lambda: cpu.score_waveforms(clips[:k], batch_size=bs)[0], torch.device("cpu"), args.cpu_repeats)
+    res["cpu"] = {"clips": k, "seconds": secs, "clips_per_s": rate(k, secs), "threads": torch.get_num_threads()}
+    res["target"] = []
+    for precision in (("fp32", "bf16") if dev.type == "cuda" else ("fp32",)):
+        tgt = A.AestheticsScorer(A.AestheticsSpec(device=dev.type, precision=precision))
+        tgt.model.load_state_dict(cpu.model.state_dict())
+        log(f"aesthetics: {dev.type} {precision} batch {bs}")
+        tgt.score_waveforms(clips[:bs], batch_size=bs)  # warm-up
+        out, secs = timed(lambda: tgt.score_waveforms(clips, batch_size=bs)[0], dev, args.repeats)
+        row = {"precision": tgt.precision, "batch_size": bs, "seconds": secs, "clips_per_s": rate(n, secs)}
+        row.update(diff(out[:k], cpu_s))
+        res["target"].append(row)
+        # untrained heads give scores of about +-0.05 (identity target normalisation): an absolute
+        # tolerance on that scale; a released checkpoint's 1-10 scale multiplies it by its std
+        checks.add(f"aesthetics.{dev.type}_{precision}_vs_cpu", diff(out[:k], cpu_s),
+                   args.atol_aes if precision == "fp32" else 10 * args.atol_aes)
+        del tgt
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+    return res
+
+
 # -- DIN -------------------------------------------------------------------------------------------
 
 
@@ -411,6 +454,12 @@ def table(res: dict) -> str:
             k = [v for n, v in dd.items() if n.startswith("din.predict_grouped") and n.endswith(f"bs{row['batch_size']}_vs_cpu")]
             lines.append(f"| DIN predict_grouped rows/s (bs {row['batch_size']}) | {c:,.0f} | {row['rows_per_s']:,.0f} | "
                          f"{row['rows_per_s'] / c:.1f}x | {k[0] if k else float('nan'):.2g} |")
+    r = res.get("aesthetics")
+    if isinstance(r, dict) and "cpu" in r:
+        c = r["cpu"]["clips_per_s"]
+        for row in r["target"]:
+            lines.append(f"| Aesthetics clips/s ({row['precision']}, bs {row['batch_size']}) | {c:.2f} | "
+                         f"{row['clips_per_s']:.2f} | {row['clips_per_s'] / c:.1f}x | {row['max_abs_diff']:.2g} |")
     return "\n".join(lines)
 
 
@@ -436,7 +485,10 @@ def main(argv=None) -> int:
     ap.add_argument("--prod-texts", type=int, default=500)
     ap.add_argument("--prod-after-s", type=float, default=240.0,
                     help="skip --prod when this many seconds have already passed")
-    ap.add_argument("--parts", default="clap,din")
+    ap.add_argument("--atol-aes", type=float, default=1e-3, help="aesthetics scores (untrained scale)")
+    ap.add_argument("--aes-clips", type=int, default=64)
+    ap.add_argument("--aes-bs", type=int, default=16)
+    ap.add_argument("--parts", default="clap,din,aes")
     args = ap.parse_args(argv)
     small = args.small
     args.clips = args.clips or (4 if small else 64)
@@ -482,6 +534,9 @@ def main(argv=None) -> int:
                                          args.audio_bs, args.text_bs, args, checks))
     if "din" in parts:
         section("din", lambda: run_din(dev, args, checks))
+    if "aes" in parts:
+        n_aes = 2 if small else args.aes_clips
+        section("aesthetics", lambda: run_aesthetics(dev, n_aes, 2 if small else args.aes_bs, args, checks))
     if args.prod:
         if time.perf_counter() - t_start > args.prod_after_s:
             res["clap_prod"] = {"skipped": f"over {args.prod_after_s}s already"}

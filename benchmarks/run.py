@@ -24,7 +24,8 @@ def main(argv=None) -> int:
     args.extra = rest
     os.makedirs(args.out, exist_ok=True)
     mod = importlib.import_module(f"suite_{args.suite}")
-    return int(mod.main(args) or 0)
+    rc = mod.main(args)
+    return rc if isinstance(rc, int) else 0  # some suites return their result dict
 
 
 if __name__ == "__main__":

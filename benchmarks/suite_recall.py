@@ -50,7 +50,7 @@ K_EVAL = 30
 SIZES = {
     # users, items, mean events per user
     "S": dict(n_users=10_000, n_items=3_000, mean_events=20),
-    "M": dict(n_users=50_000, n_items=20_000, mean_events=30),
+    "M": dict(n_users=100_000, n_items=30_000, mean_events=30),  # the pipeline suite's M: 100K users, 30K tracks, ~3M events
     "L": dict(n_users=150_000, n_items=50_000, mean_events=40),
 }
 
@@ -273,7 +273,7 @@ def eval_implicit(train_pdf, truth, name: str, **kw):
 ITEMCF_SPEED = dict(k=100, similarity="cosine", min_support=2, max_items_per_user=200, weighting="log", shrinkage=0.0)
 
 
-def part_itemcf_speed(spark, size: str, tmp: str, repeats: int = 2) -> list:
+def part_itemcf_speed(spark, size: str, tmp: str, repeats: int = 2, **_) -> list:
     from recsys_spark.recall.base import ChannelInputs
     from recsys_spark.recall.item_cf import ItemCF
 
@@ -334,7 +334,7 @@ def blas_info(spark) -> dict:
 ALS_SPEED = dict(rank=64, reg_param=0.05, alpha=20.0, weighting="log", seed=0)
 
 
-def part_als_speed(spark, size: str, tmp: str, iters: int = 10) -> list:
+def part_als_speed(spark, size: str, tmp: str, iters: int = 10, num_blocks=(2, 4), cholesky: bool = True, **_) -> list:
     import scipy.sparse as sp
     from implicit.als import AlternatingLeastSquares
 
@@ -351,7 +351,7 @@ def part_als_speed(spark, size: str, tmp: str, iters: int = 10) -> list:
         sdf.count()
         by_blocks = {}
         loads = []
-        for nb in (2, 4):
+        for nb in num_blocks:
             times = {}
             for it in (1, iters):
                 loads.append(os.getloadavg()[0])
@@ -371,7 +371,7 @@ def part_als_speed(spark, size: str, tmp: str, iters: int = 10) -> list:
         imp = {}
         from threadpoolctl import threadpool_limits
 
-        for cg in (True, False):
+        for cg in ((True, False) if cholesky else (True,)):
             m = AlternatingLeastSquares(factors=ALS_SPEED["rank"], iterations=iters, regularization=ALS_SPEED["reg_param"],
                                         alpha=ALS_SPEED["alpha"], use_cg=cg, random_state=0)
             with threadpool_limits(1, "blas"):  # implicit's own advice; it parallelises over rows itself
@@ -384,9 +384,10 @@ def part_als_speed(spark, size: str, tmp: str, iters: int = 10) -> list:
                    spark_fit_1iter_s=round(times[1], 2), spark_fit_s=round(times[iters], 2),
                    spark_s_per_iter_marginal=round(spark_marginal, 3),
                    spark_s_per_iter_total=round(times[iters] / iters, 3),
-                   implicit_cg_s_per_iter=round(imp[True], 3), implicit_cholesky_s_per_iter=round(imp[False], 3),
+                   implicit_cg_s_per_iter=round(imp[True], 3),
+                   implicit_cholesky_s_per_iter=round(imp[False], 3) if False in imp else None,
                    ratio_marginal_vs_cg=round(spark_marginal / imp[True], 2),
-                   ratio_marginal_vs_cholesky=round(spark_marginal / imp[False], 2),
+                   ratio_marginal_vs_cholesky=round(spark_marginal / imp[False], 2) if False in imp else None,
                    ratio_total_vs_cg=round(times[iters] / iters / imp[True], 2))
         log.info("als_speed %s", rec)
         out.append(rec)
@@ -411,7 +412,7 @@ ALS_GRID = [
 ]
 
 
-def part_quality(spark, size: str, tmp: str) -> list:
+def part_quality(spark, size: str, tmp: str, **_) -> list:
     out = []
     for name, loader in (("movielens", movielens), ("lastfm", lastfm)):
         pdf = loader()
@@ -469,7 +470,15 @@ def main(args) -> dict:
     logging.getLogger("py4j").setLevel(logging.WARNING)
     size = getattr(args, "size", "S")
     out_dir = getattr(args, "out", None) or os.path.join(ROOT, "benchmarks", "results")
-    parts = (getattr(args, "parts", None) or "itemcf_speed,als_speed,quality").split(",")
+    opt = argparse.ArgumentParser(prog="recall")
+    opt.add_argument("--parts", default=None)
+    opt.add_argument("--num-blocks", default="2,4", help="ALS num_blocks tried (the best is reported)")
+    opt.add_argument("--repeats", type=int, default=2, help="item-CF timings per side (best kept)")
+    opt.add_argument("--no-cholesky", action="store_true", help="skip implicit's exact solver (slow at M)")
+    extra = opt.parse_args(getattr(args, "extra", None) or [])
+    parts = (getattr(args, "parts", None) or extra.parts or "itemcf_speed,als_speed,quality").split(",")
+    kw = dict(repeats=extra.repeats, num_blocks=tuple(int(x) for x in extra.num_blocks.split(",")),
+              cholesky=not extra.no_cholesky)
     tmp = os.environ.get("RECSYS_BENCH_TMP", "/tmp/recsys_bench_recall")
     # one BLAS thread per task: Spark already runs one task per core (set before the JVM starts)
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -503,7 +512,8 @@ def main(args) -> dict:
     saved.update({k: v for k, v in result.items() if k != "parts"})
     runners = {"itemcf_speed": part_itemcf_speed, "als_speed": part_als_speed, "quality": part_quality}
     for part in parts:
-        saved[part] = runners[part](spark, size, tmp)
+        saved[part] = runners[part](spark, size, tmp, **kw)
+        saved.setdefault("options_by_part", {})[part] = {k: list(v) if isinstance(v, tuple) else v for k, v in kw.items()}
         saved.setdefault("part_run_at", {})[part] = dt.datetime.utcnow().isoformat(timespec="seconds")
         saved.setdefault("blas_by_part", {})[part] = result["blas"]
         with open(path, "w") as fh:
@@ -517,4 +527,6 @@ if __name__ == "__main__":
     ap.add_argument("--size", default="S", choices=sorted(SIZES))
     ap.add_argument("--out", default=None)
     ap.add_argument("--parts", default=None, help="comma list of itemcf_speed,als_speed,quality")
-    main(ap.parse_args())
+    known, rest = ap.parse_known_args()
+    known.extra = rest
+    main(known)

@@ -320,6 +320,19 @@ class EmbeddingConf:
 
 
 @section
+class AestheticsConf:
+    enabled: bool = False  # score tracks' audio with Audiobox Aesthetics in the embed stage (track_aesthetics)
+    checkpoint_path: str = ""  # model.safetensors + config.json folder, or checkpoint.pt; empty = untrained (logged loudly)
+    model_version: str = ""
+    batch_size: Pos = 8  # 10 s windows per forward pass
+    max_windows: Pos = 6
+    device: Device = "auto"
+    seed: int = 0
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    threads_per_task: Annotated[int, Field(ge=-1)] = 0
+
+
+@section
 class QualityConf:
     enabled: bool = True
     threshold: Prob = 0.3
@@ -327,7 +340,8 @@ class QualityConf:
     upvote_weight: NonNegFloat = 1.0
     comment_weight: NonNegFloat = 2.0
     aesthetics_table: str = ""
-    aesthetics_weight: NonNegFloat = 0.0
+    aesthetics_weight: Prob = 0.0
+    aesthetics_axis: Literal["CE", "CU", "PC", "PQ"] = "PQ"  # the track_aesthetics column blended in
     mapping: Literal["ratio", "percentile"] = "ratio"  # ratio (s / (s + mu), prior -> 0.5) | percentile
 
 
@@ -475,6 +489,7 @@ class Config:
     history: HistoryConf = field(default_factory=HistoryConf)
     recall: RecallConf = field(default_factory=RecallConf)
     embeddings: EmbeddingConf = field(default_factory=EmbeddingConf)
+    aesthetics: AestheticsConf = field(default_factory=AestheticsConf)
     quality: QualityConf = field(default_factory=QualityConf)
     din: DINConf = field(default_factory=DINConf)
     ranker: RankerConf = field(default_factory=RankerConf)
@@ -607,7 +622,12 @@ def _build(cls: Any, data: Any, prefix: str = "") -> Any:
 
 def from_dict(data: Mapping[str, Any]) -> Config:
     """Build a validated :class:`Config` from a (possibly partial) nested mapping."""
-    return _build(Config, data)
+    cfg = _build(Config, data)
+    q = cfg.quality
+    if q.aesthetics_weight > 0 and not q.aesthetics_table and not cfg.aesthetics.enabled:
+        raise ConfigError(f"config key 'quality.aesthetics_weight' is {q.aesthetics_weight} but there is no aesthetics "
+                          "score to blend: set aesthetics.enabled=true (track_aesthetics) or quality.aesthetics_table")
+    return cfg
 
 
 def parse_override(text: str) -> tuple:

@@ -1,4 +1,5 @@
-"""Incremental embedding stages: CLAP audio of tracks, CLAP text of prompts.
+"""Incremental embedding stages: CLAP audio of tracks, CLAP text of prompts, Audiobox Aesthetics
+scores of tracks' audio.
 
 Only rows without an embedding for the current ``model_version`` are embedded (a left anti join
 against the existing table before any model is loaded); when nothing is new the stage returns
@@ -13,7 +14,9 @@ building blocks)::
         -> (track_embeddings_df, quarantine_df)
     embed_prompts(spark, user_prompts, tracks, existing, spec, batch_size=64, run_id=None, now=None)
         -> (prompt_embeddings_df, quarantine_df)
-    run_embedding_stage(spark, tables, spec, batch_size=16, run_id=None) -> dict of counts
+    score_aesthetics(spark, tracks, existing, aesthetics_spec, batch_size=8, run_id=None, now=None)
+        -> (track_aesthetics_df, quarantine_df)
+    run_embedding_stage(spark, tables, spec, batch_size=16, run_id=None, aesthetics=None) -> dict of counts
 """
 
 from __future__ import annotations
@@ -28,8 +31,10 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from .. import tables as tbl
+from .aesthetics import AXES, AestheticsSpec
 from .clap import EncoderSpec, text_tower_usable
-from .spark_udfs import AUDIO_RESULT_SCHEMA, TEXT_RESULT_SCHEMA, audio_embed_fn, text_embed_fn
+from .spark_udfs import (AESTHETICS_RESULT_SCHEMA, AUDIO_RESULT_SCHEMA, TEXT_RESULT_SCHEMA, aesthetics_fn,
+                         audio_embed_fn, text_embed_fn)
 
 log = logging.getLogger(__name__)
 
@@ -121,14 +126,7 @@ def embed_tracks(
     t0 = time.perf_counter()
     now = _now(now)
     version = spec.resolved_model_version()
-    with_audio = (tracks.select("track_id", F.trim(F.col("audio_uri")).alias("audio_uri"))
-                  .where(F.col("audio_uri").isNotNull() & (F.col("audio_uri") != ""))
-                  .dropDuplicates(["track_id"]))
-    todo = with_audio
-    if existing is not None:
-        done = existing.where(F.col("model_version") == version).select("track_id").distinct()
-        todo = todo.join(done, "track_id", "left_anti")
-    n_todo = todo.count()
+    todo, n_todo = _audio_todo(tracks, existing, version)
     if n_todo == 0:
         log.info("embed_tracks: nothing new for %s (0 tracks embedded)", version)
         return _empty(spark, tbl.TRACK_EMBEDDINGS), _empty(spark, tbl.QUARANTINE)
@@ -137,15 +135,81 @@ def embed_tracks(
     good = result.where(F.col("error").isNull())
     emb = good.select("track_id", F.lit(version).alias("model_version"), "embedding", "n_windows",
                       F.lit(now).cast("timestamp").alias("created_at"))
+    quarantine = _audio_quarantine(result, "embed_tracks", version, n_todo, run_id, now, t0)
+    return emb, quarantine
+
+
+def _audio_todo(tracks: DataFrame, existing: Optional[DataFrame], version: str) -> Tuple[DataFrame, int]:
+    """``track_id, audio_uri`` of the tracks with audio and no row of ``version`` in ``existing``,
+    and how many there are."""
+    todo = (tracks.select("track_id", F.trim(F.col("audio_uri")).alias("audio_uri"))
+            .where(F.col("audio_uri").isNotNull() & (F.col("audio_uri") != ""))
+            .dropDuplicates(["track_id"]))
+    if existing is not None:
+        done = existing.where(F.col("model_version") == version).select("track_id").distinct()
+        todo = todo.join(done, "track_id", "left_anti")
+    return todo, todo.count()
+
+
+def _audio_quarantine(result: DataFrame, what: str, version: str, n_todo: int, run_id: Optional[str],
+                      now: dt.datetime, t0: float) -> DataFrame:
+    """Quarantine rows (``entity = "audio"``) of a model stage's failed rows, logged with the counts.
+    The record hash is the same whichever audio model met the bad file, so it is quarantined once."""
     bad = result.where(F.col("error").isNotNull()).withColumn(
         "_raw", F.to_json(F.struct("track_id", "audio_uri", "error_detail")))
     quarantine = quarantine_frame(bad, F.concat(F.lit("audio:"), F.col("audio_uri")), "audio", "_raw", "error",
                                   run_id, now)
     n_bad = bad.count()
     reasons = {r["error"]: r["count"] for r in bad.groupBy("error").count().collect()} if n_bad else {}
-    log.info("embed_tracks %s: %d tracks to embed, %d embedded, %d quarantined %s (%.1fs)",
-             version, n_todo, n_todo - n_bad, n_bad, reasons, time.perf_counter() - t0)
-    return emb, quarantine
+    log.info("%s %s: %d tracks to do, %d done, %d quarantined %s (%.1fs)",
+             what, version, n_todo, n_todo - n_bad, n_bad, reasons, time.perf_counter() - t0)
+    return quarantine
+
+
+def score_aesthetics(
+    spark: SparkSession,
+    tracks: DataFrame,
+    existing: Optional[DataFrame],
+    spec: AestheticsSpec,
+    batch_size: int = 8,
+    run_id: Optional[str] = None,
+    now: Optional[dt.datetime] = None,
+) -> Tuple[DataFrame, DataFrame]:
+    """Audiobox Aesthetics scores of the tracks that have none for ``spec``'s model version.
+
+    Parameters
+    ----------
+    tracks : DataFrame
+        At least ``track_id, audio_uri`` (rows without audio are skipped).
+    existing : DataFrame or None
+        The current ``track_aesthetics`` table (``track_id, model_version``).
+    spec : AestheticsSpec
+    batch_size : int
+        Tracks per task batch and 10 s windows per forward pass.
+    run_id, now
+        As in :func:`embed_tracks`.
+
+    Returns
+    -------
+    (DataFrame, DataFrame)
+        New ``track_aesthetics`` rows (``track_id, model_version, ce, cu, pc, pq, n_windows,
+        created_at``) and quarantine rows for bad audio (as :func:`embed_tracks` gives them).
+    """
+    t0 = time.perf_counter()
+    now = _now(now)
+    version = spec.resolved_model_version()
+    todo, n_todo = _audio_todo(tracks, existing, version)
+    if n_todo == 0:
+        log.info("score_aesthetics: nothing new for %s (0 tracks scored)", version)
+        return _empty(spark, tbl.TRACK_AESTHETICS), _empty(spark, tbl.QUARANTINE)
+    todo = spread(todo, _partitions(spark, n_todo, batch_size), "track_id")
+    result = todo.mapInPandas(aesthetics_fn(spec, batch_size), AESTHETICS_RESULT_SCHEMA).localCheckpoint(eager=True)
+    good = result.where(F.col("error").isNull())
+    rows = good.select("track_id", F.lit(version).alias("model_version"),
+                       *[F.col("scores")[i].alias(a.lower()) for i, a in enumerate(AXES)],
+                       "n_windows", F.lit(now).cast("timestamp").alias("created_at"))
+    quarantine = _audio_quarantine(result, "score_aesthetics", version, n_todo, run_id, now, t0)
+    return rows, quarantine
 
 
 def embed_prompts(
@@ -229,8 +293,11 @@ def run_embedding_stage(spark: SparkSession, tables, spec: EncoderSpec, batch_si
                         text_batch_size: int = 64, run_id: Optional[str] = None,
                         now: Optional[dt.datetime] = None,
                         as_of: Optional[dt.datetime] = None,
-                        track_prompts: bool = True) -> Dict[str, float]:
-    """Embed new tracks and prompts and write them (idempotent MERGEs), quarantining bad audio.
+                        track_prompts: bool = True,
+                        aesthetics: Optional[AestheticsSpec] = None,
+                        aesthetics_batch_size: int = 8) -> Dict[str, float]:
+    """Embed new tracks and prompts and write them (idempotent MERGEs), quarantining bad audio;
+    with ``aesthetics``, also score new tracks' audio into ``track_aesthetics``.
 
     Parameters
     ----------
@@ -245,12 +312,18 @@ def run_embedding_stage(spark: SparkSession, tables, spec: EncoderSpec, batch_si
     track_prompts : bool
         Also embed the tracks' own prompt text (needed only by the prompt channel's
         ``track_prompt`` target; with the ``audio`` target it is half the text work for nothing).
+    aesthetics : AestheticsSpec, optional
+        Score the tracks that have no ``track_aesthetics`` row for its model version (same audio
+        files, same ``as_of``; a bad file is quarantined once whichever model met it).
+    aesthetics_batch_size : int
 
     Returns
     -------
     dict
         ``model_version`` is logged; counts ``tracks_embedded``, ``audio_quarantined``,
-        ``texts_embedded``, ``text_quarantined`` and ``untrained`` (1.0 when no checkpoint).
+        ``texts_embedded``, ``text_quarantined`` and ``untrained`` (1.0 when no checkpoint); with
+        ``aesthetics`` also ``tracks_aesthetics_scored``, ``aesthetics_quarantined``,
+        ``aesthetics_seconds`` and ``aesthetics_untrained``.
     """
     version = spec.resolved_model_version()
     tracks = tables.read("tracks")
@@ -274,5 +347,17 @@ def run_embedding_stage(spark: SparkSession, tables, spec: EncoderSpec, batch_si
         tables.merge_insert_new("prompt_embeddings", pemb, ["id", "kind", "model_version"])
     if counts["text_quarantined"]:
         tables.merge_insert_new("quarantine", pq, ["record_hash"])
+    if aesthetics is not None:
+        t0 = time.perf_counter()
+        rows, aq = score_aesthetics(spark, tracks, tables.read("track_aesthetics"), aesthetics, aesthetics_batch_size,
+                                    run_id, now)
+        counts["aesthetics_untrained"] = 0.0 if aesthetics.has_checkpoint else 1.0
+        counts["tracks_aesthetics_scored"] = float(rows.count())
+        counts["aesthetics_quarantined"] = float(aq.count())
+        if counts["tracks_aesthetics_scored"]:
+            tables.merge_insert_new("track_aesthetics", rows, ["track_id", "model_version"])
+        if counts["aesthetics_quarantined"]:
+            tables.merge_insert_new("quarantine", aq, ["record_hash"])
+        counts["aesthetics_seconds"] = round(time.perf_counter() - t0, 2)
     log.info("embedding stage %s: %s", version, counts)
     return counts

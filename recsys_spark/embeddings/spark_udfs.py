@@ -69,6 +69,26 @@ def _chunks(batches: Iterator[pd.DataFrame], size: int) -> Iterator[pd.DataFrame
             yield pdf.iloc[i:i + size]
 
 
+def load_batch(uris, sample_rate: int):
+    """Decode ``uris`` at ``sample_rate``: ``(waves, ok_idx, errors, details)``; a bad file gets its
+    :class:`~recsys_spark.embeddings.audio.AudioError` reason in ``errors`` (an unexpected decoder
+    failure is ``corrupt_audio``) and no wave."""
+    from .audio import AudioError, load_audio
+
+    waves, ok_idx = [], []
+    errors = [None] * len(uris)
+    details = [None] * len(uris)
+    for i, uri in enumerate(uris):
+        try:
+            waves.append(load_audio(uri, sample_rate))
+            ok_idx.append(i)
+        except AudioError as exc:
+            errors[i], details[i] = exc.reason, exc.detail[:500]
+        except Exception as exc:  # an unexpected decoder failure is still a bad file
+            errors[i], details[i] = "corrupt_audio", f"{type(exc).__name__}: {exc}"[:500]
+    return waves, ok_idx, errors, details
+
+
 def audio_embed_fn(spec: EncoderSpec, batch_size: int = 16) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
     """``mapInPandas`` function: ``track_id, audio_uri`` -> :data:`AUDIO_RESULT_SCHEMA`.
 
@@ -78,23 +98,12 @@ def audio_embed_fn(spec: EncoderSpec, batch_size: int = 16) -> Callable[[Iterato
     """
 
     def fn(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        from .audio import AudioError, load_audio
         from .clap import get_encoder
 
         set_task_threads(spec.threads_per_task)
         enc = None
         for pdf in _chunks(batches, batch_size):
-            waves, ok_idx = [], []
-            errors = [None] * len(pdf)
-            details = [None] * len(pdf)
-            for i, uri in enumerate(pdf["audio_uri"].tolist()):
-                try:
-                    waves.append(load_audio(uri, spec.sample_rate))
-                    ok_idx.append(i)
-                except AudioError as exc:
-                    errors[i], details[i] = exc.reason, exc.detail[:500]
-                except Exception as exc:  # an unexpected decoder failure is still a bad file
-                    errors[i], details[i] = "corrupt_audio", f"{type(exc).__name__}: {exc}"[:500]
+            waves, ok_idx, errors, details = load_batch(pdf["audio_uri"].tolist(), spec.sample_rate)
             embs = [None] * len(pdf)
             nwin = [None] * len(pdf)
             if waves:
@@ -112,6 +121,56 @@ def audio_embed_fn(spec: EncoderSpec, batch_size: int = 16) -> Callable[[Iterato
                 "track_id": pdf["track_id"].astype(str).tolist(),
                 "audio_uri": pdf["audio_uri"].tolist(),
                 "embedding": embs,
+                "n_windows": pd.array(nwin, dtype="Int32"),
+                "error": errors,
+                "error_detail": details,
+            })
+
+    return fn
+
+
+AESTHETICS_RESULT_SCHEMA = T.StructType([
+    T.StructField("track_id", T.StringType(), False),
+    T.StructField("audio_uri", T.StringType(), True),
+    T.StructField("scores", T.ArrayType(T.FloatType(), containsNull=False), True),
+    T.StructField("n_windows", T.IntegerType(), True),
+    T.StructField("error", T.StringType(), True),
+    T.StructField("error_detail", T.StringType(), True),
+])
+
+
+def aesthetics_fn(spec, batch_size: int = 8) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
+    """``mapInPandas`` function: ``track_id, audio_uri`` -> :data:`AESTHETICS_RESULT_SCHEMA`.
+
+    ``spec`` is an :class:`~recsys_spark.embeddings.aesthetics.AestheticsSpec`. Every input row
+    yields one row: ``scores`` (the four axes CE, CU, PC, PQ) and ``n_windows``, or ``error`` (the
+    same reasons as the CLAP stage gives the same bad file) with ``scores`` null. Tracks are decoded
+    at 16 kHz and taken ``batch_size`` at a time (their windows go through the model together).
+    """
+
+    def fn(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        from .aesthetics import SAMPLE_RATE, get_scorer
+
+        set_task_threads(spec.threads_per_task)
+        scorer = None
+        for pdf in _chunks(batches, batch_size):
+            waves, ok_idx, errors, details = load_batch(pdf["audio_uri"].tolist(), SAMPLE_RATE)
+            scores = [None] * len(pdf)
+            nwin = [None] * len(pdf)
+            if waves:
+                if scorer is None:
+                    scorer = get_scorer(spec)
+                vals, counts = scorer.score_waveforms(waves, batch_size=batch_size)
+                for j, i in enumerate(ok_idx):
+                    if not np.all(np.isfinite(vals[j])):
+                        errors[i], details[i] = "bad_score", "non-finite aesthetics score"
+                        continue
+                    scores[i] = vals[j].astype(np.float32).tolist()
+                    nwin[i] = int(counts[j])
+            yield pd.DataFrame({
+                "track_id": pdf["track_id"].astype(str).tolist(),
+                "audio_uri": pdf["audio_uri"].tolist(),
+                "scores": scores,
                 "n_windows": pd.array(nwin, dtype="Int32"),
                 "error": errors,
                 "error_detail": details,

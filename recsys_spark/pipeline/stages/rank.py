@@ -67,6 +67,24 @@ class RankStage(Stage):
             return NO_STATISTICS
         return None
 
+    def aesthetics_scores(self, ctx: RunContext, rep: StageReport) -> Optional[DataFrame]:
+        """``track_id, aesthetics`` for the quality blend (None when ``quality.aesthetics_weight`` is 0):
+        ``quality.aesthetics_table`` when set, else the ``quality.aesthetics_axis`` column of this
+        model version's ``track_aesthetics`` rows (the config refuses a weight without a source)."""
+        qc = ctx.cfg.quality
+        if qc.aesthetics_weight <= 0:
+            return None
+        if qc.aesthetics_table:
+            return ctx.tables.read(qc.aesthetics_table)
+        from ...embeddings.aesthetics import AestheticsSpec
+
+        spec = AestheticsSpec.from_conf(ctx.cfg.aesthetics)
+        if not spec.has_checkpoint:
+            rep.note_skip("quality blends UNTRAINED aesthetics scores (no aesthetics.checkpoint_path) at weight "
+                          f"{qc.aesthetics_weight}")
+        return (ctx.tables.read("track_aesthetics").where(F.col("model_version") == spec.resolved_model_version())
+                .select("track_id", F.col(qc.aesthetics_axis.lower()).alias("aesthetics")))
+
     def run(self, ctx: RunContext) -> StageReport:
         from ...filtering.quality import apply_quality_filter, quality_scores
         from ...ranking.fusion import final_score, fuse
@@ -79,8 +97,7 @@ class RankStage(Stage):
                      default_weight=fc.default_channel_weight, num_partitions=shuffle_partitions(ctx.spark))
         q = quality_scores(ctx.inputs.tracks, prior_strength=qc.prior_strength, upvote_weight=qc.upvote_weight,
                            comment_weight=qc.comment_weight, mapping=qc.mapping,
-                           aesthetics_df=ctx.tables.read(qc.aesthetics_table) if qc.aesthetics_table else None,
-                           aesthetics_weight=qc.aesthetics_weight)
+                           aesthetics_df=self.aesthetics_scores(ctx, rep), aesthetics_weight=qc.aesthetics_weight)
         why = self.quality_skip_reason(ctx)
         if why is None:
             fused = apply_quality_filter(fused, q, threshold=qc.threshold, min_per_user=cfg.rerank.playlist_size,
