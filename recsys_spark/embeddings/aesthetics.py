@@ -29,7 +29,6 @@ Public API::
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -45,7 +44,7 @@ import torch
 
 from ..common import resolve_device
 from .audio import window_starts
-from .clap import CheckpointError, resolve_precision
+from .clap import CheckpointError, model_version_of, resolve_precision, spec_from_conf
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +102,7 @@ class AestheticsSpec:
     @classmethod
     def from_conf(cls, conf) -> "AestheticsSpec":
         """Build from an ``AestheticsConf``-like object (any object with these attribute names)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{n: getattr(conf, n) for n in names if hasattr(conf, n)})
+        return spec_from_conf(cls, conf)
 
     @property
     def has_checkpoint(self) -> bool:
@@ -113,14 +111,8 @@ class AestheticsSpec:
     def resolved_model_version(self) -> str:
         """``model_version`` if set (``-untrained-seed<n>`` appended when there is no checkpoint);
         else ``audiobox-aes-<checkpoint stem>`` or ``audiobox-aes-untrained-seed<seed>``."""
-        if self.model_version:
-            if not self.has_checkpoint and "untrained" not in self.model_version:
-                return f"{self.model_version}-untrained-seed{self.seed}"
-            return self.model_version
-        if self.has_checkpoint:
-            stem = os.path.splitext(os.path.basename(os.path.normpath(self.checkpoint_path)))[0]
-            return f"audiobox-aes-{stem}"
-        return f"audiobox-aes-untrained-seed{self.seed}"
+        return model_version_of("audiobox-aes", self.model_version, self.checkpoint_path, self.has_checkpoint,
+                                self.seed)
 
 
 def _aes_class():

@@ -144,8 +144,7 @@ class EncoderSpec:
     @classmethod
     def from_conf(cls, conf) -> "EncoderSpec":
         """Build from an ``EmbeddingConf``-like object (any object with these attribute names)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{n: getattr(conf, n) for n in names if hasattr(conf, n)})
+        return spec_from_conf(cls, conf)
 
     @property
     def has_checkpoint(self) -> bool:
@@ -154,14 +153,26 @@ class EncoderSpec:
     def resolved_model_version(self) -> str:
         """``model_version`` if set; else ``clap-<audio>-<text>-<checkpoint stem>`` or
         ``clap-<audio>-<text>-untrained-seed<seed>`` when no checkpoint file exists."""
-        if self.model_version:
-            if not self.has_checkpoint and "untrained" not in self.model_version:
-                return f"{self.model_version}-untrained-seed{self.seed}"
-            return self.model_version
-        if self.has_checkpoint:
-            stem = os.path.splitext(os.path.basename(self.checkpoint_path))[0]
-            return f"clap-{self.audio_model}-{self.text_model}-{stem}"
-        return f"clap-{self.audio_model}-{self.text_model}-untrained-seed{self.seed}"
+        return model_version_of(f"clap-{self.audio_model}-{self.text_model}", self.model_version,
+                                self.checkpoint_path, self.has_checkpoint, self.seed)
+
+
+def spec_from_conf(cls, conf):
+    """A spec dataclass ``cls`` from a config section (the attributes of ``conf`` it has fields for)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{n: getattr(conf, n) for n in names if hasattr(conf, n)})
+
+
+def model_version_of(prefix: str, explicit: str, checkpoint_path: str, has_checkpoint: bool, seed: int) -> str:
+    """A model's version string: ``explicit`` if set (``-untrained-seed<n>`` appended when there is no
+    checkpoint), else ``<prefix>-<checkpoint file or folder name>``, or ``<prefix>-untrained-seed<n>``."""
+    if explicit:
+        if not has_checkpoint and "untrained" not in explicit:
+            return f"{explicit}-untrained-seed{seed}"
+        return explicit
+    if has_checkpoint:
+        return f"{prefix}-{os.path.splitext(os.path.basename(os.path.normpath(checkpoint_path)))[0]}"
+    return f"{prefix}-untrained-seed{seed}"
 
 
 # -- laion-clap import without its download-at-import package __init__ ---------------------------

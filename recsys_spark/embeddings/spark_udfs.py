@@ -38,6 +38,15 @@ TEXT_RESULT_SCHEMA = T.StructType([
     T.StructField("error", T.StringType(), True),
 ])
 
+AESTHETICS_RESULT_SCHEMA = T.StructType([
+    T.StructField("track_id", T.StringType(), False),
+    T.StructField("audio_uri", T.StringType(), True),
+    T.StructField("scores", T.ArrayType(T.FloatType(), containsNull=False), True),
+    T.StructField("n_windows", T.IntegerType(), True),
+    T.StructField("error", T.StringType(), True),
+    T.StructField("error_detail", T.StringType(), True),
+])
+
 
 def set_task_threads(threads_per_task: int) -> int:
     """Set torch's intra-op threads for this Spark task (``EncoderSpec.threads_per_task``).
@@ -89,6 +98,52 @@ def load_batch(uris, sample_rate: int):
     return waves, ok_idx, errors, details
 
 
+def _audio_model_rows(batches: Iterator[pd.DataFrame], batch_size: int, sample_rate: int, threads_per_task: int,
+                      get_model: Callable, run: Callable, column: str, bad: Callable) -> Iterator[pd.DataFrame]:
+    """The loop of an audio model's ``mapInPandas`` function, one output row per input row.
+
+    Rows are taken ``batch_size`` at a time and decoded at ``sample_rate`` (:func:`load_batch`); the
+    model (``get_model()``, built on the first batch with audio) gives ``run(model, waves) ->
+    (values, n_windows)``; a value for which ``bad(value)`` returns a reason is an error instead.
+    Output: ``track_id, audio_uri, <column>, n_windows, error, error_detail``.
+    """
+    set_task_threads(threads_per_task)
+    model = None
+    for pdf in _chunks(batches, batch_size):
+        waves, ok_idx, errors, details = load_batch(pdf["audio_uri"].tolist(), sample_rate)
+        values = [None] * len(pdf)
+        nwin = [None] * len(pdf)
+        if waves:
+            if model is None:
+                model = get_model()
+            vals, counts = run(model, waves)
+            for j, i in enumerate(ok_idx):
+                why = bad(vals[j])
+                if why:
+                    errors[i], details[i] = why
+                    continue
+                values[i] = vals[j].astype(np.float32).tolist()
+                nwin[i] = int(counts[j])
+        yield pd.DataFrame({
+            "track_id": pdf["track_id"].astype(str).tolist(),
+            "audio_uri": pdf["audio_uri"].tolist(),
+            column: values,
+            "n_windows": pd.array(nwin, dtype="Int32"),
+            "error": errors,
+            "error_detail": details,
+        })
+
+
+def _bad_embedding(v: np.ndarray):
+    if not np.all(np.isfinite(v)) or float(np.linalg.norm(v)) == 0.0:
+        return "bad_embedding", "non-finite or zero vector"
+    return None
+
+
+def _bad_score(v: np.ndarray):
+    return None if np.all(np.isfinite(v)) else ("bad_score", "non-finite aesthetics score")
+
+
 def audio_embed_fn(spec: EncoderSpec, batch_size: int = 16) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
     """``mapInPandas`` function: ``track_id, audio_uri`` -> :data:`AUDIO_RESULT_SCHEMA`.
 
@@ -100,43 +155,12 @@ def audio_embed_fn(spec: EncoderSpec, batch_size: int = 16) -> Callable[[Iterato
     def fn(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         from .clap import get_encoder
 
-        set_task_threads(spec.threads_per_task)
-        enc = None
-        for pdf in _chunks(batches, batch_size):
-            waves, ok_idx, errors, details = load_batch(pdf["audio_uri"].tolist(), spec.sample_rate)
-            embs = [None] * len(pdf)
-            nwin = [None] * len(pdf)
-            if waves:
-                if enc is None:
-                    enc = get_encoder(spec)
-                vecs, counts = enc.embed_waveforms(waves, batch_size=batch_size)
-                for j, i in enumerate(ok_idx):
-                    v = vecs[j]
-                    if not np.all(np.isfinite(v)) or float(np.linalg.norm(v)) == 0.0:
-                        errors[i], details[i] = "bad_embedding", "non-finite or zero vector"
-                        continue
-                    embs[i] = v.astype(np.float32).tolist()
-                    nwin[i] = int(counts[j])
-            yield pd.DataFrame({
-                "track_id": pdf["track_id"].astype(str).tolist(),
-                "audio_uri": pdf["audio_uri"].tolist(),
-                "embedding": embs,
-                "n_windows": pd.array(nwin, dtype="Int32"),
-                "error": errors,
-                "error_detail": details,
-            })
+        return _audio_model_rows(batches, batch_size, spec.sample_rate, spec.threads_per_task,
+                                 lambda: get_encoder(spec),
+                                 lambda enc, waves: enc.embed_waveforms(waves, batch_size=batch_size),
+                                 "embedding", _bad_embedding)
 
     return fn
-
-
-AESTHETICS_RESULT_SCHEMA = T.StructType([
-    T.StructField("track_id", T.StringType(), False),
-    T.StructField("audio_uri", T.StringType(), True),
-    T.StructField("scores", T.ArrayType(T.FloatType(), containsNull=False), True),
-    T.StructField("n_windows", T.IntegerType(), True),
-    T.StructField("error", T.StringType(), True),
-    T.StructField("error_detail", T.StringType(), True),
-])
 
 
 def aesthetics_fn(spec, batch_size: int = 8) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
@@ -151,30 +175,10 @@ def aesthetics_fn(spec, batch_size: int = 8) -> Callable[[Iterator[pd.DataFrame]
     def fn(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         from .aesthetics import SAMPLE_RATE, get_scorer
 
-        set_task_threads(spec.threads_per_task)
-        scorer = None
-        for pdf in _chunks(batches, batch_size):
-            waves, ok_idx, errors, details = load_batch(pdf["audio_uri"].tolist(), SAMPLE_RATE)
-            scores = [None] * len(pdf)
-            nwin = [None] * len(pdf)
-            if waves:
-                if scorer is None:
-                    scorer = get_scorer(spec)
-                vals, counts = scorer.score_waveforms(waves, batch_size=batch_size)
-                for j, i in enumerate(ok_idx):
-                    if not np.all(np.isfinite(vals[j])):
-                        errors[i], details[i] = "bad_score", "non-finite aesthetics score"
-                        continue
-                    scores[i] = vals[j].astype(np.float32).tolist()
-                    nwin[i] = int(counts[j])
-            yield pd.DataFrame({
-                "track_id": pdf["track_id"].astype(str).tolist(),
-                "audio_uri": pdf["audio_uri"].tolist(),
-                "scores": scores,
-                "n_windows": pd.array(nwin, dtype="Int32"),
-                "error": errors,
-                "error_detail": details,
-            })
+        return _audio_model_rows(batches, batch_size, SAMPLE_RATE, spec.threads_per_task,
+                                 lambda: get_scorer(spec),
+                                 lambda sc, waves: sc.score_waveforms(waves, batch_size=batch_size),
+                                 "scores", _bad_score)
 
     return fn
 
