@@ -23,14 +23,20 @@ from .clap import EncoderSpec
 
 log = logging.getLogger(__name__)
 
-AUDIO_RESULT_SCHEMA = T.StructType([
-    T.StructField("track_id", T.StringType(), False),
-    T.StructField("audio_uri", T.StringType(), True),
-    T.StructField("embedding", T.ArrayType(T.FloatType(), containsNull=False), True),
-    T.StructField("n_windows", T.IntegerType(), True),
-    T.StructField("error", T.StringType(), True),
-    T.StructField("error_detail", T.StringType(), True),
-])
+
+def _audio_model_schema(column: str) -> T.StructType:
+    """The rows of :func:`_audio_model_rows`: ``track_id, audio_uri, <column>, n_windows, error, error_detail``."""
+    return T.StructType([
+        T.StructField("track_id", T.StringType(), False),
+        T.StructField("audio_uri", T.StringType(), True),
+        T.StructField(column, T.ArrayType(T.FloatType(), containsNull=False), True),
+        T.StructField("n_windows", T.IntegerType(), True),
+        T.StructField("error", T.StringType(), True),
+        T.StructField("error_detail", T.StringType(), True),
+    ])
+
+
+AUDIO_RESULT_SCHEMA = _audio_model_schema("embedding")
 
 TEXT_RESULT_SCHEMA = T.StructType([
     T.StructField("id", T.StringType(), False),
@@ -38,14 +44,7 @@ TEXT_RESULT_SCHEMA = T.StructType([
     T.StructField("error", T.StringType(), True),
 ])
 
-AESTHETICS_RESULT_SCHEMA = T.StructType([
-    T.StructField("track_id", T.StringType(), False),
-    T.StructField("audio_uri", T.StringType(), True),
-    T.StructField("scores", T.ArrayType(T.FloatType(), containsNull=False), True),
-    T.StructField("n_windows", T.IntegerType(), True),
-    T.StructField("error", T.StringType(), True),
-    T.StructField("error_detail", T.StringType(), True),
-])
+AESTHETICS_RESULT_SCHEMA = _audio_model_schema("scores")
 
 
 def set_task_threads(threads_per_task: int) -> int:
@@ -105,7 +104,7 @@ def _audio_model_rows(batches: Iterator[pd.DataFrame], batch_size: int, sample_r
     Rows are taken ``batch_size`` at a time and decoded at ``sample_rate`` (:func:`load_batch`); the
     model (``get_model()``, built on the first batch with audio) gives ``run(model, waves) ->
     (values, n_windows)``; a value for which ``bad(value)`` returns a reason is an error instead.
-    Output: ``track_id, audio_uri, <column>, n_windows, error, error_detail``.
+    Output: :func:`_audio_model_schema` (``column``).
     """
     set_task_threads(threads_per_task)
     model = None
