@@ -31,7 +31,8 @@ def spark():
     shutil.rmtree(wh, ignore_errors=True)
 
 
-def _session(wh):
+def _session(wh, more=None):
+    """The tests' session; ``more``: further settings (``benchmarks/suite_tiny_profile.py`` adds its event log)."""
     from recsys_spark.spark import get_spark
 
     return get_spark(
@@ -48,7 +49,8 @@ def _session(wh):
                # the suite's frames have a few rows: compiling generated code for every new plan
                # (Janino, then the JIT on it) costs more than interpreting it (two stage-test modules
                # 119 s -> 100 s on this box); same results, Spark's own tests run both modes
-               "spark.sql.codegen.wholeStage": "false", "spark.sql.codegen.factoryMode": "NO_CODEGEN"},
+               "spark.sql.codegen.wholeStage": "false", "spark.sql.codegen.factoryMode": "NO_CODEGEN",
+               **(more or {})},
     )
 
 
