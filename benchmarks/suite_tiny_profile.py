@@ -59,14 +59,13 @@ def main(args) -> int:
     p.add_argument("--tag", default=dt.date.today().isoformat())
     opts = p.parse_args(args.extra)
     sys.path.insert(0, os.path.join(REPO, "tests"))
-    from conftest import TINY_OVERRIDES, TINY_WEEK, _session   # the test session's own settings
+    # the test session's own settings and the tiny fixtures' own recipe
+    from conftest import (TINY_PREV_OVERRIDES, TINY_WEEK, _session, generate_tiny_platform, ingest_tiny_platform,
+                          tiny_overrides)
 
     from recsys_spark.config import load_config
-    from recsys_spark.data.generator import PlatformSpec, generate_platform
-    from recsys_spark.data.ingest import Rules, ingest_all
     from recsys_spark.pipeline import run_weekly
     from recsys_spark.runlog import tag_jobs
-    from recsys_spark.tables import Tables
 
     load_start = os.getloadavg()
     events = tempfile.mkdtemp(prefix="tiny-profile-events-")
@@ -76,27 +75,27 @@ def main(args) -> int:
                      {"spark.eventLog.enabled": "true", "spark.eventLog.dir": events, "spark.eventLog.compress": "false"})
     steps = {"session_start_s": round(time.time() - t0, 1)}
     root = tempfile.mkdtemp(prefix="tiny-profile-")
-    overrides = TINY_OVERRIDES + [f"storage.warehouse={root}/warehouse", f"storage.model_dir={root}/models"]
-    cfg = load_config(overrides=overrides)
     week = dt.date.fromisoformat(TINY_WEEK)
+
+    overrides = tiny_overrides(root, [f"storage.model_dir={root}/models"])
+    cfg = load_config(overrides=overrides)
 
     t0 = time.time()
     tag_jobs(spark, "generate")
-    generate_platform(spark, f"{root}/raw", PlatformSpec.from_conf(cfg.generator), week)
+    generate_tiny_platform(spark, root, cfg)
     steps["generate_s"] = round(time.time() - t0, 1)
     t0 = time.time()
     tag_jobs(spark, "ingest")
-    tables = Tables.from_config(spark, cfg.storage)
-    ingest_all(spark, tables, f"{root}/raw", Rules.from_conf(cfg.ingest), "ingest-tiny", now=dt.datetime(2026, 11, 23))
+    tables, _ = ingest_tiny_platform(spark, root, cfg)
     steps["ingest_s"] = round(time.time() - t0, 1)
     runs = {}
-    for label, when, extra in (("W-7", week - dt.timedelta(days=7), ["embeddings.enabled=false"]), ("W", week, [])):
+    for label, when, extra in (("W-7", week - dt.timedelta(days=7), TINY_PREV_OVERRIDES), ("W", week, [])):
         t0 = time.time()
         res = run_weekly(spark, load_config(overrides=overrides + extra), when, tables=tables)
         steps[f"weekly_{label}_s"] = round(time.time() - t0, 1)
         print(res.summary)
         runs[label] = {"week": when.isoformat(), "run_id": res.run_id, "users": res.users, "rows": res.rows}
-    stage_rows = (tables.read("runs").where("job = 'weekly'")
+    stage_rows = (tables.read("runs").where("job = 'weekly'").orderBy("started_at")   # pipeline order
                   .select("run_id", "stage", "status", "seconds").collect())
     spark.stop()
 

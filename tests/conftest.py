@@ -1,6 +1,7 @@
 """One session-scoped Spark fixture with Delta (local[2], few shuffle partitions, no UI) per pytest
 process; test grouping for pytest-xdist (``make test`` runs two processes)."""
 
+import datetime as dt
 import logging
 import os
 import shutil
@@ -220,26 +221,52 @@ TINY_OVERRIDES = [
 ]
 
 
+#: what W-7 of the tiny chain runs with (:func:`tiny_weeks`): a platform's first weekly run before
+#: CLAP is set up (its content, prompt and creator stages skip)
+TINY_PREV_OVERRIDES = ["embeddings.enabled=false"]
+#: the tiny platform's ingestion time and run id (:func:`ingest_tiny_platform`)
+TINY_INGEST_AT = dt.datetime(2026, 11, 23)
+TINY_INGEST_RUN = "ingest-tiny"
+
+
+def tiny_overrides(root, more=()):
+    """:data:`TINY_OVERRIDES` with the warehouse under ``root`` (plus ``more`` settings)."""
+    return TINY_OVERRIDES + [f"storage.warehouse={root}/warehouse", *more]
+
+
+def generate_tiny_platform(spark, root, cfg):
+    """The tiny platform's raw files under ``root/raw`` (``cfg``: :func:`tiny_overrides` loaded)."""
+    from recsys_spark.data.generator import PlatformSpec, generate_platform
+
+    generate_platform(spark, f"{root}/raw", PlatformSpec.from_conf(cfg.generator), dt.date.fromisoformat(TINY_WEEK))
+
+
+def ingest_tiny_platform(spark, root, cfg):
+    """Ingest ``root/raw`` into ``cfg``'s warehouse; returns ``(tables, reports)``.
+
+    With :func:`generate_tiny_platform`, the recipe of :func:`tiny_platform` and of
+    ``benchmarks/suite_tiny_profile.py`` (which times the two apart)."""
+    from recsys_spark.data.ingest import Rules, ingest_all
+    from recsys_spark.tables import Tables
+
+    tables = Tables.from_config(spark, cfg.storage)
+    return tables, ingest_all(spark, tables, f"{root}/raw", Rules.from_conf(cfg.ingest), TINY_INGEST_RUN,
+                              now=TINY_INGEST_AT)
+
+
 @pytest.fixture(scope="session")
 def tiny_platform(spark, tmp_path_factory):
     """A tiny synthetic platform, generated and ingested once per session.
 
-    Returns ``(cfg_overrides, raw_dir, warehouse_template)``; tests copy the warehouse
+    Returns ``{"overrides", "raw", "warehouse", "reports"}``; tests copy the warehouse
     (``copy_warehouse``) so that each works on its own tables.
     """
-    import datetime as dt
-
     from recsys_spark.config import load_config
-    from recsys_spark.data.generator import PlatformSpec, generate_platform
-    from recsys_spark.data.ingest import Rules, ingest_all
-    from recsys_spark.tables import Tables
 
     root = tmp_path_factory.mktemp("tiny-platform")
-    cfg = load_config(overrides=TINY_OVERRIDES + [f"storage.warehouse={root / 'warehouse'}"])
-    generate_platform(spark, str(root / "raw"), PlatformSpec.from_conf(cfg.generator), dt.date.fromisoformat(TINY_WEEK))
-    tables = Tables.from_config(spark, cfg.storage)
-    reports = ingest_all(spark, tables, str(root / "raw"), Rules.from_conf(cfg.ingest), "ingest-tiny",
-                         now=dt.datetime(2026, 11, 23))
+    cfg = load_config(overrides=tiny_overrides(root))
+    generate_tiny_platform(spark, root, cfg)
+    _, reports = ingest_tiny_platform(spark, root, cfg)
     return {"overrides": list(TINY_OVERRIDES), "raw": str(root / "raw"), "warehouse": str(root / "warehouse"),
             "reports": reports}
 
@@ -262,8 +289,8 @@ def tiny_weeks(spark, tiny_platform, tmp_path_factory):
     """Weeks W-7 and W of the tiny platform, each run once per session (a weekly run is the
     costliest thing the suite does).
 
-    W-7 runs with ``embeddings.enabled=false`` (a platform's first weekly run before CLAP is set
-    up): its content, prompt and creator stages skip, everything else runs; W then runs with
+    W-7 runs with :data:`TINY_PREV_OVERRIDES` (``embeddings.enabled=false``: a platform's first weekly
+    run before CLAP is set up): its content, prompt and creator stages skip, everything else runs; W then runs with
     embeddings and embeds the whole catalogue's audio and every prompt it has not embedded yet.
 
     ``after_prev``: a snapshot (warehouse and models) taken between the two runs, for tests that
@@ -272,7 +299,6 @@ def tiny_weeks(spark, tiny_platform, tmp_path_factory):
     end-to-end module asserts on it and reruns W in place). ``playlist_prev``/``playlist_w``: the
     ``(user_id, position, track_id)`` rows of each week as first written.
     """
-    import datetime as dt
 
     from recsys_spark.config import load_config
     from recsys_spark.pipeline import run_weekly
@@ -284,7 +310,7 @@ def tiny_weeks(spark, tiny_platform, tmp_path_factory):
     overrides = copy_warehouse(tiny_platform, root)
     cfg = load_config(overrides=overrides)
     tables = Tables.from_config(spark, cfg.storage)
-    res_prev = run_weekly(spark, load_config(overrides=overrides + ["embeddings.enabled=false"]), prev, tables=tables)
+    res_prev = run_weekly(spark, load_config(overrides=overrides + TINY_PREV_OVERRIDES), prev, tables=tables)
     playlist_prev = _week_rows(tables, prev)
     snap = tmp_path_factory.mktemp("tiny-after-prev")
     for sub in ("warehouse", "models"):
