@@ -217,7 +217,8 @@ def _encode(pdf: pd.DataFrame, pos_map: Dict[str, int], max_seeds: int):
     hist = np.zeros((n, max_seeds), dtype=np.int64)
     w = np.zeros((n, max_seeds), dtype=np.float32)
     for i, seeds in enumerate(pdf["seeds"]):
-        row = [(pos_map[s["track_id"]], s["w"]) for s in seeds if s["track_id"] in pos_map][:max_seeds]
+        # in track order: a seed list's order is collect_list's, which follows the shuffle
+        row = sorted((pos_map[s["track_id"]], s["w"]) for s in seeds if s["track_id"] in pos_map)[:max_seeds]
         for j, (p, wt) in enumerate(row):
             hist[i, j], w[i, j] = p, wt
     return pos, hist, w
@@ -285,7 +286,10 @@ def fit_two_tower(examples: pd.DataFrame, embeddings: pd.DataFrame, hidden: int 
     emb = embeddings.dropna().drop_duplicates("track_id").sort_values("track_id", kind="mergesort")
     ids = emb["track_id"].tolist()
     pos_map = {t: i for i, t in enumerate(ids)}
-    ex = examples[examples["track_id"].isin(pos_map)].copy()
+    # in one order whatever order the examples were collected in (a collect follows the partitions):
+    # the same examples and seed train the same tower
+    ex = (examples[examples["track_id"].isin(pos_map)]
+          .sort_values(["label_week", "user_id", "track_id"], kind="mergesort").reset_index(drop=True))
     ex["group"] = ex["user_id"].astype(str) + "|" + ex["label_week"].astype(str)
     weeks = sorted(ex["label_week"].unique())
     if len(weeks) >= 2:
@@ -473,15 +477,22 @@ def train_for_week(interactions: DataFrame, week: dt.date, vectors: DataFrame, p
     ``vectors``: ``track_id, embedding`` (the channel's audio embeddings of one model version).
     ``params``: the content channel's parameters (``train_weeks``, ``max_examples``, ``n_seeds``,
     ``seed_weighting``, the tower's sizes and optimiser settings, ``seed``, ``device``)."""
+    from pyspark import StorageLevel
+
     p = params
     t0 = time.perf_counter()
+    # the examples are read three times (counted, collected, their tracks' embeddings looked up):
+    # built once (four label weeks of histories and positives), not three times
     ex = training_examples(interactions, week, p["train_weeks"], p["n_seeds"], p["seed_weighting"], vectors,
-                           history_kwargs)
-    sample, n_all = sample_examples(ex, p["max_examples"], p["seed"])
-    pdf = sample.toPandas()
-    named = (sample.select(F.explode(F.concat(F.array("track_id"), F.transform("seeds", lambda s: s["track_id"])))
-                           .alias("track_id")).distinct())
-    emb = vectors.join(named, "track_id", "left_semi").toPandas()
+                           history_kwargs).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        sample, n_all = sample_examples(ex, p["max_examples"], p["seed"])
+        pdf = sample.toPandas()
+        named = (sample.select(F.explode(F.concat(F.array("track_id"), F.transform("seeds", lambda s: s["track_id"])))
+                               .alias("track_id")).distinct())
+        emb = vectors.join(named, "track_id", "left_semi").toPandas()
+    finally:
+        ex.unpersist()
     log.info("two-tower: %d examples (of %d) over %d tracks collected in %.1fs", len(pdf), n_all, len(emb),
              time.perf_counter() - t0)
     tower, rep = fit_two_tower(pdf, emb, hidden=p["tower_hidden"], out_dim=p["tower_dim"], epochs=p["epochs"],

@@ -306,3 +306,18 @@ def test_a_catalogue_of_at_most_k_embedded_tracks_trains_nothing(styled):
         "reason": "only 30 tracks with an audio embedding (<= 30): a held-out recall@30 cannot tell a tower from "
                   "the raw vectors", "served": "similarity"}
     assert m.tower is None and len(m.track_index) == 30
+
+
+
+def test_the_same_examples_in_another_order_train_the_same_tower():
+    """A collect returns the examples, and collect_list each seed list, in the order of the shuffle
+    that produced them: the tower must come out the same, byte for byte, in any order."""
+    ex, emb = _style_examples()
+    fit = dict(STYLE_FIT, epochs=3)
+    a, rep_a = fit_two_tower(ex, emb, **fit)
+    shuffled = ex.sample(frac=1.0, random_state=7).reset_index(drop=True)
+    shuffled["seeds"] = shuffled["seeds"].map(lambda s: list(reversed(s)))
+    b, rep_b = fit_two_tower(shuffled, emb, **fit)
+    assert a is not None and rep_a["history"] == rep_b["history"]
+    spec = {"in_dim": D, "hidden": 16, "out_dim": 4}
+    assert tower_bytes(a, spec) == tower_bytes(b, spec)
