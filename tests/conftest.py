@@ -289,9 +289,10 @@ def tiny_weeks(spark, tiny_platform, tmp_path_factory):
     """Weeks W-7 and W of the tiny platform, each run once per session (a weekly run is the
     costliest thing the suite does).
 
-    W-7 runs with :data:`TINY_PREV_OVERRIDES` (``embeddings.enabled=false``: a platform's first weekly
-    run before CLAP is set up): its content, prompt and creator stages skip, everything else runs; W then runs with
-    embeddings and embeds the whole catalogue's audio and every prompt it has not embedded yet.
+    W-7 runs with :data:`TINY_PREV_OVERRIDES` (``embeddings.enabled=false``: a platform's first
+    weekly run before CLAP is set up): its content, prompt and creator stages skip, everything else
+    runs; W then runs with embeddings and embeds the whole catalogue's audio and every prompt it has
+    not embedded yet.
 
     ``after_prev``: a snapshot (warehouse and models) taken between the two runs, for tests that
     start from "W-7 done" (they copy it); ``after_w``: one taken after W, for read-only users that
@@ -299,7 +300,6 @@ def tiny_weeks(spark, tiny_platform, tmp_path_factory):
     end-to-end module asserts on it and reruns W in place). ``playlist_prev``/``playlist_w``: the
     ``(user_id, position, track_id)`` rows of each week as first written.
     """
-
     from recsys_spark.config import load_config
     from recsys_spark.pipeline import run_weekly
     from recsys_spark.tables import Tables

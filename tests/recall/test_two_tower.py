@@ -308,7 +308,6 @@ def test_a_catalogue_of_at_most_k_embedded_tracks_trains_nothing(styled):
     assert m.tower is None and len(m.track_index) == 30
 
 
-
 def test_the_same_examples_in_another_order_train_the_same_tower():
     """A collect returns the examples, and collect_list each seed list, in the order of the shuffle
     that produced them: the tower must come out the same, byte for byte, in any order."""
