@@ -217,6 +217,12 @@ VALIDATION_CANDIDATES = {
     "din_weeks_12_softmax": {"din.train_weeks": 12, "din.loss": "softmax"},
     # equal item_cf / als weights in the reciprocal-rank fusion (shipped: item_cf 2.0, als 1.0)
     "fusion_equal": {"fusion.channel_weights.item_cf": 1.0},
+    # issue 19: the content channel's weight in the fusion (shipped 0.5, set when it served raw CLAP
+    # similarity; the trained tower's channel recall is close to ALS's on a platform with audio), and
+    # the pipeline without the content channel at all (what the channel adds)
+    "content_weight_1": {"fusion.channel_weights.content": 1.0},
+    "content_weight_2": {"fusion.channel_weights.content": 2.0},
+    "no_content": {"recall.content.enabled": False},
     # deeper recall: more candidates per channel reach the ranker and the rules
     "deeper_recall": {"recall.item_cf.candidates": 300, "recall.als.candidates": 200,
                       "recall.popularity.candidates": 100, "din.prerank_top_n": 300},

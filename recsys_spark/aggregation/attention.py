@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..common import deterministic_torch
+
 log = logging.getLogger(__name__)
 
 
@@ -74,6 +76,7 @@ class CreatorAffinityModel(nn.Module):
         return {"dim": self.dim, "proj_dim": self.proj_dim, "hidden": self.hidden, "pooling": self.pooling}
 
 
+@deterministic_torch()
 def fit_affinity(
     model: CreatorAffinityModel,
     user_vecs: np.ndarray,

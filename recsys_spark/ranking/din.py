@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..common import roc_auc
+from ..common import deterministic_torch, roc_auc
 
 log = logging.getLogger(__name__)
 
@@ -438,6 +438,7 @@ def predict_grouped(model: DIN, hist: np.ndarray, cand: np.ndarray, owner: np.nd
     return out
 
 
+@deterministic_torch()
 def fit(model: DIN, train: Batchable, valid: Optional[Batchable] = None, epochs: int = 8,
         batch_size: int = 1024, lr: float = 3e-3, weight_decay: float = 0.0, patience: int = 2,
         seed: int = 0, device: Optional[torch.device] = None,

@@ -44,6 +44,8 @@ import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from ..common import deterministic_torch
+
 log = logging.getLogger(__name__)
 
 #: examples of fewer (user, label week) groups than this do not train a tower
@@ -345,6 +347,7 @@ def fit_two_tower(examples: pd.DataFrame, embeddings: pd.DataFrame, hidden: int 
     return tower, rep
 
 
+@deterministic_torch()
 def _epochs(tower, arrays: Dict[str, np.ndarray], st: Dict[str, Any], dev, ddp=None, rank: int = 0,
             world: int = 1) -> Tuple[Optional[Dict[str, Any]], List[Dict[str, Any]], int]:
     """The training loop of :func:`fit_two_tower` (module doc): ``(best epoch's state, history, best epoch)``.
