@@ -89,7 +89,8 @@ def deterministic_torch():
     the process started."""
     import torch
 
-    prev, prev_warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    prev = torch.are_deterministic_algorithms_enabled()
+    prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
     torch.use_deterministic_algorithms(True, warn_only=torch.cuda.is_available())
     try:
         yield
