@@ -56,6 +56,18 @@ def _session(wh, more=None):
 
 
 @pytest.fixture()
+def two_torch_threads():
+    """torch on two intra-op threads for the test, the previous count restored after: effects of
+    thread order (a backward adding repeats as the threads finish) show on any box."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture()
 def tmp_warehouse(tmp_path):
     return str(tmp_path / "warehouse")
 

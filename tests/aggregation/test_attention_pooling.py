@@ -61,7 +61,7 @@ def test_attention_beats_mean_pooling_on_held_out_users():
     assert auc_att > auc_mean + 0.05, (auc_att, auc_mean)
 
 
-def test_the_same_examples_and_seed_train_the_same_affinity_model():
+def test_the_same_examples_and_seed_train_the_same_affinity_model(two_torch_threads):
     """The creators' pooled vectors are picked per example (``[inv]``, repeats in every batch): with
     two torch threads that backward added in thread order, so each training differed in the last bits
     until ``fit_affinity`` ran under ``deterministic_torch``."""
@@ -71,16 +71,11 @@ def test_the_same_examples_and_seed_train_the_same_affinity_model():
     tracks = rng.normal(size=(C, T, D)).astype(np.float32)
     pairs = np.stack([rng.integers(0, U, 4000), rng.integers(0, C, 4000)], 1)
     y = rng.integers(0, 2, 4000)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
     states = []
-    try:
-        for _ in range(3):
-            torch.manual_seed(0)
-            model = A.CreatorAffinityModel(D)
-            A.fit_affinity(model, uv, tracks, np.ones((C, T), bool), pairs, y, epochs=1, seed=0)
-            states.append(b"".join(v.detach().numpy().tobytes() for v in model.state_dict().values()))
-    finally:
-        torch.set_num_threads(threads)
+    for _ in range(3):
+        torch.manual_seed(0)
+        model = A.CreatorAffinityModel(D)
+        A.fit_affinity(model, uv, tracks, np.ones((C, T), bool), pairs, y, epochs=1, seed=0)
+        states.append(b"".join(v.detach().numpy().tobytes() for v in model.state_dict().values()))
     assert len(set(states)) == 1
     assert not torch.are_deterministic_algorithms_enabled()

@@ -308,7 +308,7 @@ def test_a_catalogue_of_at_most_k_embedded_tracks_trains_nothing(styled):
     assert m.tower is None and len(m.track_index) == 30
 
 
-def test_two_trainings_at_the_shipped_sizes_are_byte_identical():
+def test_two_trainings_at_the_shipped_sizes_are_byte_identical(two_torch_threads):
     """With more than one torch thread the backward of ``t[idx]`` (repeated indices) adds in thread
     order: the shipped sizes (256 hidden, 64-d, batches of 512) trained a different tower each time
     until the loop ran under ``deterministic_torch``."""
@@ -316,12 +316,7 @@ def test_two_trainings_at_the_shipped_sizes_are_byte_identical():
 
     ex, emb = _style_examples()
     fit = dict(STYLE_FIT, hidden=256, out_dim=64, batch_size=512, epochs=1)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        towers = [fit_two_tower(ex, emb, **fit)[0] for _ in range(3)]
-    finally:
-        torch.set_num_threads(threads)
+    towers = [fit_two_tower(ex, emb, **fit)[0] for _ in range(3)]
     spec = {"in_dim": D, "hidden": 256, "out_dim": 64}
     assert len({tower_bytes(t, spec) for t in towers}) == 1
     assert not torch.are_deterministic_algorithms_enabled()  # the mode is restored after training
