@@ -221,7 +221,10 @@ class ItemCFConf:
     bm25_b: Prob = 0.75
     shrinkage: NonNegFloat = 10.0
     candidates: Pos = 200
-    num_blocks: NonNeg = 0  # item blocks of the distributed product; 0 = max(shuffle partitions, nnz/250k)
+    # item blocks of the distributed product; 0 = the fewest (>= default parallelism) with at most
+    # max_block_rows user-track rows each (recall/item_cf.py choose_num_blocks)
+    num_blocks: NonNeg = 0
+    max_block_rows: Pos = 4_000_000
 
 
 @section

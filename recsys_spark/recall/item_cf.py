@@ -38,10 +38,16 @@ How it scales (no dense matrices, nothing collected to the driver)
    applies support / shrinkage and keeps the top K per track: only ``n_tracks * K`` rows leave the
    UDF, instead of one row per co-occurring pair as in a self join. Shuffle volume is at most
    ``sum_u min(n_u, M) * min(n_u, M, num_blocks)`` rows.
-3. **Skew from popular tracks.** A popular track is a single row of one block; its cost is its
-   users' row lengths (bounded by M), not a hot shuffle key, and nothing is keyed by pair. Blocks
-   are many more than cores (``num_blocks`` defaults to ``max(shuffle partitions, nnz / 250k)``),
-   so one block that happens to get several hits is a short straggler, not the whole job.
+3. **How many blocks.** A block's input is every row of every user who touched one of its
+   tracks, so blocks beyond the typical row length are what bound a block's memory, and every
+   block more multiplies the shuffle until then (up to ``min(n_u, B)`` copies of a row). With
+   ``num_blocks=0`` the job counts users per row length (at most M numbers reach the driver) and
+   takes the fewest blocks, at least the default parallelism, whose expected input is at
+   most ``max_block_rows`` rows (:func:`choose_num_blocks`).
+4. **Skew from popular tracks.** A popular track is a single row of one block; its cost is its
+   users' row lengths (bounded by M), not a hot shuffle key, and nothing is keyed by pair. Every
+   block holds most users' rows until blocks outnumber row lengths, so blocks cost about the same;
+   a block with several popular tracks is a short straggler, not the whole job.
 
 Examples
 --------
@@ -53,7 +59,6 @@ Examples
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any, Dict
 
 import numpy as np
@@ -64,6 +69,7 @@ from pyspark.sql import types as T
 
 from .. import schema as C
 from ..common import Timer
+from ..spark import default_parallelism
 from ..config import ItemCFConf
 from .base import (
     WEIGHTINGS,
@@ -172,6 +178,53 @@ def topk_rows(
     return tuple(np.concatenate([o[i] for o in outs]) for i in range(4))
 
 
+def expected_block_rows(lengths: Dict[int, int], n_blocks: int) -> int:
+    """Expected rows of one item block's input when tracks hash uniformly into ``n_blocks`` blocks.
+
+    A user whose (capped) row has ``n`` tracks sends the whole row to a block when at least one of
+    the ``n`` tracks lands there: ``n * (1 - (1 - 1/B)^n)`` rows per block on average.
+
+    Parameters
+    ----------
+    lengths : dict
+        Row length ``n`` -> number of users with that length.
+    n_blocks : int
+        ``B``.
+    """
+    if not lengths:
+        return 0
+    n = np.fromiter(lengths.keys(), dtype=np.float64)
+    users = np.fromiter(lengths.values(), dtype=np.float64)
+    hit = 1.0 - np.power(1.0 - 1.0 / n_blocks, n)
+    return int(round(float(np.sum(users * n * hit))))
+
+
+def choose_num_blocks(lengths: Dict[int, int], min_blocks: int, max_block_rows: int, limit: int = 1 << 20) -> int:
+    """The fewest item blocks (at least ``min_blocks``) whose expected input per block is at most
+    ``max_block_rows`` rows (:func:`expected_block_rows`).
+
+    Every block a user touches receives the user's whole row, so more blocks than needed multiply
+    the rows shuffled into the block products (by up to ``min(n_u, B)``) without bounding memory any
+    better until ``B`` exceeds the typical row length: the smallest sufficient ``B`` is the cheapest.
+    ``min_blocks`` keeps every core busy (the default parallelism in :meth:`ItemCF.fit`).
+    The expected rows per block fall as ``B`` grows, so a binary search finds it; ``limit`` caps
+    ``B`` (a single row longer than ``max_block_rows`` cannot be split).
+    """
+    lo = max(1, int(min_blocks))
+    if expected_block_rows(lengths, lo) <= max_block_rows:
+        return lo
+    hi = lo
+    while hi < limit and expected_block_rows(lengths, hi) > max_block_rows:
+        lo, hi = hi, min(hi * 2, limit)
+    while hi - lo > 1:  # expected_block_rows(lo) > max_block_rows >= expected_block_rows(hi)
+        mid = (lo + hi) // 2
+        if expected_block_rows(lengths, mid) > max_block_rows:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
 # --------------------------------------------------------------------------------------------
 # Estimator
 # --------------------------------------------------------------------------------------------
@@ -198,7 +251,11 @@ class ItemCF(RecallChannel):
     bm25_k1, bm25_b : float
         BM25 saturation and length normalisation.
     num_blocks : int
-        Item blocks of the distributed product; 0 = ``max(spark.sql.shuffle.partitions, nnz/250k)``.
+        Item blocks of the distributed product; 0 = the fewest (at least the default
+        parallelism) whose expected input is at most ``max_block_rows`` rows each
+        (:func:`choose_num_blocks`).
+    max_block_rows : int
+        Memory bound of one block's pandas UDF, in user-track rows (with ``num_blocks=0``).
     chunk_items : int
         Tracks whose rows of ``X^T X`` are computed at once inside a block.
     seed : int
@@ -224,6 +281,7 @@ class ItemCF(RecallChannel):
         bm25_k1: float = _D.bm25_k1,
         bm25_b: float = _D.bm25_b,
         num_blocks: int = _D.num_blocks,
+        max_block_rows: int = _D.max_block_rows,
         chunk_items: int = 512,
         seed: int = 0,
         per_seed: int = _D.per_seed,
@@ -244,6 +302,7 @@ class ItemCF(RecallChannel):
         self.bm25_k1 = float(bm25_k1)
         self.bm25_b = float(bm25_b)
         self.num_blocks = int(num_blocks)
+        self.max_block_rows = int(max_block_rows)
         self.chunk_items = int(chunk_items)
         self.seed = int(seed)
         self.per_seed = int(per_seed)
@@ -254,7 +313,7 @@ class ItemCF(RecallChannel):
             "k": self.k, "similarity": self.similarity, "min_support": self.min_support,
             "max_items_per_user": self.max_items_per_user, "weighting": self.weighting,
             "shrinkage": self.shrinkage, "bm25_k1": self.bm25_k1, "bm25_b": self.bm25_b,
-            "num_blocks": self.num_blocks, "chunk_items": self.chunk_items, "seed": self.seed,
+            "num_blocks": self.num_blocks, "max_block_rows": self.max_block_rows, "chunk_items": self.chunk_items, "seed": self.seed,
             "per_seed": self.per_seed, "n_seeds": self.n_seeds,
         }
 
@@ -319,15 +378,22 @@ class ItemCF(RecallChannel):
         spark = interactions.sparkSession
         with Timer("item_cf: prepare weighted matrix", log) as t_prep:
             wm = self.weighted_matrix(self.capped_matrix(interactions)).persist()
-            nnz = wm.count()
-        n_blocks = self.num_blocks or max(
-            int(spark.conf.get("spark.sql.shuffle.partitions", "8")), math.ceil(nnz / 250_000))
-        log.info("item_cf: %d user-track entries after cap M=%d (%.2fs); %d item blocks",
-                 nnz, self.max_items_per_user, t_prep.seconds, n_blocks)
+            # users per row length (at most max_items_per_user rows reach the driver)
+            lengths = {int(r[0]): int(r[1]) for r in
+                       wm.groupBy(C.USER).count().groupBy("count").count().collect()}
+        nnz = sum(n * users for n, users in lengths.items())
+        min_blocks = default_parallelism(spark)
+        n_blocks = self.num_blocks or choose_num_blocks(lengths, min_blocks, self.max_block_rows)
+        log.info("item_cf: %d user-track entries of %d users after cap M=%d (%.2fs); %d item blocks "
+                 "(%s; about %d rows per block)", nnz, sum(lengths.values()), self.max_items_per_user,
+                 t_prep.seconds, n_blocks, "set" if self.num_blocks else
+                 f"the fewest >= {min_blocks} with at most {self.max_block_rows} rows each",
+                 expected_block_rows(lengths, n_blocks))
 
+        # each user's rows go to every block that holds one of the user's tracks (one shuffle by user)
         wm_b = wm.withColumn("_item_block", F.pmod(F.xxhash64(C.TRACK, F.lit(self.seed)), F.lit(n_blocks)).cast("int"))
-        user_blocks = wm_b.select(C.USER, F.col("_item_block").alias("_block")).distinct()
-        replicated = (user_blocks.join(wm_b, C.USER)
+        replicated = (wm_b.withColumn("_blocks", F.collect_set("_item_block").over(Window.partitionBy(C.USER)))
+                      .select("*", F.explode("_blocks").alias("_block"))
                       .select("_block", C.USER, C.TRACK, "v", "norm",
                               (F.col("_item_block") == F.col("_block")).alias("_in_block")))
 

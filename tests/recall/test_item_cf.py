@@ -16,7 +16,7 @@ from pyspark.sql import functions as F
 
 from recsys_spark.config import ItemCFConf
 from recsys_spark.recall.base import ChannelInputs
-from recsys_spark.recall.item_cf import NEIGHBORS_SCHEMA, ItemCF, ItemCFModel
+from recsys_spark.recall.item_cf import NEIGHBORS_SCHEMA, ItemCF, ItemCFModel, choose_num_blocks, expected_block_rows
 
 T0 = dt.datetime(2026, 1, 1)
 
@@ -175,7 +175,7 @@ def test_defaults_come_from_the_config():
     conf = ItemCFConf()
     est = ItemCF()
     for name in ("k", "similarity", "min_support", "max_items_per_user", "weighting", "shrinkage", "bm25_k1",
-                 "bm25_b", "num_blocks", "per_seed", "n_seeds"):
+                 "bm25_b", "num_blocks", "max_block_rows", "per_seed", "n_seeds"):
         assert getattr(est, name) == getattr(conf, name), name
     assert ItemCF.from_conf(ItemCFConf(k=7, shrinkage=3.0), seed=4).params() == {
         **est.params(), "k": 7, "shrinkage": 3.0, "seed": 4}
@@ -188,6 +188,30 @@ def test_recommend_uses_n_seeds_by_seed_rank(spark, m1_model):
     got = {r.track_id: r.score for r in recommend(with_params(m1_model, n_seeds=1, weighting="binary"), seeds,
                                                   None, n=5).collect()}
     assert got == pytest.approx({"b": 0.816497, "c": 0.408248}, abs=1e-5)
+
+
+def test_expected_block_rows_known_answers():
+    # one user with 2 tracks over 2 blocks: both tracks in one block with probability 1/2, so the
+    # row (2 rows) reaches a given block with probability 1 - (1/2)^2 = 3/4: 1.5 rows per block
+    assert expected_block_rows({2: 1}, 2) == 2  # round(1.5) with half to even is 2
+    assert expected_block_rows({2: 4}, 2) == 6
+    assert expected_block_rows({1: 10}, 5) == 2     # a single track lands in one block of 5
+    assert expected_block_rows({3: 100}, 1) == 300  # one block holds everything
+    assert expected_block_rows({}, 4) == 0
+
+
+def test_choose_num_blocks_takes_the_fewest_within_the_row_bound():
+    # 1,000 users of 10 tracks: 10,000 rows, each block gets 10,000 * (1 - (1 - 1/B)^10) of them
+    lengths = {10: 1000}
+    assert choose_num_blocks(lengths, min_blocks=4, max_block_rows=10_000) == 4   # the floor already fits
+    for bound in (9_000, 5_000, 1_000, 300):
+        b = choose_num_blocks(lengths, min_blocks=4, max_block_rows=bound)
+        assert expected_block_rows(lengths, b) <= bound < expected_block_rows(lengths, b - 1), bound
+    # rows of 10 fill every one of 4 blocks almost surely (94%): the bound is reached only once blocks
+    # outnumber the row length (B = 10: 6,513 rows each; B = 20: 4,013)
+    assert choose_num_blocks(lengths, 4, 6_513) == 10
+    assert choose_num_blocks(lengths, 4, 4_013) == 20
+    assert choose_num_blocks(lengths, 1, 10**9) == 1
 
 
 def test_invalid_params():
