@@ -69,8 +69,8 @@ from pyspark.sql import types as T
 
 from .. import schema as C
 from ..common import Timer
-from ..spark import default_parallelism
 from ..config import ItemCFConf
+from ..spark import default_parallelism
 from .base import (
     WEIGHTINGS,
     ChannelInputs,
@@ -293,6 +293,9 @@ class ItemCF(RecallChannel):
             raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
         if k < 1 or min_support < 1 or max_items_per_user < 2 or per_seed < 1 or n_seeds < 1:
             raise ValueError("k, min_support, per_seed and n_seeds must be >= 1 and max_items_per_user >= 2")
+        if num_blocks < 0 or max_block_rows < 1:
+            raise ValueError(f"num_blocks must be >= 0 (0 = chosen) and max_block_rows >= 1, got {num_blocks} and "
+                             f"{max_block_rows}")
         self.k = int(k)
         self.similarity = similarity
         self.min_support = int(min_support)
@@ -313,8 +316,8 @@ class ItemCF(RecallChannel):
             "k": self.k, "similarity": self.similarity, "min_support": self.min_support,
             "max_items_per_user": self.max_items_per_user, "weighting": self.weighting,
             "shrinkage": self.shrinkage, "bm25_k1": self.bm25_k1, "bm25_b": self.bm25_b,
-            "num_blocks": self.num_blocks, "max_block_rows": self.max_block_rows, "chunk_items": self.chunk_items, "seed": self.seed,
-            "per_seed": self.per_seed, "n_seeds": self.n_seeds,
+            "num_blocks": self.num_blocks, "max_block_rows": self.max_block_rows,
+            "chunk_items": self.chunk_items, "seed": self.seed, "per_seed": self.per_seed, "n_seeds": self.n_seeds,
         }
 
     # -- steps ---------------------------------------------------------------------------------

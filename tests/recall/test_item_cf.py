@@ -219,3 +219,5 @@ def test_invalid_params():
         ItemCF(similarity="jaccard")
     with pytest.raises(ValueError):
         ItemCF(weighting="sqrt")
+    with pytest.raises(ValueError, match="max_block_rows >= 1"):
+        ItemCF(max_block_rows=0)
