@@ -50,10 +50,19 @@ def _stages(res: dict) -> Dict[str, dict]:
     return {s["stage"]: s for s in res.get("stages", []) if s["stage"] != "run"}
 
 
+def _audio(res: dict) -> str:
+    """What of the catalogue had audio and what the measured run embedded (issue 17's fields)."""
+    if res.get("audio_coverage") is None:
+        return "audio coverage not recorded (a run before 2026-12-04)"
+    return (f"audio for {res['tracks_with_audio']:,} of {res['catalog_tracks']:,} tracks (coverage "
+            f"{res['audio_coverage']:g}), {res['new_tracks_embedded']:,} new tracks embedded in the run")
+
+
 def stage_table(size: str, res: dict) -> List[str]:
     p = res["platform"]
     lines = [f"**{_label(size, res)}**: {p.get('n_users', 0):,} users, {p.get('n_tracks', 0):,} tracks, "
-             f"{p.get('interactions', 0):,} interactions, {p.get('user_prompts', 0):,} prompts; weekly run "
+             f"{p.get('interactions', 0):,} interactions, {p.get('user_prompts', 0):,} prompts; {_audio(res)}; "
+             f"weekly run "
              f"**{res['weekly_seconds']:,.0f} s** for {res['users']:,} users ({res['short_users']} short of 30); "
              f"measured {res.get('measured_at', '?')} on {res.get('machine', '?')}.", "",
              "| stage | seconds | rows in | rows out | shuffle read MB | shuffle write MB | note |",
@@ -79,6 +88,10 @@ def growth_table(results: Dict[str, dict]) -> List[str]:
             common = sum(sb[n]["seconds"] for n in both) / max(sum(sa[n]["seconds"] for n in both), 1e-9)
             whole = (f"the stages both runs have x{common:.1f} ({_label(a, ra)} and {_label(b, rb)} "
                      f"differ in the stages they run)")
+        if ra.get("audio_coverage") != rb.get("audio_coverage"):
+            whole += (f"; audio coverage {ra.get('audio_coverage')} vs {rb.get('audio_coverage')}: the stages that "
+                      "work on audio (embed, recall.content, train.din and aggregate.creators through the "
+                      "embeddings) do not compare")
         lines += ["", f"Growth {a} -> {b}: users x{users:.1f}, interactions x{inter:.1f}, {whole}.", "",
                   "| stage | seconds " + a + " | seconds " + b + " | time growth | vs users | shuffle growth |",
                   "|---|---:|---:|---:|---|---:|"]

@@ -59,7 +59,7 @@ Examples
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import numpy as np
 import pandas as pd
@@ -387,11 +387,11 @@ class ItemCF(RecallChannel):
         nnz = sum(n * users for n, users in lengths.items())
         min_blocks = default_parallelism(spark)
         n_blocks = self.num_blocks or choose_num_blocks(lengths, min_blocks, self.max_block_rows)
+        fit_info = {"matrix_rows": nnz, "blocks": n_blocks, "block_rows": expected_block_rows(lengths, n_blocks)}
         log.info("item_cf: %d user-track entries of %d users after cap M=%d (%.2fs); %d item blocks "
                  "(%s; about %d rows per block)", nnz, sum(lengths.values()), self.max_items_per_user,
                  t_prep.seconds, n_blocks, "set" if self.num_blocks else
-                 f"the fewest >= {min_blocks} with at most {self.max_block_rows} rows each",
-                 expected_block_rows(lengths, n_blocks))
+                 f"the fewest >= {min_blocks} with at most {self.max_block_rows} rows each", fit_info["block_rows"])
 
         # each user's rows go to every block that holds one of the user's tracks (one shuffle by user)
         wm_b = wm.withColumn("_item_block", F.pmod(F.xxhash64(C.TRACK, F.lit(self.seed)), F.lit(n_blocks)).cast("int"))
@@ -422,7 +422,7 @@ class ItemCF(RecallChannel):
         wm.unpersist()
         log.info("item_cf: %d neighbour rows (K=%d, %s, min_support=%d) in %.2fs",
                  n_rows, self.k, self.similarity, self.min_support, t_fit.seconds)
-        return ItemCFModel(neighbors, self.params())
+        return ItemCFModel(neighbors, self.params(), fit_info)
 
 
 # --------------------------------------------------------------------------------------------
@@ -441,13 +441,18 @@ class ItemCFModel(RecallChannelModel):
     params : dict
         The estimator's parameters (``weighting`` is reused to weight seeds; ``per_seed`` and
         ``n_seeds`` are used when recommending).
+    fit_info : dict
+        What :meth:`ItemCF.fit` did: ``matrix_rows`` (user-track entries after the cap),
+        ``blocks`` (item blocks used) and ``block_rows`` (expected input rows per block); empty
+        for a model built from saved neighbours.
     """
 
     channel = "item_cf"
 
-    def __init__(self, neighbors: DataFrame, params: dict):
+    def __init__(self, neighbors: DataFrame, params: dict, fit_info: Optional[dict] = None):
         self.neighbors = neighbors
         self.params = dict(params)
+        self.fit_info = dict(fit_info or {})
 
     def recommend(self, inputs: ChannelInputs, n: int) -> DataFrame:
         """Candidates from the top ``per_seed`` neighbours of each of a user's ``n_seeds`` seeds.

@@ -43,6 +43,16 @@ def test_popular_writes_its_partition_without_heard_tracks_and_is_then_done(spar
     assert not stage.done(make_ctx(spark, cfg.replace(**{"recall.popularity.candidates": 7}), "run-4"))
 
 
+def test_item_cf_records_the_blocks_it_used(spark, hand_platform):
+    # history before W with weight > 0: u1 {t1, t2}, u2 {t1, t3} (u3's skip weighs 0, u1's t3 is
+    # after W): 4 entries in rows of 2; the default parallelism (2) blocks expect 2 * 1.5 = 3 rows each
+    cfg, ctx = hand_platform
+    rec = log_runs(ctx, [RecallStage("item_cf")])["recall.item_cf"]
+    assert rec.status == "succeeded"
+    assert {k: v for k, v in rec.counts.items() if k.startswith("item_cf_")} == {
+        "item_cf_matrix_rows": 4.0, "item_cf_blocks": 2.0, "item_cf_block_rows": 3.0}
+
+
 def test_channels_skip_with_the_same_reasons(spark, tmp_path):
     ctx = make_ctx(spark, make_cfg(tmp_path / "a", "embeddings.enabled=false", "recall.als.enabled=false"))
     write_platform(spark, ctx.tables)

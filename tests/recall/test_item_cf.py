@@ -214,6 +214,19 @@ def test_choose_num_blocks_takes_the_fewest_within_the_row_bound():
     assert choose_num_blocks(lengths, 1, 10**9) == 1
 
 
+def test_fit_uses_the_fewest_blocks_within_the_row_bound(spark):
+    # M1 after the cap: rows of 3 (u1) and 2 (u2, u3, u4), 9 entries. Expected rows per block
+    # (n (1 - (1 - 1/B)^n) per user): B=2 3*.875 + 3*1.5 = 7.125 -> 7; B=3 2.111 + 3.333 -> 5;
+    # the test session's default parallelism (2) is the floor
+    inter = interactions(spark, M1)
+    one = fit(cf(k=3, min_support=1, num_blocks=1), inter)
+    assert one.fit_info == {"matrix_rows": 9, "blocks": 1, "block_rows": 9}
+    assert fit(cf(k=3, min_support=1), inter).fit_info == {"matrix_rows": 9, "blocks": 2, "block_rows": 7}
+    bounded = fit(cf(k=3, min_support=1, max_block_rows=6), inter)
+    assert bounded.fit_info == {"matrix_rows": 9, "blocks": 3, "block_rows": 5}
+    assert_approx_df_equality(sorted_nb(one.neighbors), sorted_nb(bounded.neighbors), 1e-12)
+
+
 def test_invalid_params():
     with pytest.raises(ValueError):
         ItemCF(similarity="jaccard")

@@ -79,6 +79,8 @@ def channel_candidates(name: str, ctx: RunContext, report: Optional[StageReport]
         log.warning("recall.%s produced nothing: %s", name, reason)
         return empty_candidates(ctx.spark)
     if name == "item_cf":
+        if report is not None:  # the item blocks fit chose (recall.item_cf.num_blocks: 0) and their size
+            report.counts.update({f"item_cf_{k}": float(v) for k, v in model.fit_info.items()})
         nb = model.neighbors.select(F.lit(ctx.week).alias("week_start"), "track_id", "neighbor_id", "score", "rank")
         ctx.tables.replace_partition("item_neighbors", nb, "week_start", ctx.week)
         model.neighbors = ctx.partition("item_neighbors").drop("week_start")
