@@ -62,8 +62,7 @@ def stage_table(size: str, res: dict) -> List[str]:
     p = res["platform"]
     lines = [f"**{_label(size, res)}**: {p.get('n_users', 0):,} users, {p.get('n_tracks', 0):,} tracks, "
              f"{p.get('interactions', 0):,} interactions, {p.get('user_prompts', 0):,} prompts; {_audio(res)}; "
-             f"weekly run "
-             f"**{res['weekly_seconds']:,.0f} s** for {res['users']:,} users ({res['short_users']} short of 30); "
+             f"weekly run **{res['weekly_seconds']:,.0f} s** for {res['users']:,} users ({res['short_users']} short of 30); "
              f"measured {res.get('measured_at', '?')} on {res.get('machine', '?')}.", "",
              "| stage | seconds | rows in | rows out | shuffle read MB | shuffle write MB | note |",
              "|---|---:|---:|---:|---:|---:|---|"]
@@ -89,7 +88,8 @@ def growth_table(results: Dict[str, dict]) -> List[str]:
             whole = (f"the stages both runs have x{common:.1f} ({_label(a, ra)} and {_label(b, rb)} "
                      f"differ in the stages they run)")
         if ra.get("audio_coverage") != rb.get("audio_coverage"):
-            whole += (f"; audio coverage {ra.get('audio_coverage')} vs {rb.get('audio_coverage')}: the stages that "
+            cov = ["not recorded" if r.get("audio_coverage") is None else r["audio_coverage"] for r in (ra, rb)]
+            whole += (f"; audio coverage {cov[0]} vs {cov[1]}: the stages that "
                       "work on audio (embed, recall.content, train.din and aggregate.creators through the "
                       "embeddings) do not compare")
         lines += ["", f"Growth {a} -> {b}: users x{users:.1f}, interactions x{inter:.1f}, {whole}.", "",
