@@ -225,6 +225,9 @@ class ItemCFConf:
     # max_block_rows user-track rows each (recall/item_cf.py choose_num_blocks)
     num_blocks: NonNeg = 0
     max_block_rows: Pos = 4_000_000
+    # recommending: the neighbour table (tracks x per_seed rows) is broadcast when at most this many
+    # rows, so the seeds x neighbours expansion stays partitioned by user (no shuffle of its rows)
+    broadcast_rows: NonNeg = 5_000_000
 
 
 @section

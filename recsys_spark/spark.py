@@ -33,12 +33,13 @@ Ivy). Without the jar the session starts as before and says so. Clusters are nev
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import logging
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence
 
 from pyspark.sql import SparkSession
 
@@ -266,6 +267,46 @@ def default_parallelism(spark) -> int:
         if value and str(value).isdigit() and int(value) > 0:
             return int(value)
     return 8
+
+
+def shuffle_partitions(spark) -> int:
+    """``spark.sql.shuffle.partitions`` as an int (0 when it is not a number, e.g. Databricks' ``auto``)."""
+    try:
+        return int(spark.conf.get("spark.sql.shuffle.partitions"))
+    except (TypeError, ValueError):
+        return 0
+
+
+#: Sort-based aggregation where the rows already arrive sorted by the grouping keys (Spark's
+#: ``ReplaceHashWithSortAgg``; off by default up to Spark 4.2). The rank stage's fusion groups the
+#: candidates by (user, track, channel) and then by (user, track) right after one sort: with this,
+#: the second aggregation streams over that order instead of building an object hash map that
+#: falls back to a second sort (M platform, 29.7M candidate rows: fusion 83 s -> 45 s, same rows).
+SORTED_AGGREGATION = {"spark.sql.execution.replaceHashWithSortAgg": "true"}
+
+
+@contextlib.contextmanager
+def sql_conf(spark, settings: Mapping[str, str]) -> Iterator[None]:
+    """Runtime SQL ``settings`` for the queries run inside the block, the previous values restored
+    after (unset when they were unset). Settings are read when a query is planned, i.e. when an
+    action runs: the block must hold the actions, not only the definitions. A setting the session
+    refuses (a managed server) is logged and skipped."""
+    before: Dict[str, Optional[str]] = {}
+    for key, value in settings.items():
+        try:
+            before[key] = spark.conf.get(key, None)
+            spark.conf.set(key, value)
+        except Exception as exc:  # noqa: BLE001 - e.g. CANNOT_MODIFY_CONFIG on a managed server
+            before.pop(key, None)
+            log.warning("could not set %s=%s for this stage (%s); running without it", key, value, exc)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)
 
 
 #: Stages that need a classic session (a JVM driver with a SparkContext), per job, and why. Spark

@@ -70,7 +70,7 @@ from pyspark.sql import types as T
 from .. import schema as C
 from ..common import Timer
 from ..config import ItemCFConf
-from ..spark import default_parallelism
+from ..spark import default_parallelism, shuffle_partitions
 from .base import (
     WEIGHTINGS,
     ChannelInputs,
@@ -264,6 +264,10 @@ class ItemCF(RecallChannel):
         Neighbours used per seed when recommending.
     n_seeds : int
         Seeds per user used when recommending (by ``seed_rank``, when the seeds have it).
+    broadcast_rows : int
+        When recommending, the ``per_seed`` neighbour rows of every track are broadcast when there
+        are at most this many (0 = never): the seeds, partitioned by user, then expand without a
+        shuffle of the expanded rows (see :meth:`ItemCFModel.recommend`).
     """
 
     name = "item_cf"
@@ -286,6 +290,7 @@ class ItemCF(RecallChannel):
         seed: int = 0,
         per_seed: int = _D.per_seed,
         n_seeds: int = _D.n_seeds,
+        broadcast_rows: int = _D.broadcast_rows,
     ):
         if similarity not in SIMILARITIES:
             raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
@@ -293,9 +298,9 @@ class ItemCF(RecallChannel):
             raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
         if k < 1 or min_support < 1 or max_items_per_user < 2 or per_seed < 1 or n_seeds < 1:
             raise ValueError("k, min_support, per_seed and n_seeds must be >= 1 and max_items_per_user >= 2")
-        if num_blocks < 0 or max_block_rows < 1:
-            raise ValueError(f"num_blocks must be >= 0 (0 = chosen) and max_block_rows >= 1, got {num_blocks} and "
-                             f"{max_block_rows}")
+        if num_blocks < 0 or max_block_rows < 1 or broadcast_rows < 0:
+            raise ValueError(f"num_blocks and broadcast_rows must be >= 0 (0 = chosen / never) and max_block_rows "
+                             f">= 1, got {num_blocks}, {broadcast_rows} and {max_block_rows}")
         self.k = int(k)
         self.similarity = similarity
         self.min_support = int(min_support)
@@ -310,6 +315,7 @@ class ItemCF(RecallChannel):
         self.seed = int(seed)
         self.per_seed = int(per_seed)
         self.n_seeds = int(n_seeds)
+        self.broadcast_rows = int(broadcast_rows)
 
     def params(self) -> Dict[str, Any]:
         return {
@@ -318,6 +324,7 @@ class ItemCF(RecallChannel):
             "shrinkage": self.shrinkage, "bm25_k1": self.bm25_k1, "bm25_b": self.bm25_b,
             "num_blocks": self.num_blocks, "max_block_rows": self.max_block_rows,
             "chunk_items": self.chunk_items, "seed": self.seed, "per_seed": self.per_seed, "n_seeds": self.n_seeds,
+            "broadcast_rows": self.broadcast_rows,
         }
 
     # -- steps ---------------------------------------------------------------------------------
@@ -463,6 +470,13 @@ class ItemCFModel(RecallChannelModel):
         the seed with the largest single contribution (ties: the larger id). Tracks in ``heard``
         and the seeds themselves are excluded.
 
+        The expansion (seeds x ``per_seed`` neighbours, the largest intermediate: ~50 x 20 rows per
+        user) is never shuffled when the neighbour rows fit ``broadcast_rows``: the seeds and the
+        excluded tracks are hash-partitioned by user once, the neighbours are broadcast, and the
+        exclusion is part of the per-(user, track) aggregation (excluded pairs carry a flag)
+        instead of an anti join, so the aggregation and the per-user top ``n`` run where the rows
+        are.
+
         Parameters
         ----------
         inputs : ChannelInputs
@@ -483,18 +497,28 @@ class ItemCFModel(RecallChannelModel):
         w = (transform_weight(F.col(C.WEIGHT), self.params.get("weighting", "log"))
              if C.WEIGHT in seeds.columns else F.lit(1.0))
         rec = F.col("recency").cast("double") if "recency" in seeds.columns else F.lit(1.0)
-        s = seeds.select(C.USER, F.col(C.TRACK).alias("_seed"), (w * rec).alias("_sw")).where(F.col("_sw") > 0)
+        parts = shuffle_partitions(self._spark()) or default_parallelism(self._spark())
+        s = (seeds.select(C.USER, F.col(C.TRACK).alias("_seed"), (w * rec).alias("_sw")).where(F.col("_sw") > 0)
+             .repartition(parts, C.USER))
         nb = self.neighbors.where(F.col(C.RANK) <= per_seed).select(
             F.col(C.TRACK).alias("_seed"), F.col("neighbor_id").alias(C.TRACK), F.col(C.SCORE).alias("_sim"))
-        contrib = s.join(nb, "_seed").select(C.USER, C.TRACK, "_seed", (F.col("_sim") * F.col("_sw")).alias("_c"))
-        scored = contrib.groupBy(C.USER, C.TRACK).agg(
-            F.sum("_c").alias(C.SCORE),
-            F.max(F.struct(F.col("_c"), F.col("_seed"))).getField("_seed").alias(C.SEED),
-        )
+        limit = int(self.params.get("broadcast_rows", _D.broadcast_rows))
+        if limit > 0 and nb.count() <= limit:
+            nb = F.broadcast(nb)
+        contrib = s.join(nb, "_seed").select(C.USER, C.TRACK, "_seed", (F.col("_sim") * F.col("_sw")).alias("_c"),
+                                             F.lit(False).alias("_x"))
         exclude = seeds.select(C.USER, C.TRACK)
         if heard is not None:
             exclude = exclude.unionByName(heard.select(C.USER, C.TRACK))
-        return finalize_candidates(scored, exclude, n, self.channel)
+        exclude = exclude.select(C.USER, C.TRACK, F.lit(None).cast("string").alias("_seed"),
+                                 F.lit(None).cast("double").alias("_c"), F.lit(True).alias("_x"))
+        scored = (contrib.unionByName(exclude.repartition(parts, C.USER))
+                  .groupBy(C.USER, C.TRACK).agg(
+                      F.sum("_c").alias(C.SCORE),
+                      F.max(F.struct(F.col("_c"), F.col("_seed"))).getField("_seed").alias(C.SEED),
+                      F.max("_x").alias("_x"))
+                  .where(~F.col("_x") & F.col(C.SCORE).isNotNull()).drop("_x"))
+        return finalize_candidates(scored, None, n, self.channel)
 
     def _spark(self) -> SparkSession:
         return self.neighbors.sparkSession

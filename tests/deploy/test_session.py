@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import pytest
+
 from recsys_spark.config import REPO_ROOT
 from recsys_spark.spark import (DELTA_SETTINGS, LOCAL_DEFAULTS, delta_coordinates, is_local_master,
                                 plan_session)
@@ -132,3 +134,20 @@ def test_the_session_writes_through_the_local_file_system_of_the_plan(spark, tmp
     assert impl == (LOCAL_FS_CLASS if local_fs_jar() else None)
     spark.range(3).write.format("delta").save(str(tmp_path / "t"))
     assert spark.read.format("delta").load(str(tmp_path / "t")).count() == 3
+
+
+def test_sql_conf_sets_for_the_block_then_restores(spark):
+    from recsys_spark.spark import sql_conf
+
+    unset, preset = "spark.recsys.test.unset", "spark.recsys.test.preset"
+    spark.conf.set(preset, "before")
+    try:
+        with sql_conf(spark, {unset: "in", preset: "in"}):
+            assert (spark.conf.get(unset), spark.conf.get(preset)) == ("in", "in")
+        assert spark.conf.get(unset, None) is None and spark.conf.get(preset) == "before"
+        with pytest.raises(RuntimeError):   # restored when the block fails too
+            with sql_conf(spark, {preset: "in"}):
+                raise RuntimeError("stage failed")
+        assert spark.conf.get(preset) == "before"
+    finally:
+        spark.conf.unset(preset)

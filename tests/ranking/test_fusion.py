@@ -67,3 +67,25 @@ def test_fuse_partitioned_by_user_gives_the_same_rows(spark):
     got = {(r.user_id, r.track_id): (round(r.recall_score, 12), r.seed_track_id) for r in split.collect()}
     assert got[("u1", "x")] == (round(2 / 12 + 1 / 11, 12), "s1")
     assert got[("u2", "q")] == (round(0.5 / 13, 12), "s4")
+
+
+def test_fuse_streams_its_second_aggregation_over_the_sort(spark):
+    # the rank stage fuses under SORTED_AGGREGATION: (user, track) is aggregated over the rows as
+    # the (user, track, channel) de-duplication left them, with no object hash map; same rows
+    from recsys_spark.spark import SORTED_AGGREGATION, sql_conf
+
+    df = spark.createDataFrame(ROWS + [("u2", "x", "als", 1.0, 1, None), ("u2", "x", "item_cf", 0.3, 2, "s4")],
+                               SCHEMA)
+
+    def run():
+        out = fuse(df, WEIGHTS, method="rank", rrf_k=10, num_partitions=3)
+        rows = out.collect()
+        return rows, out._jdf.queryExecution().executedPlan().toString()
+
+    hashed, hashed_plan = run()
+    with sql_conf(spark, SORTED_AGGREGATION):
+        streamed, streamed_plan = run()
+    assert "ObjectHashAggregate" in hashed_plan
+    assert "ObjectHashAggregate" not in streamed_plan and "SortAggregate" in streamed_plan
+    assert_df_equality(spark.createDataFrame(streamed, OUT), spark.createDataFrame(hashed, OUT),
+                       ignore_row_order=True, ignore_nullable=True)

@@ -131,7 +131,9 @@ def m1_model(spark):
     return fit(cf(k=2, min_support=1, weighting="binary"), interactions(spark, M1))
 
 
-def test_recommend_weights_recency_and_excludes_heard(spark, m1_model):
+@pytest.mark.parametrize("broadcast_rows", [5_000_000, 0])   # neighbours broadcast, or joined by a shuffle
+def test_recommend_weights_recency_and_excludes_heard(spark, m1_model, broadcast_rows):
+    m1_model = with_params(m1_model, broadcast_rows=broadcast_rows)
     seeds = spark.createDataFrame(
         [("x", "a", 3.0, 1.0), ("x", "d", 1.0, 0.5), ("y", "c", 2.0, 1.0)],
         "user_id string, track_id string, weight double, recency double")
@@ -175,7 +177,7 @@ def test_defaults_come_from_the_config():
     conf = ItemCFConf()
     est = ItemCF()
     for name in ("k", "similarity", "min_support", "max_items_per_user", "weighting", "shrinkage", "bm25_k1",
-                 "bm25_b", "num_blocks", "max_block_rows", "per_seed", "n_seeds"):
+                 "bm25_b", "num_blocks", "max_block_rows", "per_seed", "n_seeds", "broadcast_rows"):
         assert getattr(est, name) == getattr(conf, name), name
     assert ItemCF.from_conf(ItemCFConf(k=7, shrinkage=3.0), seed=4).params() == {
         **est.params(), "k": 7, "shrinkage": 3.0, "seed": 4}

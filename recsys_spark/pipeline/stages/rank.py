@@ -9,6 +9,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from ...common import top_n_per_user
+from ...spark import SORTED_AGGREGATION, shuffle_partitions, sql_conf
 from ..context import RunContext
 from ..stage import Stage, StageReport, recorded_output_present
 from .recall import RECALL_CHANNELS, active_channels
@@ -16,14 +17,6 @@ from .train_din import din_model_ready
 from .train_ranker import ranker_for_week
 
 NO_STATISTICS = "quality filter skipped: no track statistics"
-
-
-def shuffle_partitions(spark: SparkSession) -> int:
-    """``spark.sql.shuffle.partitions`` as an int (0 when it is not a number, e.g. Databricks' ``auto``)."""
-    try:
-        return int(spark.conf.get("spark.sql.shuffle.partitions"))
-    except (TypeError, ValueError):
-        return 0
 
 
 def prerank(fused: DataFrame, top_n: int, score_col: str = "recall_score") -> DataFrame:
@@ -86,6 +79,10 @@ class RankStage(Stage):
                 .select("track_id", F.col(qc.aesthetics_axis.lower()).alias("aesthetics")))
 
     def run(self, ctx: RunContext) -> StageReport:
+        with sql_conf(ctx.spark, SORTED_AGGREGATION):  # fusion's second aggregation reuses its sort
+            return self._run(ctx)
+
+    def _run(self, ctx: RunContext) -> StageReport:
         from ...filtering.quality import apply_quality_filter, quality_scores
         from ...ranking.fusion import final_score, fuse
 
