@@ -503,16 +503,26 @@ class ItemCFModel(RecallChannelModel):
         nb = self.neighbors.where(F.col(C.RANK) <= per_seed).select(
             F.col(C.TRACK).alias("_seed"), F.col("neighbor_id").alias(C.TRACK), F.col(C.SCORE).alias("_sim"))
         limit = int(self.params.get("broadcast_rows", _D.broadcast_rows))
-        if limit > 0 and nb.count() <= limit:
+        n_nb = nb.count() if limit > 0 else -1
+        if 0 <= n_nb <= limit:
             nb = F.broadcast(nb)
+        log.info("item_cf recommend: %s neighbour rows (per_seed %d) %s; seeds and exclusions in %d partitions by user",
+                 f"{n_nb:,}" if n_nb >= 0 else "not counted", per_seed,
+                 "broadcast" if 0 <= n_nb <= limit else f"joined by a shuffle (broadcast_rows {limit:,})", parts)
         contrib = s.join(nb, "_seed").select(C.USER, C.TRACK, "_seed", (F.col("_sim") * F.col("_sw")).alias("_c"),
                                              F.lit(False).alias("_x"))
+        if not 0 <= n_nb <= limit:  # a shuffle join left the rows partitioned by seed
+            contrib = contrib.repartition(parts, C.USER)
         exclude = seeds.select(C.USER, C.TRACK)
         if heard is not None:
             exclude = exclude.unionByName(heard.select(C.USER, C.TRACK))
         exclude = exclude.select(C.USER, C.TRACK, F.lit(None).cast("string").alias("_seed"),
                                  F.lit(None).cast("double").alias("_c"), F.lit(True).alias("_x"))
+        # sorted by seed within each (user, track): the sum adds the same terms in the same order
+        # whatever order the seeds arrived in (float addition is not associative; a different
+        # order moves scores in the 16th digit and can swap tied candidates between two runs)
         scored = (contrib.unionByName(exclude.repartition(parts, C.USER))
+                  .sortWithinPartitions(C.USER, C.TRACK, "_seed")
                   .groupBy(C.USER, C.TRACK).agg(
                       F.sum("_c").alias(C.SCORE),
                       F.max(F.struct(F.col("_c"), F.col("_seed"))).getField("_seed").alias(C.SEED),
