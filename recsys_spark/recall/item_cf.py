@@ -498,21 +498,21 @@ class ItemCFModel(RecallChannelModel):
              if C.WEIGHT in seeds.columns else F.lit(1.0))
         rec = F.col("recency").cast("double") if "recency" in seeds.columns else F.lit(1.0)
         parts = shuffle_partitions(self._spark()) or default_parallelism(self._spark())
-        s = (seeds.select(C.USER, F.col(C.TRACK).alias("_seed"), (w * rec).alias("_sw")).where(F.col("_sw") > 0)
-             .repartition(parts, C.USER))
+        s = seeds.select(C.USER, F.col(C.TRACK).alias("_seed"), (w * rec).alias("_sw")).where(F.col("_sw") > 0)
         nb = self.neighbors.where(F.col(C.RANK) <= per_seed).select(
             F.col(C.TRACK).alias("_seed"), F.col("neighbor_id").alias(C.TRACK), F.col(C.SCORE).alias("_sim"))
         limit = int(self.params.get("broadcast_rows", _D.broadcast_rows))
-        n_nb = nb.count() if limit > 0 else -1
-        if 0 <= n_nb <= limit:
-            nb = F.broadcast(nb)
+        n_nb = nb.count() if limit > 0 else None
+        broadcast = n_nb is not None and n_nb <= limit
         log.info("item_cf recommend: %s neighbour rows (per_seed %d) %s; seeds and exclusions in %d partitions by user",
-                 f"{n_nb:,}" if n_nb >= 0 else "not counted", per_seed,
-                 "broadcast" if 0 <= n_nb <= limit else f"joined by a shuffle (broadcast_rows {limit:,})", parts)
-        contrib = s.join(nb, "_seed").select(C.USER, C.TRACK, "_seed", (F.col("_sim") * F.col("_sw")).alias("_c"),
-                                             F.lit(False).alias("_x"))
-        if not 0 <= n_nb <= limit:  # a shuffle join left the rows partitioned by seed
-            contrib = contrib.repartition(parts, C.USER)
+                 "not counted" if n_nb is None else f"{n_nb:,}", per_seed,
+                 "broadcast" if broadcast else f"joined by a shuffle (broadcast_rows {limit:,})", parts)
+        if broadcast:  # the seeds are partitioned by user once; the join keeps that
+            contrib = s.repartition(parts, C.USER).join(F.broadcast(nb), "_seed")
+        else:  # the shuffle join partitions by seed: back to users after it
+            contrib = s.join(nb, "_seed").repartition(parts, C.USER)
+        contrib = contrib.select(C.USER, C.TRACK, "_seed", (F.col("_sim") * F.col("_sw")).alias("_c"),
+                                 F.lit(False).alias("_x"))
         exclude = seeds.select(C.USER, C.TRACK)
         if heard is not None:
             exclude = exclude.unionByName(heard.select(C.USER, C.TRACK))
