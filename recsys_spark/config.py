@@ -321,6 +321,7 @@ class EmbeddingConf:
     device: Device = "auto"  # auto | cpu | cuda
     seed: int = 0
     audio_precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 where native (AVX512-BF16/AMX, CUDA)
+    text_precision: Literal["auto", "fp32", "bf16"] = "auto"  # the text tower's (prompts), same rule
     stft: Literal["fft", "conv"] = "fft"  # spectrogram front end: torch.stft, or laion-clap's DFT convolution
     threads_per_task: Annotated[int, Field(ge=-1)] = 0  # torch threads per Spark task: 0 = spark.task.cpus, -1 = torch default
 

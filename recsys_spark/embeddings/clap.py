@@ -116,6 +116,10 @@ class EncoderSpec:
         the mel front end stays fp32); ``auto`` picks bf16 where the hardware has native bfloat16
         (a CUDA device that supports it, a CPU with AVX512-BF16 or AMX) and fp32 elsewhere, where
         emulated bf16 would be slower. The vectors stay within cosine .999 of fp32 (tested).
+    text_precision : {"auto", "fp32", "bf16"}
+        The same for the text tower (the prompt channel's texts): ``bf16`` runs it under
+        ``torch.autocast`` (layer norms and softmax stay fp32 there), ``auto`` as above. Within
+        cosine .999 of fp32 (tested); about 2x the texts per second on an AVX512-BF16 CPU.
     stft : {"fft", "conv"}
         Spectrogram front end: ``fft`` (``torch.stft``) or laion-clap's own ``conv`` (torchlibrosa's
         DFT-as-Conv1d, the reference); same log-mel to float rounding, the FFT does ~20x less arithmetic.
@@ -138,6 +142,7 @@ class EncoderSpec:
     device: str = "auto"
     seed: int = 0
     audio_precision: str = "auto"
+    text_precision: str = "auto"
     stft: str = "fft"
     threads_per_task: int = 0
 
@@ -316,11 +321,11 @@ def native_bf16(device: torch.device) -> bool:
         return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``fp32`` or ``bf16`` for ``embeddings.audio_precision`` on ``device`` (``auto``: bf16 only
-    where it is native, see :func:`native_bf16`)."""
+def resolve_precision(precision: str, device: torch.device, name: str = "audio_precision") -> str:
+    """``fp32`` or ``bf16`` for ``embeddings.audio_precision`` (or ``text_precision``: ``name``) on
+    ``device`` (``auto``: bf16 only where it is native, see :func:`native_bf16`)."""
     if precision not in ("auto", "fp32", "bf16"):
-        raise ValueError(f"audio_precision must be auto, fp32 or bf16, got {precision!r}")
+        raise ValueError(f"{name} must be auto, fp32 or bf16, got {precision!r}")
     if precision == "auto":
         return "bf16" if native_bf16(device) else "fp32"
     return precision
@@ -394,6 +399,8 @@ class ClapEncoder:
     device : torch.device
     precision : str
         ``fp32`` or ``bf16``: the resolved ``spec.audio_precision`` of the audio tower.
+    text_precision : str
+        ``fp32`` or ``bf16``: the resolved ``spec.text_precision`` of the text tower.
     """
 
     def __init__(self, spec: EncoderSpec):
@@ -437,6 +444,7 @@ class ClapEncoder:
         if hasattr(branch, "logmel_extractor"):
             branch.logmel_extractor.forward = _fp32(branch.logmel_extractor.forward)
         self.precision = resolve_precision(spec.audio_precision, self.device)
+        self.text_precision = resolve_precision(spec.text_precision, self.device, "text_precision")
         self.model = model.to(self.device).eval()
         self.audio_cfg = cfg["audio_cfg"]
         self.clip_samples = int(self.audio_cfg["clip_samples"])
@@ -444,8 +452,9 @@ class ClapEncoder:
             raise ValueError(f"{spec.audio_model} expects {self.audio_cfg['sample_rate']} Hz, "
                              f"spec says {spec.sample_rate}")
         self._tokenizer = self._make_tokenizer()
-        log.info("CLAP encoder %s ready on %s in %.1fs (audio tower %s, %s spectrogram)", self.model_version,
-                 self.device, time.perf_counter() - t0, self.precision, spec.stft)
+        log.info("CLAP encoder %s ready on %s in %.1fs (audio tower %s, %s spectrogram; text tower %s)",
+                 self.model_version, self.device, time.perf_counter() - t0, self.precision, spec.stft,
+                 self.text_precision)
 
     def _make_tokenizer(self):
         s = self.spec
@@ -468,8 +477,8 @@ class ClapEncoder:
         """``(k, clip_samples)`` float32 windows of one mono waveform (k <= max_windows)."""
         return windows_of(wave, self.window_length(), self.spec.max_windows, self.clip_samples)
 
-    def _autocast(self):
-        if self.precision == "bf16":
+    def _autocast(self, precision: Optional[str] = None):
+        if (precision or self.precision) == "bf16":
             return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
@@ -576,7 +585,8 @@ class ClapEncoder:
         tokens (prompts are ~20 tokens); the vectors equal the padded path (``dynamic=False``, the
         reference: laion-clap's ``encode_text`` / ``get_text_embedding`` on 77 tokens) to float
         rounding (~1e-6), because the cut tokens are causally after the EOT read-out (transformer)
-        or masked out (roberta).
+        or masked out (roberta). The tower runs in :attr:`text_precision` (vectors returned in fp32,
+        re-normalised).
         """
         texts = [t if isinstance(t, str) else ("" if t is None else str(t)) for t in texts]
         if not texts:
@@ -597,8 +607,9 @@ class ClapEncoder:
         out = np.empty((n, EMBED_DIM), np.float32)
         for i in range(0, n, bs):
             idx = order[i:i + bs]
-            emb = self._embed_token_batch(tok, idx, None if lengths is None else int(lengths[idx].max()))
-            out[idx.numpy()] = emb.float().cpu().numpy()
+            with self._autocast(self.text_precision):
+                emb = self._embed_token_batch(tok, idx, None if lengths is None else int(lengths[idx].max()))
+            out[idx.numpy()] = torch.nn.functional.normalize(emb.float(), dim=-1).cpu().numpy()
         return out[inverse]
 
 

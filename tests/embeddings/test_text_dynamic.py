@@ -1,5 +1,6 @@
 """Fast CPU text embedding: length-sorted, dynamically padded batches and text dedup must give the
-same vectors as laion-clap's padded 77-token path."""
+same vectors as laion-clap's padded 77-token path (in fp32, where the cut is exact); bf16 autocast
+(``text_precision``) stays within cosine .999 of it."""
 
 import numpy as np
 import pandas as pd
@@ -9,7 +10,8 @@ import torch
 from recsys_spark.embeddings import clap, spark_udfs
 from recsys_spark.embeddings.clap import EncoderSpec
 
-SPEC = EncoderSpec(audio_model="HTSAT-tiny", text_model="transformer", max_windows=2, device="cpu", seed=0)
+SPEC = EncoderSpec(audio_model="HTSAT-tiny", text_model="transformer", max_windows=2, device="cpu", seed=0,
+                   text_precision="fp32")
 
 # 1 to 77+ tokens, empty, None, repeats, and one text long enough to be truncated (no EOT left)
 TEXTS = [
@@ -87,7 +89,7 @@ def test_eot_position_read_out_is_causal(enc):
 def test_roberta_branch_dynamic_padding_equals_max_length():
     """Untrained roberta-shaped branch (built locally, no download) with the offline ids: cutting
     each batch to its longest attention mask gives the 77-token vectors."""
-    spec = EncoderSpec(audio_model="HTSAT-tiny", text_model="roberta", device="cpu", seed=0)
+    spec = EncoderSpec(audio_model="HTSAT-tiny", text_model="roberta", device="cpu", seed=0, text_precision="fp32")
     r = clap.ClapEncoder(spec)
     try:
         seen = []
@@ -127,3 +129,27 @@ def test_text_udf_embeds_each_distinct_text_once_across_arrow_batches(enc, monke
     assert len(flat) == len(set(flat)) == len(distinct)  # repeats across chunks are not re-embedded
     ref = inner(TEXTS, dynamic=False)
     np.testing.assert_allclose(np.stack(out["embedding"].map(np.asarray)), ref, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("text_model", ["transformer", "roberta"])
+def test_bf16_text_tower_stays_within_cosine_999_of_fp32(text_model):
+    """``text_precision: bf16`` (what ``auto`` picks on an AVX512-BF16 / AMX CPU or CUDA): every
+    text's vector within cosine .999 of the fp32 one, unit length, float32, and each text's nearest
+    other text unchanged."""
+    texts = [t for t in dict.fromkeys(TEXTS) if t] + [
+        "uplifting trance anthem, supersaw leads, 138 bpm", "melancholic acoustic folk ballad, fingerpicked guitar",
+        "hard-hitting trap beat with 808s and hi-hat rolls", "baroque harpsichord fugue"]
+    base = dict(audio_model="HTSAT-tiny", text_model=text_model, max_windows=2, device="cpu", seed=0)
+    ref = clap.ClapEncoder(EncoderSpec(text_precision="fp32", **base))
+    fast = clap.ClapEncoder(EncoderSpec(text_precision="bf16", **base))
+    assert (ref.text_precision, fast.text_precision) == ("fp32", "bf16")
+    a, b = ref.embed_text(texts, batch_size=4), fast.embed_text(texts, batch_size=4)
+    assert b.dtype == np.float32 and np.allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-5)
+    cos = np.sum(a * b, axis=1)
+    assert cos.min() >= 0.999, cos
+    assert not np.allclose(a, b, atol=1e-6)  # it really ran in bf16
+    off = ~np.eye(len(texts), dtype=bool)
+    nearest = lambda x: np.argmax(np.where(off, x @ x.T, -np.inf), axis=1)  # noqa: E731
+    assert np.array_equal(nearest(a), nearest(b))
+    with pytest.raises(ValueError, match="text_precision"):
+        clap.ClapEncoder(EncoderSpec(text_precision="fp16", **base))
