@@ -24,7 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Tuple
 
 import numpy as np
 import pandas as pd
@@ -80,16 +80,16 @@ def backfill_candidates(users: DataFrame, tracks: DataFrame, heard: DataFrame, p
                        F.lit(None).cast("string").alias("seed_track_id"))
 
 
-def _unit_rows(values: np.ndarray) -> Optional[np.ndarray]:
-    """L2-normalised rows of an object array of vectors (zero rows where missing); None when no
-    row has one."""
+def _unit_rows(values: np.ndarray) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    """L2-normalised rows of an object array of vectors (zero rows where missing) and which rows
+    have one; None when no row has one."""
     has = np.fromiter((e is not None and len(e) > 0 for e in values), dtype=bool, count=len(values))
     if not has.any():
         return None
     rows = np.stack([np.asarray(v, dtype=np.float32) for v in values[has]])
     mat = np.zeros((len(values), rows.shape[1]), dtype=np.float32)
     mat[has] = rows / (np.linalg.norm(rows, axis=1, keepdims=True) + 1e-12)
-    return mat
+    return mat, has
 
 
 def _codes(values: np.ndarray) -> np.ndarray:
@@ -204,22 +204,29 @@ def _greedy(idx, size, creator_cap, lam, fresh_min, backfill, scores_all, creato
     if genre_code is not None:
         # Only among real candidates: back-fill is picked in popularity order, and only once no
         # real candidate is allowed any more (used and capped only grow), so no real pick follows.
-        # float32 holds every value exactly (0.5, 1, cosines), so picks equal a float64 matrix's;
-        # built user by user (cache-sized blocks), used stacked by the vectorised steps below.
-        sim = np.zeros((n_u, r, r), dtype=np.float32)
-        half, one = np.float32(0.5), np.float32(1.0)
-        for u in range(n_u):
-            rows = idx[u, real[u]]
-            k = len(rows)
-            s = sim[u, :k, :k]
-            g = genre_code[rows]
-            s[g[:, None] == g[None, :]] = half
-            for mat, w in ((emb, None), (cemb, creator_weight)):
-                if mat is not None:  # rows without a vector are zero: their cosines are 0
-                    e = mat[rows]
-                    np.maximum(s, e @ e.T if w is None else w * (e @ e.T), out=s)
-            c = cc[u, :k]
-            np.maximum(s, np.where(c[:, None] == c[None, :], one, np.float32(0.0)), out=s)
+        # float32 holds every value exactly (0.5, 1, cosines), so picks equal a float64 matrix's.
+        # Same genre (0.5) and same creator (1) for the whole chunk at once (slots past a user's real
+        # candidates get code -1, which no real candidate has: their cells are never read), then
+        # the cosines user by user, among the candidates that have a vector only (a missing vector's
+        # cosine is 0, below every value already there; with few tracks embedded that skips most of
+        # the arithmetic).
+        real_r = real[:, :r]
+        rows_r = np.where(real_r, idx[:, :r], 0)
+        g = np.where(real_r, genre_code[rows_r], -1)
+        c = np.where(real_r, cc[:, :r], -1)
+        sim = np.where(g[:, :, None] == g[:, None, :], np.float32(0.5), np.float32(0.0)).astype(np.float32)
+        sim[c[:, :, None] == c[:, None, :]] = np.float32(1.0)
+        for vec, w in ((emb, None), (cemb, creator_weight)):
+            if vec is None:
+                continue
+            mat, has = vec
+            with_vec = real_r & has[rows_r]
+            for u in np.flatnonzero(with_vec.sum(axis=1) >= 2):  # one vector: only its own cosine, 1 already
+                k = np.flatnonzero(with_vec[u])
+                e = mat[idx[u, k]]
+                cos = e @ e.T if w is None else w * (e @ e.T)
+                block = np.ix_(k, k)
+                sim[u][block] = np.maximum(sim[u][block], cos)
     ar = np.arange(n_u)
     max_sim = np.zeros((n_u, n))
     used = ~valid
