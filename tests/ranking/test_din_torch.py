@@ -31,33 +31,18 @@ def test_forward_shapes(content_dim):
     assert m.item(hist).shape == (3, 4, 8 * (2 if content_dim else 1))
 
 
-def _paper_forward(m, hist_idx, cand_idx):
-    """DIN as written in the paper: item vectors per position, activation unit over the
-    concatenation ``[h, c, h - c, h * c]`` (the reference of the factored forward)."""
-    def item(idx):
-        e = m.id_embedding(m.id_index(idx))
-        p = m.content_proj(m.content[idx]) * m.has_content[idx].unsqueeze(-1)
-        return torch.cat([e, p], dim=-1)
-
-    mask = (hist_idx != D.PAD).float()
-    h, c = item(hist_idx), item(cand_idx)
-    ce = c.unsqueeze(1).expand_as(h)
-    w = m.attention.mlp(torch.cat([h, ce, h - ce, h * ce], dim=-1)).squeeze(-1) * mask
-    interest = torch.bmm(w.unsqueeze(1), h * mask.unsqueeze(-1)).squeeze(1)
-    return m.out(torch.cat([interest, c, interest * c], dim=-1)).squeeze(-1)
-
-
-def test_factored_forward_equals_the_papers_concatenation_in_values_and_gradients():
+@pytest.mark.parametrize("softmax", [False, True])
+def test_factored_forward_equals_the_papers_concatenation_in_values_and_gradients(softmax):
     """The activation unit's first layer is applied term by term and the content projection once
     per distinct track: same logits and same gradients as the concatenated form (repeated tracks
-    in and across rows, padding, a content-less track)."""
-    m = _model(content_dim=6, n_items=12)
+    in and across rows, padding, an all-padding row, a content-less track)."""
+    m = _model(content_dim=6, softmax=softmax, n_items=12)
     with torch.no_grad():
         m.content[5].zero_()
         m.has_content[5] = 0.0
     hist = torch.tensor([[2, 3, 3, 0], [5, 2, 0, 0], [4, 4, 4, 4], [0, 0, 0, 0]])
     cand = torch.tensor([3, 9, 4, 2])
-    ref = _paper_forward(m, hist, cand)
+    ref = D.paper_logits(m, hist, cand)
     grads_ref = torch.autograd.grad(ref.square().sum(), list(m.parameters()))
     got = m(hist, cand)
     grads = torch.autograd.grad(got.square().sum(), list(m.parameters()))
