@@ -26,18 +26,10 @@ from __future__ import annotations
 import json
 import os
 import platform
-import subprocess
 import time
 
 import numpy as np
-
-
-def _git() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
-    except OSError:
-        return ""
+from suite_clap_cpu import _git
 
 
 def prompts(n: int, seed: int = 0):
