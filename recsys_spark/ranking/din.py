@@ -138,10 +138,20 @@ class ActivationUnit(nn.Module):
         ``h (W_h + W_d) + (c (W_c - W_d) + b) + (h * c) W_p``: the same function and gradients
         (to float rounding) without building the ``[B, L, 4D]`` input, and the ``c`` term once per
         row instead of once per history position (half the first layer's arithmetic)."""
+        w_hist, w_cand, w_prod, bias = self.first_layer_terms()
+        c_part = cand @ w_cand + bias                                    # B, H
+        x = hist @ w_hist + c_part.unsqueeze(1) + (hist * cand.unsqueeze(1)) @ w_prod
+        return self.rest(x)
+
+    def first_layer_terms(self) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The first layer regrouped by input: ``W [h, c, h - c, h * c] + b == h @ w_hist +
+        c @ w_cand + (h * c) @ w_prod + bias`` (``w_*`` are ``[D, H]``)."""
         first = self.mlp[0]
-        w_h, w_c, w_d, w_p = first.weight.split(hist.shape[-1], dim=1)
-        c_part = cand @ (w_c - w_d).T + first.bias                       # B, H
-        x = hist @ (w_h + w_d).T + c_part.unsqueeze(1) + (hist * cand.unsqueeze(1)) @ w_p.T
+        w_h, w_c, w_d, w_p = first.weight.split(first.in_features // 4, dim=1)
+        return (w_h + w_d).T, (w_c - w_d).T, w_p.T, first.bias
+
+    def rest(self, x: torch.Tensor) -> torch.Tensor:
+        """The layers after the first: first-layer outputs ``[..., H]`` -> raw weights ``[...]``."""
         return self.mlp[1:](x).squeeze(-1)
 
 
@@ -269,19 +279,16 @@ class DIN(nn.Module):
         """
         if self.config.n_user_features > 0:
             raise ValueError("grouped scoring does not take user features; use forward()")
-        first = self.attention.mlp[0]
-        d = self.config.item_dim
-        w = first.weight                                       # H, 4D
-        w_h, w_c, w_d, w_p = w[:, :d], w[:, d:2 * d], w[:, 2 * d:3 * d], w[:, 3 * d:]
+        w_hist, w_cand, w_prod, bias = self.attention.first_layer_terms()
         mask = (hist_idx != PAD)
         table = self.item_table()
         hu = table[hist_idx] * mask.unsqueeze(-1).float()        # U, L, D (padding rows zero)
-        h_part = hu @ (w_h + w_d).T + first.bias                 # U, L, H   once per user
+        h_part = hu @ w_hist + bias                              # U, L, H   once per user
         c = table[cand_idx]                                      # N, D
-        c_part = c @ (w_c - w_d).T                               # N, H
+        c_part = c @ w_cand                                      # N, H
         h = hu[owner]                                            # N, L, D
-        x = h_part[owner] + c_part.unsqueeze(1) + (h * c.unsqueeze(1)) @ w_p.T
-        raw = self.attention.mlp[1:](x).squeeze(-1)              # N, L
+        x = h_part[owner] + c_part.unsqueeze(1) + (h * c.unsqueeze(1)) @ w_prod
+        raw = self.attention.rest(x)                             # N, L
         m = mask[owner]
         if self.config.softmax_attention:
             wts = torch.nan_to_num(torch.softmax(raw.masked_fill(~m, float("-inf")), dim=1), nan=0.0)
