@@ -13,7 +13,12 @@ per candidate row), persisted, then each piece is timed alone (``noop`` writes):
 * ``arrow_all_columns``: that plus the Arrow transfer of every column into pandas (an empty UDF);
 * ``arrow_without_channels`` / ``arrow_without_lists``: the same without the ``channels`` array,
   and without every array column (channels, track and creator embeddings);
-* ``select_playlists``: the whole selection (shuffle, Arrow, MMR, Arrow back).
+* ``select_playlists_row_arrays``: the whole selection (shuffle, Arrow, MMR, Arrow back) with the
+  embeddings as an array on every candidate row (the write stage before ``ShippedVectors``);
+* ``select_playlists``: the whole selection as the write stage runs it now: the rows carry ids
+  only and the track / creator unit vectors are broadcast once (``rules.ShippedVectors``, whose
+  driver-side build is timed apart as ``ship_vectors``). Both selections' playlists are compared
+  (``playlists_equal``).
 
 Result: ``benchmarks/results/write_pieces_<NAME>.json``.
 """
@@ -79,18 +84,31 @@ def main(args) -> dict:
             yield pdf.iloc[:0][["user_id"]]
 
     lists = [c for c in ("channels", "embedding", "creator_embedding") if c in cols]
+    t0 = time.time()
+    cemb = creators_for_diversity(tables, week)
+    tv = None if emb is None else rules.ShippedVectors(spark, emb, "track_id")
+    cv = None if cemb is None else rules.ShippedVectors(spark, cemb, "creator_id")
+    res["ship_vectors"] = {"seconds": round(time.time() - t0, 1), "track_vectors": 0 if tv is None else tv.size,
+                           "creator_vectors": 0 if cv is None else cv.size,
+                           "mb": round(sum(v.nbytes for v in (tv, cv) if v is not None) / 2**20, 1)}
+    sel = (rr.playlist_size, rr.creator_cap, rr.diversity_lambda, rr.fresh_share, rr.diversity_enabled,
+           rr.creator_similarity_weight)
+    by_rows = rules.select_playlists(dec, *sel)
+    shipped = rules.select_playlists(dec.drop("embedding", "creator_embedding"), *sel, tv, cv)
     pieces = [("shuffle_sort", part),
               ("arrow_all_columns", part.mapInPandas(empty, "user_id string")),
               ("arrow_without_channels", part.drop("channels").mapInPandas(empty, "user_id string")),
               ("arrow_without_lists", part.drop(*lists).mapInPandas(empty, "user_id string")),
-              ("select_playlists", rules.select_playlists(dec, rr.playlist_size, rr.creator_cap, rr.diversity_lambda,
-                                                          rr.fresh_share, rr.diversity_enabled,
-                                                          rr.creator_similarity_weight))]
+              ("select_playlists_row_arrays", by_rows),
+              ("select_playlists", shipped)]
     for name, df in pieces:
         t0 = time.time()
         df.write.format("noop").mode("overwrite").save()
         res["seconds"][name] = round(time.time() - t0, 1)
         print(name, res["seconds"][name], flush=True)
+    keys = ["user_id", "position", "track_id"]
+    res["playlists_equal"] = (by_rows.select(*keys).exceptAll(shipped.select(*keys)).count() == 0
+                              and shipped.select(*keys).exceptAll(by_rows.select(*keys)).count() == 0)
     res["load_avg_1m_at_end"] = round(os.getloadavg()[0], 2)
     res["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     dec.unpersist()

@@ -321,6 +321,8 @@ CLASSIC_STAGES: Dict[str, Dict[str, str]] = {
                           "SparkContext.broadcast (recsys_spark.recall.faiss_index)",
         "recall.prompt": "ships the faiss index of the prompt embeddings the same way "
                          "(recsys_spark.recall.faiss_index)",
+        "write": "ships the track and creator unit vectors for MMR diversity the same way "
+                 "(recsys_spark.rerank.rules.ShippedVectors)",
     },
     "ingest": {
         "read raw files": "counts the records of the raw files on the executors with "

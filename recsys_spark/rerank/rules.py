@@ -24,7 +24,10 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
-from typing import Iterator, Optional, Tuple
+import threading
+import time
+import uuid
+from typing import Dict, Iterator, Optional, Tuple
 
 import numpy as np
 import pandas as pd
@@ -81,15 +84,89 @@ def backfill_candidates(users: DataFrame, tracks: DataFrame, heard: DataFrame, p
 
 
 def _unit_rows(values: np.ndarray) -> Optional[Tuple[np.ndarray, np.ndarray]]:
-    """L2-normalised rows of an object array of vectors (zero rows where missing) and which rows
-    have one; None when no row has one."""
+    """L2-normalised rows of an object array of vectors and, per row, its row in that matrix
+    (-1 where missing); None when no row has one."""
     has = np.fromiter((e is not None and len(e) > 0 for e in values), dtype=bool, count=len(values))
     if not has.any():
         return None
     rows = np.stack([np.asarray(v, dtype=np.float32) for v in values[has]])
-    mat = np.zeros((len(values), rows.shape[1]), dtype=np.float32)
-    mat[has] = rows / (np.linalg.norm(rows, axis=1, keepdims=True) + 1e-12)
-    return mat, has
+    key = np.full(len(values), -1, dtype=np.int64)
+    key[has] = np.arange(int(has.sum()))
+    return _normalise(rows), key
+
+
+def _normalise(rows: np.ndarray) -> np.ndarray:
+    return rows / (np.linalg.norm(rows, axis=1, keepdims=True) + 1e-12)
+
+
+# -- vectors shipped once per executor ------------------------------------------------------------
+
+_VECTOR_CACHE: Dict[str, Tuple[pd.Index, np.ndarray]] = {}
+_VECTOR_LOCK = threading.Lock()
+_VECTOR_CACHE_SIZE = 4  # per Python worker: track and creator vectors of this run and the one before
+
+
+class ShippedVectors:
+    """Unit vectors by key (the catalog's track embeddings, the creators' pooled embeddings),
+    collected once on the driver and broadcast, so the selection's rows carry a key instead of a
+    512-float array each (at M with every track embedded that was ~30 GB through the shuffle and
+    Arrow). Executors rebuild ``(keys, matrix)`` once per Python worker (:meth:`get`).
+
+    Driver and executor memory: ``keys x dim x 4`` bytes (30K tracks x 512: 61 MB); the same order
+    as the content channel's faiss index, which the run already builds from the same table.
+    Needs a classic session (``SparkContext.broadcast``): the weekly job's write stage is listed in
+    ``recsys_spark.spark.CLASSIC_STAGES``.
+    """
+
+    def __init__(self, spark, df: DataFrame, key: str, column: str = "embedding"):
+        t0 = time.perf_counter()
+        pdf = (df.select(F.col(key).cast("string").alias("k"), F.col(column).alias("v"))
+               .where(F.col("v").isNotNull() & (F.size("v") > 0)).toPandas())
+        pdf = pdf.sort_values("k", kind="mergesort").drop_duplicates("k")
+        self.key = key
+        self.size = len(pdf)
+        self.token = uuid.uuid4().hex
+        if self.size:
+            dims = pdf["v"].map(len)
+            if dims.nunique() != 1:
+                raise ValueError(f"{column} of {key} has mixed dimensions {sorted(dims.unique())[:5]}")
+            mat = np.stack(pdf["v"].map(lambda a: np.asarray(a, dtype=np.float32)).to_numpy())
+            if not np.all(np.isfinite(mat)):
+                raise ValueError(f"{column} of {key} contains NaN / inf")
+            keys, mat = pdf["k"].to_numpy(dtype=object), np.ascontiguousarray(_normalise(mat), dtype=np.float32)
+        else:
+            keys, mat = np.array([], dtype=object), np.zeros((0, 0), dtype=np.float32)
+        self.nbytes = int(mat.nbytes)
+        self.bc = spark.sparkContext.broadcast((keys, mat))
+        log.info("rules: %d %s vectors (%.1f MB) broadcast for diversity in %.2fs", self.size, key,
+                 self.nbytes / 2**20, time.perf_counter() - t0)
+
+    def get(self) -> Tuple[pd.Index, np.ndarray]:
+        with _VECTOR_LOCK:
+            got = _VECTOR_CACHE.get(self.token)
+            if got is None:
+                keys, mat = self.bc.value
+                got = (pd.Index(keys, dtype=object), mat)
+                _remember(self.token, got)
+            return got
+
+    def unpersist(self) -> None:
+        self.bc.unpersist()
+
+
+def _remember(token: str, value) -> None:
+    _VECTOR_CACHE[token] = value
+    while len(_VECTOR_CACHE) > _VECTOR_CACHE_SIZE:
+        _VECTOR_CACHE.pop(next(iter(_VECTOR_CACHE)))
+
+
+def _looked_up(lookup: Tuple[pd.Index, np.ndarray], keys: np.ndarray) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    """``(matrix, row of each key or -1)`` for :func:`_greedy`; None when no key has a vector."""
+    index, mat = lookup
+    if len(index) == 0:
+        return None
+    row = index.get_indexer(keys.astype(object))
+    return (mat, row.astype(np.int64)) if (row >= 0).any() else None
 
 
 def _codes(values: np.ndarray) -> np.ndarray:
@@ -102,7 +179,9 @@ _CHUNK_CELLS = 1_000_000
 
 
 def _mmr_select(pdf: pd.DataFrame, size: int, creator_cap: int, lam: float, fresh_min: int,
-                use_diversity: bool, creator_weight: float = 0.0) -> pd.DataFrame:
+                use_diversity: bool, creator_weight: float = 0.0,
+                track_vectors: Optional[Tuple[pd.Index, np.ndarray]] = None,
+                creator_vectors: Optional[Tuple[pd.Index, np.ndarray]] = None) -> pd.DataFrame:
     """Greedy MMR selection for the candidates of one or more users, rows clustered by user
     (pure numpy; each user is selected independently of the others in the frame).
 
@@ -110,7 +189,9 @@ def _mmr_select(pdf: pd.DataFrame, size: int, creator_cap: int, lam: float, fres
     one row per track (its best). The similarity of candidate ``j`` to a picked track ``i`` is the
     maximum of: the cosine of their track embeddings (``embedding``), 0.5 for the same genre, 1 for
     the same creator, and ``creator_weight`` x the cosine of their creators' embeddings
-    (``creator_embedding``, when both creators have one). Each greedy step picks
+    (``creator_embedding``, when both creators have one; or looked up by ``track_id`` /
+    ``creator_id`` in ``track_vectors`` / ``creator_vectors``, ``(keys, unit rows)`` from
+    :class:`ShippedVectors`, when given). Each greedy step picks
     ``argmax(lam x relevance - (1 - lam) x max similarity to the picks)`` among the real
     candidates whose creator is under ``creator_cap`` (the remaining slots are kept for fresh
     tracks while ``fresh_min`` is not met and fresh ones are left), back-fill tracks in
@@ -145,10 +226,16 @@ def _mmr_select(pdf: pd.DataFrame, size: int, creator_cap: int, lam: float, fres
     genre_code = _codes(pdf["genre"].to_numpy()) if use_diversity else None
     fresh_all = pdf["is_fresh"].to_numpy(dtype=bool)
     emb = cemb = None
-    if use_diversity and "embedding" in pdf.columns:
-        emb = _unit_rows(pdf["embedding"].to_numpy())
-    if use_diversity and creator_weight > 0 and "creator_embedding" in pdf.columns:
-        cemb = _unit_rows(pdf["creator_embedding"].to_numpy())
+    if use_diversity:
+        if track_vectors is not None:
+            emb = _looked_up(track_vectors, pdf["track_id"].to_numpy())
+        elif "embedding" in pdf.columns:
+            emb = _unit_rows(pdf["embedding"].to_numpy())
+    if use_diversity and creator_weight > 0:
+        if creator_vectors is not None:
+            cemb = _looked_up(creator_vectors, pdf["creator_id"].to_numpy())
+        elif "creator_embedding" in pdf.columns:
+            cemb = _unit_rows(pdf["creator_embedding"].to_numpy())
 
     # back-fill rows come last per user and never need a similarity (see _greedy): the [n, n]
     # matrices cover the real candidates only, however large a short user's back-fill pool grows
@@ -219,11 +306,12 @@ def _greedy(idx, size, creator_cap, lam, fresh_min, backfill, scores_all, creato
         for vec, w in ((emb, None), (cemb, creator_weight)):
             if vec is None:
                 continue
-            mat, has = vec
-            with_vec = real_r & has[rows_r]
+            mat, key = vec                                      # key: row of mat per batch row, -1 none
+            vrow = key[rows_r]
+            with_vec = real_r & (vrow >= 0)
             for u in np.flatnonzero(with_vec.sum(axis=1) >= 2):  # one vector: only its own cosine, 1 already
                 k = np.flatnonzero(with_vec[u])
-                e = mat[idx[u, k]]
+                e = mat[vrow[u, k]]
                 cos = e @ e.T if w is None else w * (e @ e.T)
                 block = np.ix_(k, k)
                 sim[u][block] = np.maximum(sim[u][block], cos)
@@ -266,16 +354,24 @@ def _greedy(idx, size, creator_cap, lam, fresh_min, backfill, scores_all, creato
 
 
 def select_playlists(cands: DataFrame, size: int = 30, creator_cap: int = 2, diversity_lambda: float = 0.8,
-                     fresh_share: float = 0.0, diversity: bool = True, creator_weight: float = 0.0) -> DataFrame:
+                     fresh_share: float = 0.0, diversity: bool = True, creator_weight: float = 0.0,
+                     track_vectors: Optional[ShippedVectors] = None,
+                     creator_vectors: Optional[ShippedVectors] = None) -> DataFrame:
     """Per-user greedy selection (see module doc). ``cands`` needs ``user_id, track_id, final_score,
-    channels, seed_track_id, creator_id, genre, is_fresh, is_backfill`` and optionally ``embedding``
-    and ``creator_embedding``."""
+    channels, seed_track_id, creator_id, genre, is_fresh, is_backfill``; the vectors for diversity
+    come from ``track_vectors`` / ``creator_vectors`` (looked up by ``track_id`` / ``creator_id``
+    on the executors) or else from optional per-row ``embedding`` / ``creator_embedding`` columns."""
     fresh_min = int(math.ceil(size * fresh_share))
     cols = ["user_id", "track_id", "final_score", "channels", "seed_track_id", "creator_id", "genre",
-            "is_fresh", "is_backfill"] + [c for c in ("embedding", "creator_embedding") if c in cands.columns]
+            "is_fresh", "is_backfill"]
+    for shipped, column in ((track_vectors, "embedding"), (creator_vectors, "creator_embedding")):
+        if shipped is None and column in cands.columns:
+            cols.append(column)
 
     def select(pdf: pd.DataFrame) -> pd.DataFrame:
-        return _mmr_select(pdf, size, creator_cap, diversity_lambda, fresh_min, diversity, creator_weight)
+        return _mmr_select(pdf, size, creator_cap, diversity_lambda, fresh_min, diversity, creator_weight,
+                           None if track_vectors is None else track_vectors.get(),
+                           None if creator_vectors is None else creator_vectors.get())
 
     def fn(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         # rows arrive clustered by user; a user cut by an Arrow batch boundary is carried over
@@ -301,7 +397,11 @@ def select_playlists(cands: DataFrame, size: int = 30, creator_cap: int = 2, div
 
 
 def _decorate(cands: DataFrame, tracks: DataFrame, week: dt.date, fresh_days: int,
-              embeddings: Optional[DataFrame], creator_embeddings: Optional[DataFrame] = None) -> DataFrame:
+              embeddings: Optional[DataFrame] = None, creator_embeddings: Optional[DataFrame] = None) -> DataFrame:
+    """The selection's input: catalog metadata per candidate (``creator_id, genre, is_fresh,
+    is_backfill``), and per-row embedding arrays only when ``embeddings`` / ``creator_embeddings``
+    are given (the column path of :func:`select_playlists`; :func:`build_playlists` ships the
+    vectors with :class:`ShippedVectors` instead)."""
     start = dt.datetime.combine(week, dt.time()) - dt.timedelta(days=fresh_days)
     meta = tracks.select("track_id", "creator_id", F.coalesce(F.col("genre"), F.lit("unknown")).alias("genre"),
                          (F.coalesce(F.col("created_at"), F.lit(dt.datetime(1970, 1, 1))) >= F.lit(start))
@@ -350,6 +450,11 @@ def build_playlists(cands: DataFrame, users: DataFrame, heard: DataFrame, tracks
         ``user_id, position (1..size), track_id, score, sources, seed_track_id``.
     """
     n_catalog = tracks.count()
+    spark = cands.sparkSession
+    # the vectors travel once per executor (a broadcast), not as an array on every candidate row
+    tv = ShippedVectors(spark, embeddings, "track_id") if (diversity and embeddings is not None) else None
+    cv = ShippedVectors(spark, creator_embeddings, "creator_id") if (
+        diversity and creator_weight > 0 and creator_embeddings is not None) else None
     cands = cands.select("user_id", "track_id", "channels", "final_score", "seed_track_id")
     eligible = exclude_unwanted(cands, heard, tracks)
     w = Window.partitionBy("user_id").orderBy(F.col("final_score").desc(), F.col("track_id"))
@@ -363,8 +468,8 @@ def build_playlists(cands: DataFrame, users: DataFrame, heard: DataFrame, tracks
     # the catalog's popularity order, computed once: every back-fill round takes a longer prefix
     ranks = popularity_ranks(tracks, interactions).persist()
     allc = eligible.unionByName(backfill_candidates(needy, tracks, heard, pool, ranks=ranks))
-    result = select_playlists(_decorate(allc, tracks, week, fresh_days, embeddings, creator_embeddings), size,
-                              creator_cap, diversity_lambda, fresh_share, diversity, creator_weight).persist()
+    result = select_playlists(_decorate(allc, tracks, week, fresh_days), size, creator_cap, diversity_lambda,
+                              fresh_share, diversity, creator_weight, tv, cv).persist()
     while True:
         short = result.groupBy("user_id").agg(F.count("*").alias("n")).where(F.col("n") < size).select("user_id")
         missing = users.select("user_id").distinct().join(result.select("user_id").distinct(), "user_id", "left_anti")
@@ -378,8 +483,8 @@ def build_playlists(cands: DataFrame, users: DataFrame, heard: DataFrame, tracks
         pool = min(pool * 4, n_catalog)
         log.info("re-selecting %d short users with a back-fill pool of %d tracks", n_short, pool)
         redo_c = eligible.join(short, "user_id").unionByName(backfill_candidates(short, tracks, heard, pool, ranks=ranks))
-        redo = select_playlists(_decorate(redo_c, tracks, week, fresh_days, embeddings, creator_embeddings), size,
-                                creator_cap, diversity_lambda, fresh_share, diversity, creator_weight)
+        redo = select_playlists(_decorate(redo_c, tracks, week, fresh_days), size, creator_cap, diversity_lambda,
+                                fresh_share, diversity, creator_weight, tv, cv)
         new_result = result.join(short, "user_id", "left_anti").unionByName(redo).persist()
         new_result.count()
         result.unpersist()
@@ -387,7 +492,7 @@ def build_playlists(cands: DataFrame, users: DataFrame, heard: DataFrame, tracks
         result = new_result
     eligible.unpersist()
     ranks.unpersist()
-    return result
+    return result  # tv / cv stay broadcast: a lost cached block of ``result`` recomputes from them
 
 
 def add_reasons(playlists: DataFrame, tracks: DataFrame, prompts: Optional[DataFrame] = None,

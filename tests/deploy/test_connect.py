@@ -205,7 +205,7 @@ def test_notebooks_over_connect(results):
 def test_weekly_stops_at_once_over_connect(results):
     lib = _ok(results, "run_weekly")
     assert lib["raised"] == "ClassicSessionRequired"
-    assert set(lib["stages"]) == {"recall.als", "recall.content", "recall.prompt"}
+    assert set(lib["stages"]) == {"recall.als", "recall.content", "recall.prompt", "write"}
     cli = _ok(results, "cli_weekly")
     assert cli["rc"] == 2
     msg = cli["stderr"]

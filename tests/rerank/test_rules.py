@@ -306,3 +306,96 @@ def test_selection_is_per_user_when_arrow_batches_split_users(spark):
         sel = _mmr_select(part, 5, 2, 0.7, 1, True)
         want.update({(u, int(p)): t for p, t in zip(sel["position"], sel["track_id"])})
     assert len(want) == 30 and got == want
+
+
+def _catalog_frame(g, n_users=12, n_tracks=200, n_creators=6, dim=6):
+    """Candidates whose vectors are the catalog's (one per track, one per creator; some missing),
+    with the per-row columns of the column path and the catalog tables of the shipped path."""
+    import numpy as np
+
+    track_vec = {f"t{i}": g.standard_normal(dim).astype(np.float32) for i in range(n_tracks) if g.random() < 0.6}
+    creator_vec = {f"c{i}": g.standard_normal(dim).astype(np.float32) for i in range(n_creators) if g.random() < 0.7}
+    frames = []
+    for u in range(n_users):
+        n = int(g.integers(2, 45))
+        tracks = [f"t{i}" for i in g.choice(n_tracks, n, replace=False)]
+        creators = [None if g.random() < 0.1 else f"c{i}" for i in g.integers(0, n_creators, n)]
+        frames.append(pd.DataFrame({
+            "user_id": f"u{u:02d}", "track_id": tracks, "final_score": g.random(n), "channels": [["als"]] * n,
+            "seed_track_id": None, "creator_id": creators, "genre": [f"g{i}" for i in g.integers(0, 3, n)],
+            "is_fresh": False, "is_backfill": np.arange(n) >= n - min(int(g.integers(0, 4)), n - 1),
+            "embedding": [track_vec.get(t) for t in tracks],
+            "creator_embedding": [creator_vec.get(c) if c else None for c in creators]}))
+    return pd.concat(frames, ignore_index=True), track_vec, creator_vec
+
+
+def test_vectors_looked_up_by_key_pick_what_per_row_vectors_pick(monkeypatch):
+    """The shipped path (``(keys, unit rows)`` looked up by track and creator id, in any key order,
+    with keys no candidate has) selects exactly what the per-row ``embedding`` columns select, and
+    both equal the plain definition."""
+    import numpy as np
+
+    from recsys_spark.rerank import rules
+
+    g = np.random.default_rng(8)
+    frame, track_vec, creator_vec = _catalog_frame(g)
+
+    def lookup(vecs, extra):
+        keys = list(vecs) + extra
+        rows = np.stack([vecs[k] for k in vecs] + [g.standard_normal(6).astype(np.float32) for _ in extra])
+        perm = g.permutation(len(keys))  # key order is the lookup's business
+        return pd.Index(np.array(keys, dtype=object)[perm], dtype=object), rules._normalise(rows[perm])
+
+    monkeypatch.setattr(rules, "_CHUNK_CELLS", 4 * 45 * 45)
+    by_column = _mmr_select(frame, 10, 2, 0.6, 0, True, creator_weight=0.7)
+    shipped = _mmr_select(frame.drop(columns=["embedding", "creator_embedding"]), 10, 2, 0.6, 0, True,
+                          creator_weight=0.7, track_vectors=lookup(track_vec, ["t9999", "zz"]),
+                          creator_vectors=lookup(creator_vec, ["c99"]))
+    pd.testing.assert_frame_equal(shipped, by_column)
+    assert list(zip(shipped["user_id"], shipped["track_id"])) == _reference_mmr(frame, 10, 2, 0.6, 0.7)
+    # the vectors matter here: without them the picks differ
+    plain = _mmr_select(frame.drop(columns=["embedding", "creator_embedding"]), 10, 2, 0.6, 0, True,
+                        creator_weight=0.7)
+    assert list(plain["track_id"]) != list(shipped["track_id"])
+
+
+def test_shipped_vectors_select_what_per_row_arrays_select_through_spark(spark):
+    """``select_playlists`` with :class:`ShippedVectors` (the weekly path) equals the per-row
+    array columns, across Arrow batches; bad vectors are refused with the key named."""
+    import numpy as np
+    import pytest
+    from chispa import assert_df_equality
+
+    from recsys_spark.rerank.rules import ShippedVectors, select_playlists
+
+    g = np.random.default_rng(9)
+    frame, track_vec, creator_vec = _catalog_frame(g, n_users=8)
+    schema = ("user_id string, track_id string, final_score double, channels array<string>, seed_track_id string, "
+              "creator_id string, genre string, is_fresh boolean, is_backfill boolean, embedding array<float>, "
+              "creator_embedding array<float>")
+    rows = [tuple(v.tolist() if isinstance(v, np.ndarray) else v for v in r.values())
+            for r in frame.to_dict("records")]
+    df = spark.createDataFrame(rows, schema)
+    tv = ShippedVectors(spark, spark.createDataFrame([(k, v.tolist()) for k, v in track_vec.items()]
+                                                     + [("t0", None)], "track_id string, embedding array<float>"),
+                        "track_id")
+    cv = ShippedVectors(spark, spark.createDataFrame([(k, v.tolist()) for k, v in creator_vec.items()],
+                                                     "creator_id string, embedding array<float>"), "creator_id")
+    assert (tv.size, cv.size) == (len(track_vec), len(creator_vec))
+    prev = spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch")
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "17")
+    try:
+        kw = dict(size=8, creator_cap=2, diversity_lambda=0.6, creator_weight=0.7)
+        want = select_playlists(df, **kw)
+        got = select_playlists(df.drop("embedding", "creator_embedding"), track_vectors=tv, creator_vectors=cv, **kw)
+        assert_df_equality(got, want, ignore_row_order=True)
+        without = select_playlists(df.drop("embedding", "creator_embedding"), **kw)  # the vectors matter
+        assert without.exceptAll(want).count() > 0
+    finally:
+        spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", prev)
+    mixed = spark.createDataFrame([("a", [1.0, 0.0]), ("b", [1.0, 0.0, 0.0])], "track_id string, embedding array<float>")
+    with pytest.raises(ValueError, match="mixed dimensions"):
+        ShippedVectors(spark, mixed, "track_id")
+    nan = spark.createDataFrame([("a", [float("nan"), 0.0])], "track_id string, embedding array<float>")
+    with pytest.raises(ValueError, match="NaN"):
+        ShippedVectors(spark, nan, "track_id")
