@@ -17,8 +17,18 @@ time on besides CLAP audio, before and after, in one run.
   24,335, CLAP content 512, history 50, batch ``din.batch_size`` of ``conf/local.yaml``),
   histories drawn from a Zipf-like popularity as plays are; plus the max difference of their
   logits. Torch's default threads (the driver's cores).
+* **DIN scoring** (the rank stage's pandas UDF, ``--parts din_score``): candidates per second, one
+  torch thread (one Spark task's), of the trained DIN of a weekly run (``--din-model``, default the
+  M platform's of the pipeline suite's cache) on M-like inputs (600 users x 150 candidates,
+  history lengths geometric with mean 13.5, capped at 50, tracks drawn by a Zipf-like popularity
+  over the model's vocabulary): the grouped scoring of ``--before`` (loaded with ``git show``,
+  default ``403e255``: history gathered per candidate) in fp32, the shipped one (one batched
+  matmul per user for the activation unit's first layer) in fp32 and in bf16 (what
+  ``din.score_precision: auto`` picks on an AVX512-BF16 / AMX CPU); with the agreement of the
+  probabilities and of each user's order of its candidates (Spearman, top-30 kept).
 
-Result: ``benchmarks/results/cpu_towers.json``.
+Result: ``benchmarks/results/cpu_towers.json`` (all parts), or ``cpu_towers_<parts>.json`` when
+``--parts`` names a subset (``text``, ``din_train``, ``din_score``).
 """
 
 from __future__ import annotations
@@ -114,6 +124,76 @@ def din_step(steps: int, batch: int, seed: int = 0) -> dict:
     return out
 
 
+DIN_MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cache", "M", "models", "week=2026-11-23",
+                         "din")
+
+
+def din_score(model_dir: str, before: str, users: int = 600, cands: int = 150, mean_len: float = 13.5,
+              reps: int = 3, seed: int = 0) -> dict:
+    import torch
+    from suite_hotspots import _old_module
+
+    from recsys_spark.ranking import din as D
+
+    torch.set_num_threads(1)
+    files = {}
+    for name in (D.CONFIG_FILE, D.STATE_FILE, D.VOCAB_FILE):
+        with open(os.path.join(model_dir, name), "rb") as fh:
+            files[name] = fh.read()
+    model, vocab = D.from_files(files)
+    n = model.config.n_items
+    rng = np.random.default_rng(seed)
+    pop = 1.0 / np.arange(1, n + 1) ** 0.8
+    pop /= pop.sum()
+    lens = np.minimum(50, rng.geometric(1 / mean_len, size=users))
+    hist = np.zeros((users, model.config.max_history), dtype=np.int64)
+    for u, k in enumerate(lens):
+        hist[u, :k] = rng.choice(n, size=k, p=pop) + D.N_SPECIAL
+    owner = np.repeat(np.arange(users), cands)
+    cand = rng.choice(n, size=users * cands, p=pop) + D.N_SPECIAL
+    old = _old_module("recsys_spark/ranking/din.py", before, "din")
+    old_model = old["DIN"](old["DINConfig"](**vars(model.config)), model.content).eval()
+    old_model.load_state_dict(model.state_dict())
+    runs = {"before_fp32": lambda: old["predict_grouped"](old_model, hist, cand, owner, 4096),
+            "fp32": lambda: D.predict_grouped(model, hist, cand, owner, 4096, precision="fp32"),
+            "bf16": lambda: D.predict_grouped(model, hist, cand, owner, 4096, precision="bf16")}
+    best = {k: float("inf") for k in runs}
+    with torch.inference_mode():
+        model.item_table()
+        old_model.item_table()
+        probs = {k: fn() for k, fn in runs.items()}
+        for _ in range(reps):                                   # interleaved, best of reps
+            for k, fn in runs.items():
+                t0 = time.perf_counter()
+                fn()
+                best[k] = min(best[k], time.perf_counter() - t0)
+    rows = users * cands
+    out = {"model": model_dir, "vocabulary": n, "content_dim": model.config.content_dim,
+           "item_dim": model.config.item_dim, "attention_hidden": model.config.attention_hidden,
+           "users": users, "candidates": rows, "mean_history": round(float(lens.mean()), 1), "before_commit": before,
+           "torch_threads": 1, "repetitions": reps,
+           "rows_per_s_per_core": {k: round(rows / v) for k, v in best.items()},
+           "speedup_vs_before": {k: round(best["before_fp32"] / v, 2) for k, v in best.items()},
+           "max_abs_diff_fp32_vs_before": float(np.abs(probs["fp32"] - probs["before_fp32"]).max())}
+    a, b = probs["fp32"], probs["bf16"]
+    rho, kept = [], []
+    for u in range(users):
+        x, y = a[owner == u], b[owner == u]
+        rho.append(np.corrcoef(np.argsort(np.argsort(x)), np.argsort(np.argsort(y)))[0, 1])
+        kept.append(len(set(np.argsort(-x)[:30]) & set(np.argsort(-y)[:30])) / 30)
+    out["bf16_vs_fp32"] = {"max_abs_diff": float(np.abs(a - b).max()), "mean_abs_diff": float(np.abs(a - b).mean()),
+                           "probability_spread_fp32": [float(a.min()), float(a.max())],
+                           # the trained model saturates: ties at 1 - 1e-7 ... 1 in fp32 are orders
+                           # of float rounding that bf16 shuffles (the final blend is not moved by them)
+                           "share_saturated_fp32_above_0.99999": float((a > 0.99999).mean()),
+                           "users_with_a_saturated_top30": int(sum(
+                               (np.sort(a[owner == u])[-30:] > 0.99999).sum() >= 2 for u in range(users))),
+                           "spearman_per_user": {"min": round(float(np.min(rho)), 4), "mean": round(float(np.mean(rho)), 4)},
+                           "top30_kept_per_user": {"min": round(float(np.min(kept)), 3),
+                                                   "mean": round(float(np.mean(kept)), 3)}}
+    return out
+
+
 def main(args) -> dict:
     import argparse
 
@@ -121,21 +201,33 @@ def main(args) -> dict:
     p.add_argument("--texts", type=int, default=1000)
     p.add_argument("--din-steps", type=int, default=20)
     p.add_argument("--din-batch", type=int, default=2048)
+    p.add_argument("--din-model", default=DIN_MODEL)
+    p.add_argument("--before", default="403e255")
+    p.add_argument("--parts", default="text,din_train,din_score")
     a = p.parse_args(args.extra)
     import torch
 
+    from recsys_spark.common import native_bf16
+
+    parts = [x for x in a.parts.split(",") if x]
     load0 = os.getloadavg()[0]
     default_threads = torch.get_num_threads()
-    texts = prompts(a.texts)
     res = {"suite": "cpu_towers", "code": os.environ.get("RECSYS_CODE") or _git(),
            "machine": f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}",
-           "load_avg_1m_at_start": round(load0, 2),
-           "text_tower": {m: text_tower(texts, m) for m in ("transformer", "roberta")}}
+           "cpu_native_bf16": native_bf16(torch.device("cpu")), "load_avg_1m_at_start": round(load0, 2)}
+    if "text" in parts:
+        texts = prompts(a.texts)
+        res["text_tower"] = {m: text_tower(texts, m) for m in ("transformer", "roberta")}
     torch.set_num_threads(default_threads)  # the text part ran one thread per process, as a Spark task
-    res["din_train_step"] = din_step(a.din_steps, a.din_batch)
+    if "din_train" in parts:
+        res["din_train_step"] = din_step(a.din_steps, a.din_batch)
+    if "din_score" in parts:
+        res["din_scoring"] = din_score(a.din_model, a.before)
+    torch.set_num_threads(default_threads)
     res["load_avg_1m_at_end"] = round(os.getloadavg()[0], 2)
     res["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    path = os.path.join(args.out, "cpu_towers.json")
+    full = set(parts) == {"text", "din_train", "din_score"}
+    path = os.path.join(args.out, "cpu_towers.json" if full else f"cpu_towers_{'_'.join(parts)}.json")
     with open(path, "w") as f:
         json.dump(res, f, indent=1)
     print(json.dumps(res, indent=1))

@@ -119,6 +119,37 @@ def resolve_device(device: Optional[str] = "auto"):
     return torch.device(device)
 
 
+def native_bf16(device) -> bool:
+    """Whether ``device`` (a ``torch.device``) computes bfloat16 natively (CUDA with bf16, a CPU
+    with AVX512-BF16 or AMX)."""
+    import torch
+
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type != "cpu":
+        return False
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # older / other builds: read the flags
+        try:
+            with open("/proc/cpuinfo") as fh:
+                flags = fh.read()
+        except OSError:
+            return False
+        return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device, name: str = "audio_precision") -> str:
+    """``fp32`` or ``bf16`` for a precision setting called ``name`` (``embeddings.audio_precision``,
+    ``text_precision``, ``din.score_precision``) on ``device`` (``auto``: bf16 only where it is
+    native, see :func:`native_bf16`)."""
+    if precision not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"{name} must be auto, fp32 or bf16, got {precision!r}")
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return precision
+
+
 class Timer:
     """Context manager logging a step's wall time: ``with Timer("fit neighbours") as t: ...``;
     ``t.seconds`` holds it afterwards."""

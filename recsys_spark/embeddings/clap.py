@@ -65,7 +65,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from ..common import resolve_device
+from ..common import native_bf16, resolve_device, resolve_precision  # noqa: F401 (re-exported)
 from .audio import window_starts, windows_of
 
 log = logging.getLogger(__name__)
@@ -302,33 +302,6 @@ def _fp32(forward):
             return forward(x.float())
 
     return run
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether ``device`` computes bfloat16 natively (CUDA with bf16, a CPU with AVX512-BF16 or AMX)."""
-    if device.type == "cuda":
-        return bool(torch.cuda.is_bf16_supported())
-    if device.type != "cpu":
-        return False
-    try:
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    except AttributeError:  # older / other builds: read the flags
-        try:
-            with open("/proc/cpuinfo") as fh:
-                flags = fh.read()
-        except OSError:
-            return False
-        return " avx512_bf16" in flags or " amx_bf16" in flags
-
-
-def resolve_precision(precision: str, device: torch.device, name: str = "audio_precision") -> str:
-    """``fp32`` or ``bf16`` for ``embeddings.audio_precision`` (or ``text_precision``: ``name``) on
-    ``device`` (``auto``: bf16 only where it is native, see :func:`native_bf16`)."""
-    if precision not in ("auto", "fp32", "bf16"):
-        raise ValueError(f"{name} must be auto, fp32 or bf16, got {precision!r}")
-    if precision == "auto":
-        return "bf16" if native_bf16(device) else "fp32"
-    return precision
 
 
 # -- tokenisers ------------------------------------------------------------------------------------

@@ -262,11 +262,14 @@ class DIN(nn.Module):
         """Click logits of many candidates per user, computing each user's history once.
 
         Equal to ``forward(hist_idx[owner], cand_idx)`` (to float rounding) but cheaper at
-        scoring time: the history item vectors and the history/difference terms of the
-        activation unit's first layer are computed per *user*, not per candidate; only the
-        ``h * c`` term is per (candidate, history position). That term's weights are applied as
-        ``h @ (W_p * c)`` (one small matmul per candidate) instead of concatenating
-        ``[h, c, h - c, h * c]``.
+        scoring time. The activation unit's first layer for candidate ``c`` at history position
+        ``l`` is ``h_l W_h' + c W_c' + (h_l * c) W_p + b`` (:meth:`ActivationUnit.first_layer_terms`);
+        for one user that is a linear map of ``[c, 1]``: ``B[d, l] = h_{l,d} W_p[d] + W_c'[d]`` and
+        ``B[D, l] = h_l W_h' + b``. So each user's candidates are laid out as rows of
+        ``[users, n, D + 1]`` (``n``: the most candidates of one user; zero rows pad) and the whole
+        first layer is one batched matmul with ``B`` ``[users, D + 1, L x H]``: no per-candidate
+        copy of the history. Attention and the output MLP run on that layout; the real rows are
+        read back in input order.
 
         Parameters
         ----------
@@ -275,27 +278,42 @@ class DIN(nn.Module):
         cand_idx : LongTensor [N]
             Candidates of all users.
         owner : LongTensor [N]
-            Row of ``hist_idx`` each candidate belongs to.
+            Row of ``hist_idx`` each candidate belongs to (any order).
         """
         if self.config.n_user_features > 0:
             raise ValueError("grouped scoring does not take user features; use forward()")
+        users, owner = torch.unique(owner, return_inverse=True)     # only users with candidates
+        hist_idx = hist_idx[users]
+        n_users, width = hist_idx.shape
         w_hist, w_cand, w_prod, bias = self.attention.first_layer_terms()
+        dim, hidden = w_prod.shape
         mask = (hist_idx != PAD)
         table = self.item_table()
-        hu = table[hist_idx] * mask.unsqueeze(-1).float()        # U, L, D (padding rows zero)
-        h_part = hu @ w_hist + bias                              # U, L, H   once per user
-        c = table[cand_idx]                                      # N, D
-        c_part = c @ w_cand                                      # N, H
-        h = hu[owner]                                            # N, L, D
-        x = h_part[owner] + c_part.unsqueeze(1) + (h * c.unsqueeze(1)) @ w_prod
-        raw = self.attention.rest(x)                             # N, L
-        m = mask[owner]
+        hu = table[hist_idx] * mask.unsqueeze(-1).to(table.dtype)   # U, L, D (padding rows zero)
+        # each candidate's row among its user's candidates
+        order = torch.argsort(owner, stable=True)
+        counts = torch.bincount(owner, minlength=n_users)
+        starts = torch.cumsum(counts, 0) - counts
+        slot = torch.empty_like(owner)
+        slot[order] = torch.arange(len(owner), device=owner.device) - starts[owner[order]]
+        c = table[cand_idx]                                          # N, D
+        cp = hu.new_zeros(n_users, int(counts.max()) if len(owner) else 0, dim + 1)
+        cp[owner, slot, :dim] = c
+        cp[owner, slot, dim] = 1.0
+        b_prod = (hu.unsqueeze(-1) * w_prod + w_cand).transpose(1, 2)   # U, D, L, H
+        b_hist = (hu @ w_hist + bias).unsqueeze(1)                       # U, 1, L, H
+        b = torch.cat([b_prod, b_hist], dim=1).reshape(n_users, dim + 1, width * hidden)
+        x = torch.bmm(cp, b.to(cp.dtype) if b.dtype != cp.dtype else b)   # U, n, L x H: first layer
+        raw = self.attention.rest(x.view(n_users, -1, width, hidden))     # U, n, L
+        m = mask.unsqueeze(1)
         if self.config.softmax_attention:
-            wts = torch.nan_to_num(torch.softmax(raw.masked_fill(~m, float("-inf")), dim=1), nan=0.0)
+            wts = torch.nan_to_num(torch.softmax(raw.masked_fill(~m, float("-inf")), dim=-1), nan=0.0)
         else:
-            wts = raw * m.float()
-        interest = torch.bmm(wts.unsqueeze(1), h).squeeze(1)     # N, D
-        return self.out(torch.cat([interest, c, interest * c], dim=-1)).squeeze(-1)
+            wts = raw * m.to(raw.dtype)
+        interest = torch.bmm(wts, hu.to(wts.dtype))                  # U, n, D
+        cd = cp[..., :dim].to(interest.dtype)
+        logits = self.out(torch.cat([interest, cd, interest * cd], dim=-1)).squeeze(-1)  # U, n
+        return logits[owner, slot]
 
 
 def paper_logits(model: DIN, hist_idx: torch.Tensor, cand_idx: torch.Tensor,
@@ -452,7 +470,7 @@ def predict(model: DIN, data: Batchable, batch_size: int = 4096,
 
 @torch.no_grad()
 def predict_grouped(model: DIN, hist: np.ndarray, cand: np.ndarray, owner: np.ndarray, batch_size: int = 4096,
-                    device: Optional[torch.device] = None) -> np.ndarray:
+                    device: Optional[torch.device] = None, precision: str = "fp32") -> np.ndarray:
     """Click probabilities for candidates grouped by user (see :meth:`DIN.grouped_logits`).
 
     ``hist`` [U, L] history indices (left-aligned, padding last), ``cand`` [N] candidate indices,
@@ -460,7 +478,11 @@ def predict_grouped(model: DIN, hist: np.ndarray, cand: np.ndarray, owner: np.nd
     ``batch_size`` at a time, their users taken in order of history length, and each batch's
     histories are cut to its longest one: padding costs nothing (most users' histories are far
     shorter than ``max_history``; padded positions contribute exactly zero either way).
+    ``precision`` ``bf16`` runs the model under bfloat16 autocast (the matmuls in bf16, the
+    probabilities returned in float64 either way); ``fp32`` as trained.
     """
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be fp32 or bf16 (resolve auto first), got {precision!r}")
     device = device or next(model.parameters()).device
     model.eval()
     out = np.empty(len(cand), dtype=np.float64)
@@ -482,8 +504,9 @@ def predict_grouped(model: DIN, hist: np.ndarray, cand: np.ndarray, owner: np.nd
         lo, hi = int(s_owner[sl].min()), int(s_owner[sl].max()) + 1
         width = max(1, int(s_len[lo:hi].max()))
         o = torch.as_tensor(s_owner[sl] - lo, device=device)
-        logits = model.grouped_logits(h[lo:hi, :width], torch.as_tensor(s_cand[sl], device=device), o)
-        out[order[sl]] = torch.sigmoid(logits).double().cpu().numpy()
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            logits = model.grouped_logits(h[lo:hi, :width], torch.as_tensor(s_cand[sl], device=device), o)
+        out[order[sl]] = torch.sigmoid(logits.float()).double().cpu().numpy()
     return out
 
 

@@ -47,7 +47,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from ..common import resolve_device, roc_auc
+from ..common import resolve_device, resolve_precision, roc_auc
 from . import din as D
 
 log = logging.getLogger(__name__)
@@ -589,6 +589,7 @@ def score_candidates(
     batch_size: int = 4096,
     device: str = "auto",
     output_col: str = "din_score",
+    precision: str = "fp32",
 ) -> DataFrame:
     """Score every candidate with a saved DIN (``mapInPandas``, model loaded once per worker).
 
@@ -613,12 +614,17 @@ def score_candidates(
         Rows per torch forward pass.
     device : str
         ``auto`` (CUDA when the executor has it), ``cpu`` or ``cuda``.
+    precision : str
+        ``fp32``, ``bf16`` (the forward under bfloat16 autocast) or ``auto`` (bf16 where the
+        executor's device has it natively: ``din.score_precision``), resolved on each executor.
 
     Returns
     -------
     DataFrame
         ``candidates_df`` columns plus ``din_score double`` (click probability in ``(0, 1)``).
     """
+    if precision not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"din.score_precision must be auto, fp32 or bf16, got {precision!r}")
     if track_features_df is not None:
         log.warning("score_candidates: track_features_df is ignored; content comes from the model")
     files = D.read_files(model_path, spark)
@@ -635,17 +641,19 @@ def score_candidates(
                                T.StructField(output_col, T.DoubleType(), True)])
 
     def _score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        model, vocab, _ = _cached_model(files, digest, device)
+        model, vocab, dev = _cached_model(files, digest, device)
+        prec = resolve_precision(precision, dev, "din.score_precision")
         for pdf in batches:
             cands = [np.asarray(c, dtype=object) for c in pdf["_din_cands"]]
             sizes = np.fromiter((len(c) for c in cands), dtype=np.int64, count=len(cands))
             flat = np.concatenate(cands) if len(cands) else np.empty(0, dtype=object)
             hist = D.encode_histories(list(pdf["_din_hist"]), vocab, max_history)
             owner = np.repeat(np.arange(len(pdf), dtype=np.int64), sizes)
-            scores = D.predict_grouped(model, hist, D.encode_ids(flat, vocab), owner, batch_size)
+            scores = D.predict_grouped(model, hist, D.encode_ids(flat, vocab), owner, batch_size, precision=prec)
             yield pd.DataFrame({"user_id": np.repeat(pdf["user_id"].to_numpy(), sizes), "track_id": flat,
                                 output_col: scores})
 
-    log.info("DIN scoring defined (model %s, device %s, grouped by user)", model_path, device)
+    log.info("DIN scoring defined (model %s, device %s, precision %s, grouped by user)", model_path, device,
+             precision)
     scores = per_user.mapInPandas(_score, schema=out_schema)
     return candidates_df.join(scores, ["user_id", "track_id"], "left")

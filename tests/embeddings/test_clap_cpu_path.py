@@ -83,10 +83,12 @@ def test_the_state_dict_keeps_laion_clap_keys(reference_and_fast):
 
 
 def test_precision_auto_follows_the_hardware(monkeypatch):
+    from recsys_spark import common
+
     cpu = torch.device("cpu")
-    monkeypatch.setattr(clap, "native_bf16", lambda device: True)
+    monkeypatch.setattr(common, "native_bf16", lambda device: True)
     assert resolve_precision("auto", cpu) == "bf16"
-    monkeypatch.setattr(clap, "native_bf16", lambda device: False)
+    monkeypatch.setattr(common, "native_bf16", lambda device: False)
     assert resolve_precision("auto", cpu) == "fp32"
     assert resolve_precision("bf16", cpu) == "bf16" and resolve_precision("fp32", cpu) == "fp32"
     with pytest.raises(ValueError, match="audio_precision"):

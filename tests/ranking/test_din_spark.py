@@ -196,6 +196,16 @@ def test_udf_scores_equal_direct_torch_scores(spark, tmp_path):
     keys = [("u1", "d"), ("u1", "e"), ("u1", "unknown"), ("u2", "a"), ("u3", "b")]
     assert [got[k] for k in keys] == pytest.approx(direct.tolist(), abs=1e-6)
     assert len(set(np.round(direct, 6))) == 5  # the rows really differ
+    # din.score_precision: bf16 on the executors stays within bf16 rounding of fp32 (and is not
+    # fp32), auto resolves there; an unknown value stops before any work
+    b16 = {(r.user_id, r.track_id): r.din_score
+           for r in score_candidates(spark, cands, seeds, path, batch_size=2, device="cpu", precision="bf16").collect()}
+    assert [b16[k] for k in keys] == pytest.approx(direct.tolist(), abs=0.01)
+    assert [b16[k] for k in keys] != pytest.approx(direct.tolist(), abs=1e-7)
+    auto = score_candidates(spark, cands, seeds, path, batch_size=2, device="cpu", precision="auto")
+    assert auto.count() == 5
+    with pytest.raises(ValueError, match="din.score_precision"):
+        score_candidates(spark, cands, seeds, path, device="cpu", precision="fp16")
 
 
 def test_train_din_with_torch_distributor(spark):

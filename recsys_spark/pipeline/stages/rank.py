@@ -36,7 +36,8 @@ def score_din(spark: SparkSession, cands: DataFrame, seeds: DataFrame, din_path:
     Content features come from the table saved with the model at training time."""
     from ...ranking.din_spark import score_candidates
 
-    return score_candidates(spark, cands, seeds, din_path, batch_size=dc.score_batch_size, device=dc.device)
+    return score_candidates(spark, cands, seeds, din_path, batch_size=dc.score_batch_size, device=dc.device,
+                            precision=dc.score_precision)
 
 
 class RankStage(Stage):
