@@ -226,9 +226,11 @@ VALIDATION_CANDIDATES = {
     # item-CF's depth: 100 instead of 200 candidates per user (with per_seed 20 / min_support 1 the
     # channel fills its 200: 13.6M rows at M). Tied on HetRec but saved no time at M: not shipped
     "itemcf_candidates_100": {"recall.item_cf.candidates": 100},
-    # DIN scoring in fp32 (shipped: din.score_precision auto, bf16 where the CPU has it): run it
-    # first, "--candidates=din_score_fp32,shipped", for the paired interval of bf16 against fp32
+    # DIN scoring in fp32 and under bf16 autocast (din.score_precision; fp32 ships: on the platform
+    # bf16 scored NDCG@30 -.0002 [-.0005, .0000] against fp32, results/eval_validation_platform_din_bf16.json,
+    # where it was "shipped" while auto was the default)
     "din_score_fp32": {"din.score_precision": "fp32"},
+    "din_score_bf16": {"din.score_precision": "bf16"},
     # deeper recall: more candidates per channel reach the ranker and the rules
     "deeper_recall": {"recall.item_cf.candidates": 300, "recall.als.candidates": 200,
                       "recall.popularity.candidates": 100, "din.prerank_top_n": 300},

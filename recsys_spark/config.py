@@ -374,9 +374,9 @@ class DINConf:
     num_processes: Pos = 1
     device: Device = "auto"
     score_batch_size: Pos = 4096
-    # the scoring UDF's arithmetic: auto = bfloat16 autocast where the device has it natively
-    # (AVX512-BF16 / AMX CPUs, CUDA with bf16), fp32 elsewhere; training is always fp32
-    score_precision: Literal["auto", "fp32", "bf16"] = "auto"
+    # the scoring UDF's arithmetic: fp32 (as trained), bf16 autocast, or auto = bf16 where the device
+    # has it natively (AVX512-BF16 / AMX CPUs, CUDA with bf16); training is always fp32
+    score_precision: Literal["auto", "fp32", "bf16"] = "fp32"
     prerank_top_n: NonNeg = 150  # candidates per user DIN scores (best fused recall score first); 0 = all
     seed: int = 0
     popularity_share: Prob = 0.5
