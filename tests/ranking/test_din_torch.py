@@ -103,13 +103,18 @@ def _planted(n_users, rng, n_items=40, hist_len=6):
     return D.Batchable(hist, cand, label)
 
 
-def test_learns_planted_pattern():
+def _planted_model():
+    """An untrained DIN for :func:`_planted` data and that data (train 600 users, valid 200)."""
     rng = np.random.default_rng(0)
     train, valid = _planted(600, rng), _planted(200, rng)
     torch.manual_seed(0)
     cfg = D.DINConfig(n_items=40, n_id_items=40, embedding_dim=8, attention_hidden=[16],
                       mlp_hidden=[32], max_history=6)
-    model = D.DIN(cfg)
+    return D.DIN(cfg), train, valid
+
+
+def test_learns_planted_pattern():
+    model, train, valid = _planted_model()
     before = roc_auc(valid.label, D.predict(model, valid))
     res = D.fit(model, train, valid, epochs=15, batch_size=64, lr=0.01, patience=5, seed=0)
     after = roc_auc(valid.label, D.predict(model, valid))
@@ -317,16 +322,11 @@ def test_grouped_logits_skip_users_without_candidates_and_take_owners_in_any_ord
 
 
 def test_bf16_scoring_keeps_each_users_order_of_a_trained_model():
-    """``precision="bf16"`` (what ``din.score_precision: auto`` picks on a CPU with AVX512-BF16 /
+    """``precision="bf16"`` (``din.score_precision: bf16``, or ``auto`` on a CPU with AVX512-BF16 /
     AMX): probabilities of a trained model within .02 of fp32 and each user's ranking of its
     candidates nearly unchanged (Spearman >= .98 per user); really computed in bf16 (not equal to
     fp32); an unresolved or unknown precision is refused."""
-    rng = np.random.default_rng(0)
-    train, valid = _planted(600, rng), _planted(200, rng)
-    torch.manual_seed(0)
-    cfg = D.DINConfig(n_items=40, n_id_items=40, embedding_dim=8, attention_hidden=[16],
-                      mlp_hidden=[32], max_history=6)
-    model = D.DIN(cfg)
+    model, train, valid = _planted_model()
     D.fit(model, train, valid, epochs=6, batch_size=64, lr=0.01, patience=5, seed=0)
     model.eval()
     n_users, per_user = 60, 40
