@@ -210,8 +210,11 @@ class DIN(nn.Module):
         if getattr(self, "_item_table_key", None) != key:
             n = self.config.n_items + N_SPECIAL
             dev = self.id_embedding.weight.device
-            self._item_table = torch.cat([self.item(torch.arange(s, min(s + chunk, n), device=dev))
-                                          for s in range(0, n, chunk)])
+            # always fp32: a table first built under a caller's bf16 autocast would be reused by
+            # fp32 scoring (the cache does not know the precision)
+            with torch.autocast(device_type=dev.type, enabled=False):
+                self._item_table = torch.cat([self.item(torch.arange(s, min(s + chunk, n), device=dev))
+                                              for s in range(0, n, chunk)])
             self._item_table_key = key
         return self._item_table
 
@@ -303,7 +306,7 @@ class DIN(nn.Module):
         b_prod = (hu.unsqueeze(-1) * w_prod + w_cand).transpose(1, 2)   # U, D, L, H
         b_hist = (hu @ w_hist + bias).unsqueeze(1)                       # U, 1, L, H
         b = torch.cat([b_prod, b_hist], dim=1).reshape(n_users, dim + 1, width * hidden)
-        x = torch.bmm(cp, b.to(cp.dtype) if b.dtype != cp.dtype else b)   # U, n, L x H: first layer
+        x = torch.bmm(cp, b)                                         # U, n, L x H: first layer
         raw = self.attention.rest(x.view(n_users, -1, width, hidden))     # U, n, L
         m = mask.unsqueeze(1)
         if self.config.softmax_attention:

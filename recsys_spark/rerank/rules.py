@@ -123,7 +123,6 @@ class ShippedVectors:
         pdf = (df.select(F.col(key).cast("string").alias("k"), F.col(column).alias("v"))
                .where(F.col("v").isNotNull() & (F.size("v") > 0)).toPandas())
         pdf = pdf.sort_values("k", kind="mergesort").drop_duplicates("k")
-        self.key = key
         self.size = len(pdf)
         self.token = uuid.uuid4().hex
         if self.size:
@@ -149,9 +148,6 @@ class ShippedVectors:
                 got = (pd.Index(keys, dtype=object), mat)
                 _remember(self.token, got)
             return got
-
-    def unpersist(self) -> None:
-        self.bc.unpersist()
 
 
 def _remember(token: str, value) -> None:

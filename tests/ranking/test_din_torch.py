@@ -344,3 +344,17 @@ def test_bf16_scoring_keeps_each_users_order_of_a_trained_model():
     for bad in ("auto", "fp16"):
         with pytest.raises(ValueError, match="precision"):
             D.predict_grouped(model, hist, cand, owner, precision=bad)
+
+
+def test_bf16_scoring_leaves_no_rounded_item_table_for_fp32_scoring():
+    # the item table (content projected once per track) is cached on the model: built first under
+    # bf16 scoring it must still be fp32, or later fp32 scoring would reuse bf16-rounded vectors
+    model = _model(content_dim=16).eval()
+    g = np.random.default_rng(6)
+    hist = g.integers(2, 22, size=(5, 4))
+    owner = np.repeat(np.arange(5), 6)
+    cand = g.integers(2, 22, size=30)
+    D.predict_grouped(model, hist, cand, owner, precision="bf16")
+    with torch.no_grad():
+        direct = torch.sigmoid(model(torch.as_tensor(hist[owner]), torch.as_tensor(cand))).numpy()
+    np.testing.assert_allclose(D.predict_grouped(model, hist, cand, owner), direct, atol=1e-6)
