@@ -7,6 +7,8 @@
 - :class:`Timer`: logs a step's wall time.
 - :func:`write_metadata` / :func:`read_metadata`: a small JSON document next to a saved model,
   on any Hadoop-compatible path.
+- :func:`collect_vectors`: a catalog-sized ``key, vector`` table as sorted keys and one float32
+  matrix on the driver (the faiss index and the re-ranking rules' broadcast vectors).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ if TYPE_CHECKING:  # pyspark and torch are imported where used: pure-torch calle
 
 log = logging.getLogger(__name__)
 
-__all__ = ["top_n_per_user", "roc_auc", "resolve_device", "Timer", "write_metadata", "read_metadata"]
+__all__ = ["top_n_per_user", "roc_auc", "resolve_device", "Timer", "write_metadata", "read_metadata",
+           "collect_vectors"]
 
 
 def top_n_per_user(df: "DataFrame", n: int, score_col: str = "score", tie_col: str = "track_id",
@@ -184,3 +187,35 @@ def read_metadata(spark: "SparkSession", path: str) -> dict:
     if row is None:
         raise FileNotFoundError(f"no model metadata under {path}")
     return json.loads(row[0])
+
+
+def collect_vectors(df: "DataFrame", key: str, column: str, duplicates: str = "raise"):
+    """``(keys, matrix)``: the rows of ``df`` with a non-empty ``column`` array, collected to the
+    driver, sorted by ``key`` (as a string; deterministic order), ``matrix[i]`` the float32 vector of
+    ``keys[i]`` (``keys`` an object array; both empty when no row has a vector).
+
+    Only for catalog-sized tables (tracks, creators), never per-user data. ``duplicates``: ``raise``
+    (a key twice is an error) or ``first`` (the first of equal keys in the collected order is kept).
+    Mixed dimensions and NaN / inf raise, naming ``column`` and ``key``.
+    """
+    from pyspark.sql import functions as F
+
+    if duplicates not in ("raise", "first"):
+        raise ValueError(f"duplicates must be 'raise' or 'first', not {duplicates!r}")
+    pdf = (df.select(F.col(key).cast("string").alias("k"), F.col(column).alias("v"))
+           .where(F.col("k").isNotNull() & F.col("v").isNotNull() & (F.size("v") > 0)).toPandas())
+    pdf = pdf.sort_values("k", kind="mergesort")
+    if duplicates == "first":
+        pdf = pdf.drop_duplicates("k")
+    elif pdf["k"].duplicated().any():
+        raise ValueError(f"{key} must be unique: {pdf.loc[pdf['k'].duplicated(), 'k'].iloc[0]!r} appears twice")
+    keys = pdf["k"].to_numpy(dtype=object)
+    if not len(pdf):
+        return keys, np.zeros((0, 0), dtype=np.float32)
+    dims = pdf["v"].map(len)
+    if dims.nunique() != 1:
+        raise ValueError(f"{column} of {key} has mixed dimensions {sorted(dims.unique())[:5]}")
+    mat = np.stack(pdf["v"].map(lambda a: np.asarray(a, dtype=np.float32)).to_numpy())
+    if not np.all(np.isfinite(mat)):
+        raise ValueError(f"{column} of {key} contains NaN / inf")
+    return keys, mat

@@ -32,6 +32,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from ..common import collect_vectors
 from .base import CANDIDATE_SCHEMA, ChannelUnavailable
 
 log = logging.getLogger(__name__)
@@ -116,17 +117,10 @@ class TrackIndex:
         Rows are sorted by id so the index is deterministic; duplicate ids raise.
         """
         t0 = time.perf_counter()
-        pdf = df.select(F.col(id_col).cast("string").alias("id"), F.col(vec_col).alias("v")).toPandas()
-        pdf = pdf.dropna().sort_values("id", kind="mergesort")
-        if pdf.empty:
+        ids, vecs = collect_vectors(df, id_col, vec_col)
+        if not len(ids):
             raise ChannelUnavailable("no track vectors to index")
-        dims = pdf["v"].map(len)
-        if dims.nunique() != 1:
-            raise ValueError(f"track vectors have mixed dimensions {sorted(dims.unique())[:5]}")
-        vecs = np.stack(pdf["v"].map(lambda a: np.asarray(a, dtype=np.float32)).to_numpy())
-        if not np.all(np.isfinite(vecs)):
-            raise ValueError("track vectors contain NaN / inf")
-        idx = cls.from_vectors(pdf["id"].tolist(), vecs, kind, **kwargs)
+        idx = cls.from_vectors(ids.tolist(), vecs, kind, **kwargs)
         log.info("built %s faiss index over %d tracks (%d-d) in %.2fs", kind, len(idx.ids), vecs.shape[1],
                  time.perf_counter() - t0)
         return idx

@@ -35,6 +35,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from ..common import collect_vectors
 from ..recall.popularity import track_popularity
 
 log = logging.getLogger(__name__)
@@ -120,21 +121,11 @@ class ShippedVectors:
 
     def __init__(self, spark, df: DataFrame, key: str, column: str = "embedding"):
         t0 = time.perf_counter()
-        pdf = (df.select(F.col(key).cast("string").alias("k"), F.col(column).alias("v"))
-               .where(F.col("v").isNotNull() & (F.size("v") > 0)).toPandas())
-        pdf = pdf.sort_values("k", kind="mergesort").drop_duplicates("k")
-        self.size = len(pdf)
+        keys, mat = collect_vectors(df, key, column, duplicates="first")
+        self.size = len(keys)
         self.token = uuid.uuid4().hex
         if self.size:
-            dims = pdf["v"].map(len)
-            if dims.nunique() != 1:
-                raise ValueError(f"{column} of {key} has mixed dimensions {sorted(dims.unique())[:5]}")
-            mat = np.stack(pdf["v"].map(lambda a: np.asarray(a, dtype=np.float32)).to_numpy())
-            if not np.all(np.isfinite(mat)):
-                raise ValueError(f"{column} of {key} contains NaN / inf")
-            keys, mat = pdf["k"].to_numpy(dtype=object), np.ascontiguousarray(_normalise(mat), dtype=np.float32)
-        else:
-            keys, mat = np.array([], dtype=object), np.zeros((0, 0), dtype=np.float32)
+            mat = np.ascontiguousarray(_normalise(mat), dtype=np.float32)
         self.nbytes = int(mat.nbytes)
         self.bc = spark.sparkContext.broadcast((keys, mat))
         log.info("rules: %d %s vectors (%.1f MB) broadcast for diversity in %.2fs", self.size, key,
