@@ -231,6 +231,36 @@ VALIDATION_CANDIDATES = {
     # where it was "shipped" while auto was the default)
     "din_score_fp32": {"din.score_precision": "fp32"},
     "din_score_bf16": {"din.score_precision": "bf16"},
+    # the seeds' recency half-life (history.recency_half_life_days; shipped 21 days). Item-CF scores a
+    # candidate by sum(sim * weight * recency) over the user's seeds and the content channel averages
+    # them the same way, so the half-life sets how much older seeds count next to the latest ones;
+    # public data sets span years (HetRec: first-tag days 2005-2011)
+    "half_life_90": {"history.recency_half_life_days": 90.0},
+    "half_life_365": {"history.recency_half_life_days": 365.0},
+    "recency_flat": {"history.recency_half_life_days": 36500.0},
+    # ALS and its fusion weight re-checked after item-CF's deeper settings (2026-12-06, none shipped:
+    # benchmarks/README.md, "Fusion and ALS re-checked"): factors, regularisation, confidence, iterations
+    "als_reg_0.03": {"recall.als.reg_param": 0.03},
+    "als_reg_0.3": {"recall.als.reg_param": 0.3},
+    "als_reg_1": {"recall.als.reg_param": 1.0},
+    "als_alpha_1": {"recall.als.alpha": 1.0},
+    "als_alpha_20": {"recall.als.alpha": 20.0},
+    "als_alpha_40": {"recall.als.alpha": 40.0},
+    "als_rank_32": {"recall.als.rank": 32},
+    "als_rank_128": {"recall.als.rank": 128},
+    "als_iter_15": {"recall.als.max_iter": 15},
+    "als_weight_2": {"fusion.channel_weights.als": 2.0},
+    "als_weight_3": {"fusion.channel_weights.als": 3.0},
+    "als_weight_2_flat": {"fusion.channel_weights.als": 2.0, "history.recency_half_life_days": 36500.0},
+    "als_weight_2_rank_128": {"fusion.channel_weights.als": 2.0, "recall.als.rank": 128},
+    "als_weight_2_popular_0.25": {"fusion.channel_weights.als": 2.0, "fusion.channel_weights.popular": 0.25},
+    "als_weight_2_popular_1": {"fusion.channel_weights.als": 2.0, "fusion.channel_weights.popular": 1.0},
+    # the DIN's negatives: all from the week's recall candidates (what it will rank) or all by
+    # popularity (shipped: half each), and the DIN's weight in final_score (shipped .25)
+    "din_negatives_exposure": {"din.popularity_share": 0.0},
+    "din_negatives_popular": {"din.popularity_share": 1.0},
+    "din_negatives_exposure_weight_0.5": {"din.popularity_share": 0.0, "fusion.din_weight": 0.5},
+    "din_weight_0": {"fusion.din_weight": 0.0},
     # deeper recall: more candidates per channel reach the ranker and the rules
     "deeper_recall": {"recall.item_cf.candidates": 300, "recall.als.candidates": 200,
                       "recall.popularity.candidates": 100, "din.prerank_top_n": 300},
