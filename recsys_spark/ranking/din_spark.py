@@ -12,6 +12,8 @@ Training set (:func:`build_training_set`)
       from an *exposure-like* pool (what the recall channels would have offered the user for week
       ``L``; passed in as a DataFrame or a function of ``L``), the rest drawn from the popular
       tracks of the weeks before ``L`` with probability proportional to ``popularity ** 0.75``.
+      A label week without exposure rows (the first weeks of a warehouse, an evaluation's private
+      one) draws all its ``n_negatives`` by popularity, logged.
       Negatives never include a track the user heard before ``L`` or a positive of week ``L``.
       Sampling is by hashing ``(seed, L, user, track)``: deterministic, no driver round trips.
 
@@ -260,11 +262,18 @@ def build_training_set(
             if "week_start" in pool.columns:
                 pool = pool.where(F.col("week_start") == F.lit(week).cast("date"))
         share = popularity_share if pool is not None else 1.0
+        if share < 1.0 and pool.limit(1).count() == 0:
+            # no exposure candidates for L (the warehouse's first weeks, an evaluation's private
+            # warehouse, a pruned partition): the whole quota comes from popularity, so every week
+            # keeps n_negatives per positive (with popularity_share 0 it would otherwise have none)
+            log.warning("DIN label week %s has no exposure candidates (no recall_candidates of that week): "
+                        "its %d negatives per positive are all drawn by popularity", week, n_negatives)
+            pool, share = None, 1.0
         ex = _week_examples(interactions, week, pool, n_negatives, share, seed, max_history,
                             popular_pool, {"this_week_share": this_week_share,
                                            "half_life_days": half_life_days}, user_fraction)
         out = ex if out is None else out.unionByName(ex)
-        log.info("DIN training examples defined for label week %s (pool=%s)", week, pool is not None)
+        log.info("DIN training examples defined for label week %s (exposure pool=%s)", week, pool is not None)
     return out
 
 

@@ -58,6 +58,18 @@ def test_training_set_has_no_leakage(spark, interactions):
     assert_df_equality(out, expected, ignore_row_order=True, ignore_nullable=True)
 
 
+def test_a_label_week_without_exposure_rows_draws_all_its_negatives_by_popularity(spark, interactions):
+    # the pool has rows for L1 only (as in a warehouse whose weekly job first ran for L2): with
+    # popularity_share 0, L2 would have had no negatives at all (and DIN training no 0 labels)
+    pool = spark.createDataFrame([("u1", "t7", L1), ("u2", "t9", L1)], "user_id string, track_id string, week_start date")
+    out = build_training_set(spark, interactions, [L1, L2], negatives_pool_df=pool, n_negatives=1,
+                             popularity_share=0.0, seed=1, max_history=10)
+    negs = sorted((r.label_week, r.user_id, r.track_id) for r in out.collect() if r.label == 0)
+    # L1 from the pool; L2: the only track played before L2 that u1 has not heard and that is not
+    # u1's positive of L2 (t5) is t6
+    assert negs == [(L1, "u1", "t7"), (L1, "u2", "t9"), (L2, "u1", "t6")]
+
+
 def test_popularity_negatives_are_never_heard_or_positive(spark, interactions):
     out = build_training_set(spark, interactions, [L1, L2], n_negatives=3, seed=3, max_history=10)
     rows = out.collect()
