@@ -189,6 +189,20 @@ def test_save_and_load_stay_under_the_model_root(tmp_path):
         D.load(str(root / "week=2026-11-30"), root=str(root))
 
 
+def _forward_probs(model, hist, cand, owner):
+    """The reference for grouped scoring: ``forward`` on one row per candidate (its owner's history)."""
+    with torch.no_grad():
+        return torch.sigmoid(model(torch.as_tensor(hist[owner]), torch.as_tensor(cand))).numpy()
+
+
+def _users_with_candidates(seed: int, n_users: int, per_user: int):
+    """``hist`` (n_users x 4 track indexes), ``owner`` (each user ``per_user`` times, in order) and
+    ``cand`` (one track index per row of ``owner``), from ``seed``."""
+    g = np.random.default_rng(seed)
+    hist = g.integers(2, 22, size=(n_users, 4))
+    return hist, np.repeat(np.arange(n_users), per_user), g.integers(2, 22, size=n_users * per_user)
+
+
 @pytest.mark.parametrize("softmax,content_dim", [(False, 0), (False, 16), (True, 16)])
 def test_grouped_scoring_equals_forward_per_candidate(softmax, content_dim):
     # scoring computes each user's history once; it must equal forward() on per-candidate rows
@@ -205,8 +219,7 @@ def test_grouped_scoring_equals_forward_per_candidate(softmax, content_dim):
     hist[2, :] = D.PAD                       # a user without history
     owner = np.sort(g.integers(0, 4, size=37))
     cand = g.integers(1, 50 + D.N_SPECIAL, size=37)
-    with torch.no_grad():
-        direct = torch.sigmoid(model(torch.as_tensor(hist[owner]), torch.as_tensor(cand))).numpy()
+    direct = _forward_probs(model, hist, cand, owner)
     grouped = D.predict_grouped(model, hist, cand, owner, batch_size=5)   # batches split users
     np.testing.assert_allclose(grouped, direct, atol=1e-6)
     assert np.ptp(grouped) > 1e-3            # not a constant
@@ -218,8 +231,7 @@ def test_grouped_scoring_equals_forward_per_candidate(softmax, content_dim):
         hist[u, u % 7:] = D.PAD
     owner = g.integers(0, 14, size=90)
     cand = g.integers(1, 50 + D.N_SPECIAL, size=90)
-    with torch.no_grad():
-        direct = torch.sigmoid(model(torch.as_tensor(hist[owner]), torch.as_tensor(cand))).numpy()
+    direct = _forward_probs(model, hist, cand, owner)
     for bs in (1, 7, 4096):
         np.testing.assert_allclose(D.predict_grouped(model, hist, cand, owner, batch_size=bs), direct, atol=1e-6)
     assert len(D.predict_grouped(model, hist, cand[:0], owner[:0])) == 0
@@ -229,14 +241,10 @@ def test_item_table_follows_weight_updates():
     # scoring caches every track's item vector; a training step (in place) or loaded weights
     # must not leave stale vectors behind
     model = _model(content_dim=6).eval()
-    g = np.random.default_rng(2)
-    hist = g.integers(2, 22, size=(3, 4))
-    owner = np.repeat(np.arange(3), 5)
-    cand = g.integers(2, 22, size=15)
+    hist, owner, cand = _users_with_candidates(2, n_users=3, per_user=5)
 
     def direct():
-        with torch.no_grad():
-            return torch.sigmoid(model(torch.as_tensor(hist[owner]), torch.as_tensor(cand))).numpy()
+        return _forward_probs(model, hist, cand, owner)
 
     before = D.predict_grouped(model, hist, cand, owner)
     np.testing.assert_allclose(before, direct(), atol=1e-6)
@@ -350,11 +358,7 @@ def test_bf16_scoring_leaves_no_rounded_item_table_for_fp32_scoring():
     # the item table (content projected once per track) is cached on the model: built first under
     # bf16 scoring it must still be fp32, or later fp32 scoring would reuse bf16-rounded vectors
     model = _model(content_dim=16).eval()
-    g = np.random.default_rng(6)
-    hist = g.integers(2, 22, size=(5, 4))
-    owner = np.repeat(np.arange(5), 6)
-    cand = g.integers(2, 22, size=30)
+    hist, owner, cand = _users_with_candidates(6, n_users=5, per_user=6)
     D.predict_grouped(model, hist, cand, owner, precision="bf16")
-    with torch.no_grad():
-        direct = torch.sigmoid(model(torch.as_tensor(hist[owner]), torch.as_tensor(cand))).numpy()
+    direct = _forward_probs(model, hist, cand, owner)
     np.testing.assert_allclose(D.predict_grouped(model, hist, cand, owner), direct, atol=1e-6)
