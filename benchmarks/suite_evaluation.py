@@ -185,6 +185,9 @@ def coverage_lines(dirs) -> str:
 #: through the weekly job on a validation split of the training events.
 VALIDATION_CANDIDATES = {
     "shipped": {},
+    # the shipped settings measured as the warehouse's first run (FIRST_RUN_CANDIDATES): what the
+    # steady state (earlier weeks' recall candidates there, as on a platform running weekly) changes
+    "first_run": {},
     # issue 15: the learned ranker (shipped off; logistic when enabled; its blend is chosen by train.ranker)
     "no_ranker": {"ranker.enabled": False},
     "ranker_gbt": {"ranker.enabled": True, "ranker.model": "gbt"},
@@ -267,6 +270,10 @@ VALIDATION_CANDIDATES = {
 }
 
 
+#: candidates measured as a warehouse's first run (tune_weekly's ``first_run``)
+FIRST_RUN_CANDIDATES = ("first_run",)
+
+
 def stage_orders(run, split, week, k: int = 30) -> dict:
     """Where a weekly run's quality is won or lost, on the validation users: NDCG@k / recall@k of
     W's written candidates (``candidates[W]``, after the quality filter) ordered by each of their
@@ -331,8 +338,9 @@ def validate(spark, name: str, out: str, candidates=None, funnel: bool = False) 
     from recsys_spark.evaluation.tuning import monday_on_or_after
 
     on_run = (lambda _n, run: stage_orders(run, val, monday_on_or_after(val.cutoff))) if funnel else None
-    res = tune_weekly(spark, load_config(), ds, val, candidates or VALIDATION_CANDIDATES, on_candidate=save,
-                      on_run=on_run)
+    cands = candidates or VALIDATION_CANDIDATES
+    res = tune_weekly(spark, load_config(), ds, val, cands, on_candidate=save, on_run=on_run,
+                      first_run=[n for n in cands if n in FIRST_RUN_CANDIDATES])
     save(res)
     return res
 

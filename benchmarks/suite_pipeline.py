@@ -18,6 +18,10 @@ embeddings of everything created before W-7, timed and cached, so the measured M
 one week of new tracks and prompts as in production) and stops. ``--cold`` skips that back-fill
 (the measured run then embeds the whole catalog). ``--variant=NAME`` writes
 ``pipeline_<size>_<NAME>.json`` (e.g. ``--variant=noemb embeddings.enabled=false``).
+Steady state: before the measured run, the recall stages of the weeks W's run reads
+(``pipeline.exposure_weeks``: the DIN's label weeks) run once per configuration, untimed, as the
+Mondays before W would have (``warm_up`` in the JSON); ``--first-run`` skips that (W is then the
+warehouse's first run: its DIN draws every negative by popularity).
 ``--resume`` runs the week without ``force``: the stages an earlier run of the same week and
 config completed are skipped (the pipeline's own resume), and the result lists them with that
 run's seconds and rows from the ``runs`` table (their Spark metrics died with that process).
@@ -216,9 +220,18 @@ def main(args) -> int:
     if backfill and "as_of" in backfill:
         backfill = {**backfill, "reset_before_run": forget_week_embeddings(spark, tables, dt.datetime.fromisoformat(
             backfill["as_of"]))}
+    # Steady state, continued: the Mondays before W ran too, so W's train.din finds the recall
+    # candidates of its label weeks (its exposure negatives). Their recall stages run here with the
+    # measured configuration, untimed, once per configuration (a later run resumes them from the
+    # runs log); --first-run measures W as the warehouse's first run instead.
+    warm = []
+    if "--first-run" not in (getattr(args, "extra", []) or []):
+        from recsys_spark.evaluation.weekly_path import warm_up
+
+        warm = [{k: w[k] for k in ("week", "run_id", "seconds")} for w in warm_up(spark, cfg, tables, WEEK)]
     if "--prepare-only" in (getattr(args, "extra", []) or []):
         print(json.dumps({"size": args.size, "platform": counts, "generate_seconds": round(gen_s, 1),
-                          "ingest": ingest, "embedding_backfill": backfill}, indent=1, default=str))
+                          "ingest": ingest, "embedding_backfill": backfill, "warm_up": warm}, indent=1, default=str))
         return 0
     sampler = JvmMemorySampler(spark)
     sampler.start()
@@ -231,7 +244,8 @@ def main(args) -> int:
     runs = tables.read("runs").where(f"run_id = '{res.run_id}'").orderBy("started_at").collect()
     per = metrics.get("per_stage", {})
     stages = [{"stage": r["stage"], "status": r["status"], "seconds": r["seconds"], "rows_in": r["rows_in"],
-               "rows_out": r["rows_out"], "skipped": r["skipped"], **per.get(r["stage"], {})} for r in runs]
+               "rows_out": r["rows_out"], "skipped": r["skipped"], "counts": dict(r["counts"] or {}),
+               **per.get(r["stage"], {})} for r in runs]
     earlier = {}
     if resume:  # the stages this run skipped as done: that run's own record
         from pyspark.sql import functions as F
@@ -260,6 +274,8 @@ def main(args) -> int:
     out = {
         "suite": "pipeline", "size": args.size, "variant": variant, **audio, "platform": {**size, **counts}, "generate_seconds": round(gen_s, 1),
         "ingest": ingest, "embedding_backfill": backfill, "resumed": resume,
+        "steady_state": "--first-run" not in (getattr(args, "extra", []) or []),
+        "warm_up": warm,  # the earlier weeks' recall stages (untimed; seconds 0-ish when resumed)
         "weekly_seconds": round(wall + sum((s["seconds"] or 0) for s in earlier.values()
                                            if s["stage"] not in ("load", "run")), 1),
         "this_process_seconds": round(wall, 1), "users": res.users, "rows": res.rows,

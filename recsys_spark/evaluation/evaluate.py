@@ -160,6 +160,7 @@ def evaluate(
     cfg: Any = None,
     n_resamples: int = 1000,
     run_info: Optional[Mapping[str, Any]] = None,
+    steady_state: bool = True,
 ) -> Dict[str, Any]:
     """Evaluate ``methods`` on ``dataset`` with the protocol of EVALUATION.md.
 
@@ -198,6 +199,10 @@ def evaluate(
     run_info : mapping, optional
         Stored as ``"run"`` (command line, code version, load average...); ``load_average_end``
         is added.
+    steady_state : bool
+        The ``pipeline`` method first runs the recall stages of the earlier weeks W's run reads, as
+        on a platform that runs every Monday (:mod:`.weekly_path`); False: W's run is the
+        warehouse's first.
 
     Returns
     -------
@@ -206,7 +211,7 @@ def evaluate(
         "train_pairs", "truth_pairs", "methods": {name: {"recall@k", "ndcg@k", "hit@k",
         "precision@k", "recall@k_ci95", "ndcg@k_ci95", "coverage", "diversity", "novelty",
         ["creator_diversity"], "fit_seconds", "eval_seconds", "recall_curve", ...; the pipeline's
-        also "path": "weekly", "stage_log", "data_coverage"}}, "compare": {"pipeline - <m>":
+        also "path": "weekly", "stage_log", "data_coverage", "steady_state", "warm_up"}}, "compare": {"pipeline - <m>":
         paired intervals}, "funnel": {name: [stage rows]}, "skipped": {name: reason}, "failed":
         {name: error}, "params": ...}`` (also ``out_dir/metrics.json``).
     """
@@ -221,7 +226,7 @@ def evaluate(
              dataset.name, split.cutoff, stats["u"], stats["i"], stats["n"], n_test, n_truth)
     ctx = M.MethodContext(spark=spark, dataset=dataset, split=split, k=k,
                           params={kk: dict(v) for kk, v in (params or {}).items()}, seed=seed,
-                          history_last_n=history_last_n, cfg=cfg)
+                          history_last_n=history_last_n, cfg=cfg, steady_state=steady_state)
     result: Dict[str, Any] = {
         "dataset": dataset.name, "source": dataset.source, "k": k,
         "cutoff": split.cutoff.isoformat() if isinstance(split.cutoff, (dt.date, dt.datetime)) else str(split.cutoff),

@@ -38,6 +38,9 @@ def build_parser():
     p.add_argument("--no-header", action="store_true", help="csv: the file has no header (_c0, _c1, ...)")
     p.add_argument("--movielens-weight", default="one", choices=["one", "rating"])
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the test users (95%% CI)")
+    p.add_argument("--first-run", action="store_true",
+                   help="pipeline: score the private warehouse's first weekly run (default: steady state, the "
+                        "earlier weeks' recall stages that the run reads run first, as on a platform running weekly)")
     p.add_argument("--backtest-weeks", type=int, default=0,
                    help="platform: also score the last N Mondays' playlists into evaluation_runs")
     p.add_argument("--backtest-build", action="store_true",
@@ -114,7 +117,7 @@ def main(argv=None) -> int:
     # cfg (conf/base.yaml + overlay + --set) is what the `pipeline` method runs the weekly job with
     result = evaluate(spark, dataset, methods, k=args.k, out_dir=args.out, params=params, seed=seed,
                       beyond=not args.no_beyond, history_last_n=h.last_n, cfg=cfg,
-                      n_resamples=args.bootstrap, run_info=run_info(argv, cfg))
+                      n_resamples=args.bootstrap, run_info=run_info(argv, cfg), steady_state=not args.first_run)
     print(f"{result['dataset']}: {result['test_users']} test users, cutoff {result['cutoff']}")
     k = args.k
     for name, m in result["methods"].items():

@@ -110,6 +110,9 @@ class MethodContext:
     cfg : Config, optional
         The configuration the evaluation job loaded (``conf/base.yaml`` + overlay + ``--set``):
         what the ``pipeline`` method runs the weekly job with.
+    steady_state : bool
+        The ``pipeline`` method runs the earlier weeks' recall stages that W's run reads first, as
+        on a platform that runs every Monday (:mod:`.weekly_path`); False: W's run is the first.
     """
 
     spark: SparkSession
@@ -122,6 +125,7 @@ class MethodContext:
     history_this_week_share: float = 0.5
     history_half_life_days: float = 21.0
     cfg: Any = None
+    steady_state: bool = True
     _seeds: Optional[DataFrame] = None
     # fitted channel models by (name, parameters): a channel evaluated alone and again inside
     # ``recall_union`` is fitted once (same inputs, same settings); released by :meth:`release`

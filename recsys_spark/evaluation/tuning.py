@@ -21,7 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from typing import Any, Callable, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 from .metrics import paired_bootstrap_ci, ranking_metrics
 from .split import Split, temporal_split
@@ -45,7 +45,8 @@ def monday_on_or_after(t: dt.datetime) -> dt.date:
 def tune_weekly(spark, cfg, dataset, split: Split, candidates: Mapping[str, Mapping[str, Any]], k: int = 30,
                 n_resamples: int = 1000, seed: int = 0,
                 on_candidate: Optional[Callable[[Dict[str, Any]], None]] = None,
-                on_run: Optional[Callable[[str, Dict[str, Any]], Dict[str, Any]]] = None) -> Dict[str, Any]:
+                on_run: Optional[Callable[[str, Dict[str, Any]], Dict[str, Any]]] = None,
+                steady_state: bool = True, first_run: Sequence[str] = ()) -> Dict[str, Any]:
     """Score each candidate setting with a weekly run on ``split`` (a validation split).
 
     Parameters
@@ -63,6 +64,17 @@ def tune_weekly(spark, cfg, dataset, split: Split, candidates: Mapping[str, Mapp
         ``on_run(name, run)`` with the :func:`~recsys_spark.evaluation.weekly_path.run_weekly_path`
         result, right after the candidate's run (its tables still hold its week W); the dict it
         returns goes into the candidate's entry as ``"extra"`` (e.g. per-channel figures).
+    steady_state : bool
+        Each candidate's run first runs, with the candidate's settings, the recall stages of the
+        earlier weeks its W reads (:func:`~recsys_spark.evaluation.weekly_path.warm_up`): what a
+        platform running weekly with those settings would have; their seconds count in ``seconds``.
+    first_run : sequence of str
+        Candidates measured as a warehouse's first run even when ``steady_state`` (e.g. a candidate
+        named ``first_run`` with the baseline's settings: what steady state changes, paired).
+
+    Candidates share one private warehouse (the split's tables written once) until a run has
+    written earlier weeks' recall candidates; the next candidate then gets a new one, so no
+    candidate's run sees another's earlier weeks.
 
     Returns
     -------
@@ -78,17 +90,22 @@ def tune_weekly(spark, cfg, dataset, split: Split, candidates: Mapping[str, Mapp
     out: Dict[str, Any] = {"cutoff": str(split.cutoff), "week": week.isoformat(), "k": k, "candidates": {}}
     per_user: Dict[str, Any] = {}
     base: Optional[str] = None
-    root, coverage = private_warehouse("recsys-tune-"), None  # the split's tables, written once
+    root, coverage, warmed = None, None, False
     for name, overrides in candidates.items():
         t0 = time.perf_counter()
-        run = run_weekly_path(spark, cfg, dataset, split, week, root=root, overrides=overrides, coverage=coverage)
-        coverage = run["coverage"]
+        if root is None or warmed:  # the split's tables, written again only after a warm-up
+            root, coverage, warmed = private_warehouse("recsys-tune-"), None, False
+        steady = steady_state and name not in set(first_run)
+        run = run_weekly_path(spark, cfg, dataset, split, week, root=root, overrides=overrides, coverage=coverage,
+                              steady_state=steady)
+        coverage, warmed = run["coverage"], bool(run["warm_up"])
         recs = playlists_as_recs(run["tables"], week, split.test_users)
         m = ranking_metrics(recs, split.truth, split.test_users, k, n_resamples=n_resamples, seed=seed,
                             return_per_user=True)
         per_user[name] = m.pop("_per_user")
         m.update(overrides=dict(overrides), seconds=round(time.perf_counter() - t0, 1),
-                 stage_log=run["stage_log"], data_coverage=run["coverage"])
+                 stage_log=run["stage_log"], data_coverage=run["coverage"], steady_state=steady,
+                 warm_up=run["warm_up"])
         if on_run is not None:
             m["extra"] = on_run(name, run)
         if base is None:

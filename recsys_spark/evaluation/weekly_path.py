@@ -13,7 +13,12 @@ What users receive is what gets measured. For a split at ``cutoff`` (EVALUATION.
 2. :func:`run_weekly_path` runs ``recsys_spark.pipeline.run_weekly(spark, cfg, W, tables=...)``
    for W = the Monday on or after the cutoff (every table row lies before the cutoff, so the job
    sees exactly the train events) with the configuration it is given: the shipped one
-   (``conf/base.yaml`` + overlay + ``--set``) as loaded by the evaluation job.
+   (``conf/base.yaml`` + overlay + ``--set``) as loaded by the evaluation job. **Steady state**
+   (the default): a platform runs the job every Monday, so W's ``train.din`` finds the
+   ``recall_candidates`` of its label weeks (its exposure negatives) written by the earlier weeks'
+   runs. The private warehouse has no earlier runs, so first the recall stages of exactly those
+   weeks run (:func:`warm_up`: ``pipeline.exposure_weeks`` / ``pipeline.run_recall``, each week
+   seeing only its own past). ``steady_state=False`` measures a warehouse's first run instead.
 3. The test users' rows of ``discover_weekly`` for W are the recommendations (``rank`` =
    ``position``); the run's stage log (``runs``: what ran, what was skipped and why) goes into
    the method's metrics entry with ``"path": "weekly"``.
@@ -30,6 +35,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from typing import Any, Dict, List, Mapping, Optional
 
 from pyspark.sql import DataFrame, SparkSession
@@ -161,6 +167,25 @@ def stage_log(tables, run_id: str) -> List[Dict[str, Any]]:
     return out
 
 
+def warm_up(spark: SparkSession, cfg, tables, week: dt.date) -> List[Dict[str, Any]]:
+    """Run the recall stages of the weeks before ``week`` whose ``recall_candidates`` week
+    ``week``'s run reads (``pipeline.exposure_weeks``), oldest first, as a platform that runs every
+    Monday would have: ``[{"week", "run_id", "seconds", "stage_log"}]`` (empty when no stage of
+    ``cfg`` reads earlier weeks, e.g. the DIN has too few labelled plays to train)."""
+    from recsys_spark.pipeline import exposure_weeks, run_recall
+
+    out = []
+    weeks = exposure_weeks(spark, cfg, tables, week)
+    log.info("weekly path: steady state of %s: recall stages of %s first", week,
+             ", ".join(str(w) for w in weeks) or "no earlier week (nothing reads one)")
+    for w in weeks:
+        t0 = time.perf_counter()
+        res = run_recall(spark, cfg, w, tables=tables)
+        out.append({"week": w.isoformat(), "run_id": res.run_id, "seconds": round(time.perf_counter() - t0, 1),
+                    "stage_log": stage_log(tables, res.run_id)})
+    return out
+
+
 def private_warehouse(prefix: str = "recsys-eval-") -> str:
     """A temporary folder for one evaluation's tables and models, removed when the process exits."""
     root = tempfile.mkdtemp(prefix=prefix)
@@ -170,7 +195,7 @@ def private_warehouse(prefix: str = "recsys-eval-") -> str:
 
 def run_weekly_path(spark: SparkSession, cfg, dataset, split, week: dt.date, root: Optional[str] = None,
                     overrides: Optional[Mapping[str, Any]] = None,
-                    coverage: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+                    coverage: Optional[Dict[str, Any]] = None, steady_state: bool = True) -> Dict[str, Any]:
     """Materialise ``split``'s train part under ``root`` and run the weekly job for ``week``.
 
     Parameters
@@ -186,12 +211,14 @@ def run_weekly_path(spark: SparkSession, cfg, dataset, split, week: dt.date, roo
         the input tables are already there and are reused (several settings compared on one
         split). The run itself is a new run of W: its configuration fingerprint differs, so no
         stage output of the earlier settings is resumed.
+    steady_state : bool
+        Run :func:`warm_up` first (the module doc); False: W's run is the warehouse's first.
 
     Returns
     -------
     dict
         ``tables``, ``cfg`` (the run's), ``result`` (:class:`WeeklyResult`), ``coverage``,
-        ``stage_log``.
+        ``stage_log``, ``warm_up`` (:func:`warm_up`'s list; empty when not steady state).
     """
     from recsys_spark.pipeline import run_weekly
     from recsys_spark.tables import Tables
@@ -204,9 +231,10 @@ def run_weekly_path(spark: SparkSession, cfg, dataset, split, week: dt.date, roo
     tables = Tables.from_config(spark, run_cfg.storage)
     if coverage is None:
         coverage = materialise(spark, dataset, split, tables)
+    warm = warm_up(spark, run_cfg, tables, week) if steady_state else []
     res = run_weekly(spark, run_cfg, week, tables=tables)
     return {"tables": tables, "cfg": run_cfg, "result": res, "coverage": coverage,
-            "stage_log": stage_log(tables, res.run_id), "root": root}
+            "stage_log": stage_log(tables, res.run_id), "root": root, "warm_up": warm}
 
 
 def playlists_as_recs(tables, week: dt.date, users: Optional[DataFrame] = None) -> DataFrame:
@@ -228,7 +256,8 @@ def weekly_method(spark, train, users, k, context: MethodContext) -> StagedResul
     cfg = context.cfg if context.cfg is not None else load_config()
     overrides = context.method_params("pipeline")
     week = context.week
-    run = run_weekly_path(spark, cfg, context.dataset, context.split, week, overrides=overrides)
+    run = run_weekly_path(spark, cfg, context.dataset, context.split, week, overrides=overrides,
+                          steady_state=context.steady_state)
     tables = run["tables"]
     final = playlists_as_recs(tables, week, users)
     rc = tables.read("recall_candidates").where(F.col("week_start") == F.lit(week))
@@ -239,7 +268,7 @@ def weekly_method(spark, train, users, k, context: MethodContext) -> StagedResul
              "config_fingerprint": run["cfg"].fingerprint(), "overrides": dict(overrides),
              "playlist_size": run["cfg"].rerank.playlist_size,
              "data_coverage": run["coverage"], "stage_log": run["stage_log"],
-             "warehouse": tables.warehouse}
+             "steady_state": context.steady_state, "warm_up": run["warm_up"], "warehouse": tables.warehouse}
     if run["cfg"].rerank.playlist_size < k:
         entry["note"] = f"playlists hold {run['cfg'].rerank.playlist_size} tracks < k={k}"
     return StagedResult(final=final, channels=channels, stages=[("ranked candidates (rank stage)", ranked)],

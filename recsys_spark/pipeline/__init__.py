@@ -37,8 +37,8 @@ history or prompts gets a playlist.
 from .context import RunContext, WeekInputs, completed_stages, load_inputs, model_dir
 from .runner import ConcurrentRunError, RunHooks, WeeklyResult, run_pipeline, run_stages, week_is_complete
 from .stage import Stage, StageReport
-from .weekly import run_weekly, weekly_stages
+from .weekly import exposure_weeks, recall_stages, run_recall, run_weekly, weekly_stages
 
 __all__ = ["ConcurrentRunError", "RunContext", "RunHooks", "Stage", "StageReport", "WeekInputs", "WeeklyResult",
-           "completed_stages", "load_inputs", "model_dir", "run_pipeline", "run_stages", "run_weekly",
-           "week_is_complete", "weekly_stages"]
+           "completed_stages", "exposure_weeks", "load_inputs", "model_dir", "recall_stages", "run_pipeline",
+           "run_recall", "run_stages", "run_weekly", "week_is_complete", "weekly_stages"]

@@ -69,13 +69,19 @@ def model_dir(cfg: Config, week: dt.date) -> str:
     return safe_path(d, f"week={require_monday(week).isoformat()}")
 
 
+#: jobs whose stages a weekly run of the same week and configuration resumes: a recall-only run
+#: (:func:`~recsys_spark.pipeline.weekly.run_recall`) runs the same stage code on the same inputs
+STAGE_JOBS = ("weekly", "recall")
+
+
 def completed_stage_rows(tables: Tables, week: dt.date, config_hash: str) -> Dict[str, Row]:
-    """The latest ``succeeded`` row of ``runs`` per stage of week W's weekly runs with this
-    configuration fingerprint: ``{stage: row}`` (``run_id, rows_out, counts, finished_at``)."""
+    """The latest ``succeeded`` row of ``runs`` per stage of week W's weekly runs (and recall-only
+    runs, :data:`STAGE_JOBS`) with this configuration fingerprint: ``{stage: row}`` (``run_id,
+    rows_out, counts, finished_at``)."""
     if not tables.exists("runs"):
         return {}
     rows = (tables.read("runs")
-            .where((F.col("week_start") == F.lit(week)) & (F.col("job") == "weekly")
+            .where((F.col("week_start") == F.lit(week)) & F.col("job").isin(*STAGE_JOBS)
                    & (F.col("config_hash") == config_hash) & (F.col("status") == "succeeded"))
             .select("stage", "run_id", "rows_out", "counts", "finished_at").collect())  # a handful per week
     out: Dict[str, Row] = {}

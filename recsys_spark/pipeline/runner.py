@@ -127,12 +127,14 @@ def claimed_commit(tables: Tables, week: dt.date, run_id: str, hooks: Optional[R
 
 def run_pipeline(spark: SparkSession, cfg: Config, week: dt.date, stages: Sequence[Stage],
                  run_id: Optional[str] = None, tables: Optional[Tables] = None, force: bool = False,
-                 if_needed: bool = False, hooks: Optional[RunHooks] = None) -> WeeklyResult:
+                 if_needed: bool = False, hooks: Optional[RunHooks] = None, job: str = "weekly") -> WeeklyResult:
     """Run ``stages`` as week ``week``'s weekly run (see the module doc); the ``write`` stage's
-    counts become the result."""
+    counts become the result. ``job`` names the run in the ``runs`` log: ``weekly`` (a complete
+    run: what ``--if-needed`` and resume look for) or e.g. ``recall`` (a subset of the stages,
+    :func:`~recsys_spark.pipeline.weekly.run_recall`)."""
     week = require_monday(week)
     tables = tables or Tables.from_config(spark, cfg.storage)
-    run_id = run_id or new_run_id("weekly", week)
+    run_id = run_id or new_run_id(job, week)
     if if_needed and not force and week_is_complete(tables, week):
         log.info("week %s already has a successful run: nothing to do (--if-needed)", week)
         return WeeklyResult(run_id, week, 0, 0, 0, [], f"week {week} already complete; nothing done", True)
@@ -140,7 +142,7 @@ def run_pipeline(spark: SparkSession, cfg: Config, week: dt.date, stages: Sequen
     # optimistic concurrency: what week W's playlist partition looks like as this run starts
     claim, commit = claimed_commit(tables, week, run_id, hooks)
     ctx = RunContext(spark, cfg, tables, week, run_id, commit_fn=commit)
-    runlog = RunLog(tables, run_id, week, "weekly", ctx.fingerprint)
+    runlog = RunLog(tables, run_id, week, job, ctx.fingerprint)
     t_run = time.time()
     tag_jobs(spark, run_id, f"Discover Weekly {week}")
     try:

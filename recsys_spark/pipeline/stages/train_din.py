@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Optional
+from typing import Optional, Tuple
 
 from pyspark.sql import functions as F
 
@@ -25,6 +25,32 @@ def din_model_ready(ctx: RunContext) -> bool:
     return "train.din" in ctx.finished and exists(join(ctx.din_path, "din_state.pt"), ctx.spark)
 
 
+def training_size(interactions, label_weeks, dc) -> Tuple[int, Optional[int], Optional[str]]:
+    """``(estimated rows, exact positives or None, skip reason or None)`` of the DIN's training set
+    on ``label_weeks``, without building it (``dc``: the ``din`` config section).
+
+    One pass over the label weeks' events gives an upper bound of the set (positive pairs x
+    (1 + negatives), before removing tracks heard earlier): below :data:`MIN_TRAIN_ROWS` nothing more
+    is built (histories and negatives are the costly part). A bound below :data:`EXACT_BOUND_BELOW`
+    is then made exact (``count_positives``: one anti-join per label week; MovieLens' 3 weeks before
+    W bound 220 examples, and the set built from them held 3). The bound also sizes the user sample
+    *before* building when the set would exceed the cap (it is collected to the driver for
+    training); ``train_din`` still enforces the cap."""
+    from ...ranking.din_spark import count_positives, estimate_training_rows
+
+    per_pos = 1 + dc.negatives_per_positive
+    est = estimate_training_rows(interactions, label_weeks, dc.negatives_per_positive)
+    if est < MIN_TRAIN_ROWS:
+        return est, None, f"only {est // per_pos} positive plays (at most {est} labelled examples)"
+    if est < EXACT_BOUND_BELOW:
+        n_pos = count_positives(interactions, label_weeks)
+        if n_pos * per_pos < MIN_TRAIN_ROWS:
+            return est, n_pos, (f"only {n_pos} new positive plays by users with a history (at most "
+                                f"{n_pos * per_pos} labelled examples)")
+        return est, n_pos, None
+    return est, None, None
+
+
 class TrainDinStage(Stage):
     name = "train.din"
     reads = ("interactions", "recall_candidates of the training weeks (exposure negatives)",
@@ -40,36 +66,21 @@ class TrainDinStage(Stage):
                 and exists(join(ctx.din_path, "din_state.pt"), ctx.spark))
 
     def run(self, ctx: RunContext) -> StageReport:
-        from ...ranking.din_spark import build_training_set, count_positives, estimate_training_rows, train_din
+        from ...ranking.din_spark import build_training_set, train_din
 
         dc, week, inp = ctx.cfg.din, ctx.week, ctx.inputs
         rep = StageReport()
         label_weeks = previous_weeks(week, dc.train_weeks)
         pool = ctx.tables.read("recall_candidates").where(F.col("week_start").isin(*label_weeks)) \
             .select("user_id", "track_id", "week_start")
-        # one pass over the label weeks' events gives an upper bound of the set (positive pairs x
-        # (1 + negatives), before removing tracks heard earlier): below MIN_TRAIN_ROWS nothing more is
-        # built (histories and negatives are the costly part). A small bound is then made exact
-        # (count_positives: one anti-join per label week; MovieLens' 3 weeks before W bound 220
-        # examples, and the set built from them held 3). The bound also sizes the user sample
-        # *before* building when the set would exceed the cap (it is collected to the driver for
-        # training); train_din still enforces the cap
-        per_pos = 1 + dc.negatives_per_positive
-        est = estimate_training_rows(inp.interactions, label_weeks, dc.negatives_per_positive)
+        est, n_pos, why = training_size(inp.interactions, label_weeks, dc)
         rep.counts["estimated_rows"] = float(est)
-        if est < MIN_TRAIN_ROWS:
-            rep.rows_in = 0
-            rep.skipped = (f"only {est // per_pos} positive plays (at most {est} labelled examples) in the "
-                           f"{dc.train_weeks} weeks before {week}")
-            return rep
-        if est < EXACT_BOUND_BELOW:
-            n_pos = count_positives(inp.interactions, label_weeks)
+        if n_pos is not None:
             rep.counts["positives"] = float(n_pos)
-            if n_pos * per_pos < MIN_TRAIN_ROWS:
-                rep.rows_in = 0
-                rep.skipped = (f"only {n_pos} new positive plays by users with a history (at most "
-                               f"{n_pos * per_pos} labelled examples) in the {dc.train_weeks} weeks before {week}")
-                return rep
+        if why is not None:
+            rep.rows_in = 0
+            rep.skipped = f"{why} in the {dc.train_weeks} weeks before {week}"
+            return rep
         frac = min(1.0, dc.max_train_rows / est) if dc.max_train_rows else 1.0
         rep.counts["user_fraction"] = round(frac, 4)
         if frac < 1.0:
