@@ -226,9 +226,9 @@ def main(args) -> int:
     # runs log); --first-run measures W as the warehouse's first run instead.
     warm = []
     if "--first-run" not in (getattr(args, "extra", []) or []):
-        from recsys_spark.evaluation.weekly_path import warm_up
+        from recsys_spark.pipeline import warm_up
 
-        warm = [{k: w[k] for k in ("week", "run_id", "seconds")} for w in warm_up(spark, cfg, tables, WEEK)]
+        warm = warm_up(spark, cfg, WEEK, tables)
     if "--prepare-only" in (getattr(args, "extra", []) or []):
         print(json.dumps({"size": args.size, "platform": counts, "generate_seconds": round(gen_s, 1),
                           "ingest": ingest, "embedding_backfill": backfill, "warm_up": warm}, indent=1, default=str))

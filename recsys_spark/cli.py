@@ -189,13 +189,24 @@ def build_weekly_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     p.add_argument("--force", nargs="?", const=True, default=False, type=_flag, metavar="BOOL",
                    help="rerun stages an earlier run of W completed (a value, e.g. a job parameter: true/false)")
     p.add_argument("--if-needed", action="store_true", help="exit at once if week W is already complete")
+    p.add_argument("--warm-up", action="store_true",
+                   help="first run the recall stages of the earlier weeks W reads that have no recall candidates "
+                        "(the DIN's label weeks: its exposure negatives), as the Mondays before W would have; for a "
+                        "platform's first weeks (weeks that have candidates are left as they are)")
     return p
+
+
+def _week_done(spark, cfg, week) -> bool:
+    from .pipeline import week_is_complete
+    from .tables import Tables
+
+    return week_is_complete(Tables.from_config(spark, cfg.storage), week)
 
 
 def weekly_main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
     """``recsys weekly`` (also the console script ``recsys-weekly`` and ``jobs/weekly.py``)."""
     args, cfg = parse(build_weekly_parser(prog), argv)
-    from .pipeline import run_weekly
+    from .pipeline import run_weekly, warm_up
     from .spark import spark_from_config
     from .validation import InputError, check_warehouse_path
 
@@ -208,6 +219,9 @@ def weekly_main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None
     spark = spark_from_config(cfg)
     _classic_or_exit(spark, "weekly")
     try:
+        if args.warm_up and not (args.if_needed and not args.force and _week_done(spark, cfg, args.week)):
+            for w in warm_up(spark, cfg, args.week):
+                print(f"warm-up: recall stages of {w['week']} ({w['run_id']}, {w['seconds']} s)")
         result = run_weekly(spark, cfg, args.week, force=args.force, if_needed=args.if_needed)
     except InputError as exc:  # the week cannot be built from the data (e.g. far after the last event)
         print(f"weekly: {exc}", file=sys.stderr)

@@ -66,7 +66,7 @@ def tune_weekly(spark, cfg, dataset, split: Split, candidates: Mapping[str, Mapp
         returns goes into the candidate's entry as ``"extra"`` (e.g. per-channel figures).
     steady_state : bool
         Each candidate's run first runs, with the candidate's settings, the recall stages of the
-        earlier weeks its W reads (:func:`~recsys_spark.evaluation.weekly_path.warm_up`): what a
+        earlier weeks its W reads (:func:`recsys_spark.pipeline.warm_up`): what a
         platform running weekly with those settings would have; their seconds count in ``seconds``.
     first_run : sequence of str
         Candidates measured as a warehouse's first run even when ``steady_state`` (e.g. a candidate

@@ -17,8 +17,8 @@ What users receive is what gets measured. For a split at ``cutoff`` (EVALUATION.
    (the default): a platform runs the job every Monday, so W's ``train.din`` finds the
    ``recall_candidates`` of its label weeks (its exposure negatives) written by the earlier weeks'
    runs. The private warehouse has no earlier runs, so first the recall stages of exactly those
-   weeks run (:func:`warm_up`: ``pipeline.exposure_weeks`` / ``pipeline.run_recall``, each week
-   seeing only its own past). ``steady_state=False`` measures a warehouse's first run instead.
+   weeks run (``pipeline.warm_up``: ``exposure_weeks`` / ``run_recall``, each week seeing only its
+   own past). ``steady_state=False`` measures a warehouse's first run instead.
 3. The test users' rows of ``discover_weekly`` for W are the recommendations (``rank`` =
    ``position``); the run's stage log (``runs``: what ran, what was skipped and why) goes into
    the method's metrics entry with ``"path": "weekly"``.
@@ -35,7 +35,6 @@ import logging
 import os
 import shutil
 import tempfile
-import time
 from typing import Any, Dict, List, Mapping, Optional
 
 from pyspark.sql import DataFrame, SparkSession
@@ -167,25 +166,6 @@ def stage_log(tables, run_id: str) -> List[Dict[str, Any]]:
     return out
 
 
-def warm_up(spark: SparkSession, cfg, tables, week: dt.date) -> List[Dict[str, Any]]:
-    """Run the recall stages of the weeks before ``week`` whose ``recall_candidates`` week
-    ``week``'s run reads (``pipeline.exposure_weeks``), oldest first, as a platform that runs every
-    Monday would have: ``[{"week", "run_id", "seconds", "stage_log"}]`` (empty when no stage of
-    ``cfg`` reads earlier weeks, e.g. the DIN has too few labelled plays to train)."""
-    from recsys_spark.pipeline import exposure_weeks, run_recall
-
-    out = []
-    weeks = exposure_weeks(spark, cfg, tables, week)
-    log.info("weekly path: steady state of %s: recall stages of %s first", week,
-             ", ".join(str(w) for w in weeks) or "no earlier week (nothing reads one)")
-    for w in weeks:
-        t0 = time.perf_counter()
-        res = run_recall(spark, cfg, w, tables=tables)
-        out.append({"week": w.isoformat(), "run_id": res.run_id, "seconds": round(time.perf_counter() - t0, 1),
-                    "stage_log": stage_log(tables, res.run_id)})
-    return out
-
-
 def private_warehouse(prefix: str = "recsys-eval-") -> str:
     """A temporary folder for one evaluation's tables and models, removed when the process exits."""
     root = tempfile.mkdtemp(prefix=prefix)
@@ -212,13 +192,14 @@ def run_weekly_path(spark: SparkSession, cfg, dataset, split, week: dt.date, roo
         split). The run itself is a new run of W: its configuration fingerprint differs, so no
         stage output of the earlier settings is resumed.
     steady_state : bool
-        Run :func:`warm_up` first (the module doc); False: W's run is the warehouse's first.
+        Run ``pipeline.warm_up`` first (the module doc); False: W's run is the warehouse's first.
 
     Returns
     -------
     dict
         ``tables``, ``cfg`` (the run's), ``result`` (:class:`WeeklyResult`), ``coverage``,
-        ``stage_log``, ``warm_up`` (:func:`warm_up`'s list; empty when not steady state).
+        ``stage_log``, ``warm_up`` (``pipeline.warm_up``'s list, each with its ``stage_log``; empty
+        when not steady state).
     """
     from recsys_spark.pipeline import run_weekly
     from recsys_spark.tables import Tables
@@ -231,7 +212,10 @@ def run_weekly_path(spark: SparkSession, cfg, dataset, split, week: dt.date, roo
     tables = Tables.from_config(spark, run_cfg.storage)
     if coverage is None:
         coverage = materialise(spark, dataset, split, tables)
-    warm = warm_up(spark, run_cfg, tables, week) if steady_state else []
+    from recsys_spark.pipeline import warm_up
+
+    warm = [dict(w, stage_log=stage_log(tables, w["run_id"])) for w in warm_up(spark, run_cfg, week, tables)] \
+        if steady_state else []
     res = run_weekly(spark, run_cfg, week, tables=tables)
     return {"tables": tables, "cfg": run_cfg, "result": res, "coverage": coverage,
             "stage_log": stage_log(tables, res.run_id), "root": root, "warm_up": warm}

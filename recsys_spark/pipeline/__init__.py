@@ -26,6 +26,13 @@ from the first stage that did not finish. ``force=True`` reruns everything; ``if
 does nothing when week W already has a successful run. Every write replaces only week W's
 partition in one atomic Delta commit, so a crash at any point leaves the tables consistent.
 
+**Recall-only runs** (:func:`~.weekly.run_recall`, job ``recall``): a week's load, embed and
+recall stages, nothing else. W's ``train.din`` draws exposure negatives from its label weeks'
+``recall_candidates`` (``train.ranker`` may reuse its cutoff's); :func:`~.weekly.warm_up` runs
+those of :func:`~.weekly.exposure_weeks` that have none, as the Mondays before W would have: the
+evaluation measures in that steady state, and ``recsys weekly --warm-up`` gives a platform's first
+weeks the same.
+
 **Skips**: a stage whose inputs the data set lacks is skipped with the same logged reason in every
 run: ``embed`` without audio or prompts, ``recall.content`` without audio, ``recall.prompt``
 without prompts (both without embeddings), ``aggregate.creators`` when no track has a creator, the
@@ -37,8 +44,8 @@ history or prompts gets a playlist.
 from .context import RunContext, WeekInputs, completed_stages, load_inputs, model_dir
 from .runner import ConcurrentRunError, RunHooks, WeeklyResult, run_pipeline, run_stages, week_is_complete
 from .stage import Stage, StageReport
-from .weekly import exposure_weeks, recall_stages, run_recall, run_weekly, weekly_stages
+from .weekly import exposure_weeks, recall_stages, run_recall, run_weekly, warm_up, weekly_stages
 
 __all__ = ["ConcurrentRunError", "RunContext", "RunHooks", "Stage", "StageReport", "WeekInputs", "WeeklyResult",
            "completed_stages", "exposure_weeks", "load_inputs", "model_dir", "recall_stages", "run_pipeline",
-           "run_recall", "run_stages", "run_weekly", "week_is_complete", "weekly_stages"]
+           "run_recall", "run_stages", "run_weekly", "warm_up", "week_is_complete", "weekly_stages"]

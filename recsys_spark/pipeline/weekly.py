@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import List, Optional
+import time
+from typing import Any, Dict, List, Optional
 
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
@@ -41,8 +42,7 @@ def run_recall(spark: SparkSession, cfg: Config, week: dt.date, tables: Optional
     What it is for: a later week's ``train.din`` draws its exposure negatives from the
     ``recall_candidates`` of its label weeks (``train.ranker`` reuses those of its label cutoff), so
     a warehouse whose earlier weeks never ran trains differently from one that runs every Monday.
-    :func:`exposure_weeks` says which weeks a run reads; the evaluation runs them first
-    (:func:`recsys_spark.evaluation.weekly_path.run_weekly_path`)."""
+    :func:`exposure_weeks` says which weeks a run reads; :func:`warm_up` runs the missing ones."""
     from ..spark import require_classic
 
     require_classic(spark, "weekly")  # its recall stages are the weekly run's
@@ -62,6 +62,8 @@ def exposure_weeks(spark: SparkSession, cfg: Config, tables: Tables, week: dt.da
     from .stages.train_din import training_size
 
     week = require_monday(week)
+    if not tables.exists("interactions"):
+        return []
     inter = tables.read("interactions").where(F.col("event_ts") < F.lit(dt.datetime.combine(week, dt.time())))
     out = set()
     dc = cfg.din
@@ -81,6 +83,30 @@ def exposure_weeks(spark: SparkSession, cfg: Config, tables: Tables, week: dt.da
         first = inter.agg(F.min("event_ts")).first()[0]
         out = {w for w in out if first is not None and first < dt.datetime.combine(w, dt.time())}
     return sorted(out)
+
+
+def warm_up(spark: SparkSession, cfg: Config, week: dt.date, tables: Optional[Tables] = None) -> List[Dict[str, Any]]:
+    """:func:`run_recall` for each of :func:`exposure_weeks` that has no ``recall_candidates`` yet,
+    oldest first: what the Mondays before ``week`` would have left for its run. A week that has
+    candidates (an earlier run, whatever its configuration) is left as it is: past weeks are not
+    rewritten. Returns ``[{"week", "run_id", "seconds"}]`` of the weeks it ran (empty when no stage
+    of ``cfg`` reads an earlier week, or all of them are there). Used by the evaluation (steady
+    state), the pipeline benchmark and ``recsys weekly --warm-up`` (a platform's first Mondays)."""
+    tables = tables or Tables.from_config(spark, cfg.storage)
+    weeks = exposure_weeks(spark, cfg, tables, week)
+    have = set()
+    if weeks and tables.exists("recall_candidates"):
+        have = {r["week_start"] for r in tables.read("recall_candidates").where(F.col("week_start").isin(*weeks))
+                .select("week_start").distinct().collect()}  # at most len(weeks) rows
+    todo = [w for w in weeks if w not in have]
+    log.info("warm-up of %s: recall stages of %s%s", week, ", ".join(str(w) for w in todo) or "no earlier week",
+             f" (already there: {', '.join(str(w) for w in sorted(have))})" if have else "")
+    out = []
+    for w in todo:
+        t0 = time.perf_counter()
+        res = run_recall(spark, cfg, w, tables=tables)
+        out.append({"week": w.isoformat(), "run_id": res.run_id, "seconds": round(time.perf_counter() - t0, 1)})
+    return out
 
 
 def run_weekly(spark: SparkSession, cfg: Config, week: dt.date, run_id: Optional[str] = None,
