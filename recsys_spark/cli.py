@@ -189,7 +189,7 @@ def build_weekly_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     p.add_argument("--force", nargs="?", const=True, default=False, type=_flag, metavar="BOOL",
                    help="rerun stages an earlier run of W completed (a value, e.g. a job parameter: true/false)")
     p.add_argument("--if-needed", action="store_true", help="exit at once if week W is already complete")
-    p.add_argument("--warm-up", action="store_true",
+    p.add_argument("--warm-up", nargs="?", const=True, default=False, type=_flag, metavar="BOOL",
                    help="first run the recall stages of the earlier weeks W reads that have no recall candidates "
                         "(the DIN's label weeks: its exposure negatives), as the Mondays before W would have; for a "
                         "platform's first weeks (weeks that have candidates are left as they are)")

@@ -99,20 +99,22 @@ def test_job_parameters_reach_the_tasks_and_parse(bundle):
 
     _, resources = bundle
     _, job = resources["jobs"]["recsys_weekly"]
-    assert {p["name"]: p["default"] for p in job["parameters"]} == {"week": "", "force": "false"}
+    assert {p["name"]: p["default"] for p in job["parameters"]} == {"week": "", "force": "false", "warm_up": "false"}
     parsers = {"weekly.py": cli.build_weekly_parser, "maintenance.py": cli.build_maintenance_parser,
                "ingest.py": cli.build_ingest_parser}
     tasks = {t["task_key"]: t["spark_python_task"] for t in job["tasks"]}
     assert "{{job.parameters.week}}" in tasks["weekly"]["parameters"]
     assert "{{job.parameters.force}}" in tasks["weekly"]["parameters"]
+    assert "{{job.parameters.warm_up}}" in tasks["weekly"]["parameters"]
     assert "{{job.parameters.week}}" in tasks["maintenance"]["parameters"]
-    for week, force in (("", "false"), ("2026-11-23", "true")):  # the default run and a backfill
+    for week, force in (("", "false"), ("2026-11-23", "true")):  # the default run and a backfill (warmed up)
         for key, task in tasks.items():
             argv = [a.replace("{{job.parameters.week}}", week).replace("{{job.parameters.force}}", force)
+                    .replace("{{job.parameters.warm_up}}", force)
                     .replace("${workspace.file_path}/", "") for a in task["parameters"]]
             args = parsers[task["python_file"].rsplit("/", 1)[-1]]().parse_args(argv)
             if key == "weekly":
-                assert args.week == week and args.force is (force == "true")
+                assert args.week == week and args.force is (force == "true") and args.warm_up is (force == "true")
             if key == "maintenance":
                 assert args.week == week
 
