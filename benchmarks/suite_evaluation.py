@@ -262,6 +262,7 @@ VALIDATION_CANDIDATES = {
     # popularity (shipped: half each), and the DIN's weight in final_score (shipped .25)
     "din_negatives_exposure": {"din.popularity_share": 0.0},
     "din_negatives_popular": {"din.popularity_share": 1.0},
+    "din_negatives_quarter": {"din.popularity_share": 0.25},
     "din_negatives_exposure_weight_0.5": {"din.popularity_share": 0.0, "fusion.din_weight": 0.5},
     "din_weight_0": {"fusion.din_weight": 0.0},
     # deeper recall: more candidates per channel reach the ranker and the rules

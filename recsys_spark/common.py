@@ -9,6 +9,8 @@
   on any Hadoop-compatible path.
 - :func:`collect_vectors`: a catalog-sized ``key, vector`` table as sorted keys and one float32
   matrix on the driver (the faiss index and the re-ranking rules' broadcast vectors).
+- :class:`WorkerCache`: what a Python worker rebuilt from a broadcast, kept by token (the faiss
+  index, the re-ranking rules' vectors).
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import threading
 import time
-from typing import TYPE_CHECKING, Optional
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import numpy as np
 
@@ -219,3 +223,45 @@ def collect_vectors(df: "DataFrame", key: str, column: str, duplicates: str = "r
     if not np.all(np.isfinite(mat)):
         raise ValueError(f"{column} of {key} contains NaN / inf")
     return keys, mat
+
+
+class WorkerCache:
+    """Objects a Python worker rebuilt from a broadcast (a faiss index, a matrix of unit vectors),
+    kept by the broadcast's token so that each worker rebuilds one once, not once per batch.
+
+    At most ``max_items`` are kept; the oldest goes first (a run's objects replace the run before's
+    in a long-lived worker). Thread-safe: Arrow batches of one worker may arrive on several threads.
+    """
+
+    def __init__(self, max_items: int):
+        if max_items < 1:
+            raise ValueError(f"max_items must be >= 1, got {max_items}")
+        self.max_items = int(max_items)
+        self._items: "OrderedDict[str, Any]" = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, token: str, build: Callable[[], Any]) -> Any:
+        """The object kept for ``token``; built with ``build()`` (once) when missing."""
+        with self._lock:
+            if token in self._items:
+                return self._items[token]
+            value = build()
+            self._put(token, value)
+            return value
+
+    def put(self, token: str, value: Any) -> None:
+        """Keep ``value`` for ``token`` (e.g. the driver's own copy, which it need not rebuild)."""
+        with self._lock:
+            self._put(token, value)
+
+    def _put(self, token: str, value: Any) -> None:
+        self._items[token] = value
+        self._items.move_to_end(token)
+        while len(self._items) > self.max_items:
+            self._items.popitem(last=False)
+
+    def __contains__(self, token: str) -> bool:
+        return token in self._items
+
+    def __len__(self) -> int:
+        return len(self._items)

@@ -1,9 +1,10 @@
-"""``recsys_spark.common.collect_vectors``: the catalog's vectors on the driver, for faiss and the rules."""
+"""``recsys_spark.common``: ``collect_vectors`` (the catalog's vectors on the driver, for faiss and
+the rules) and ``WorkerCache`` (what a Python worker rebuilt from a broadcast)."""
 
 import numpy as np
 import pytest
 
-from recsys_spark.common import collect_vectors
+from recsys_spark.common import WorkerCache, collect_vectors
 from recsys_spark.recall.base import ChannelUnavailable
 from recsys_spark.recall.faiss_index import TrackIndex
 
@@ -50,3 +51,22 @@ def test_the_faiss_index_is_built_over_the_collected_vectors(spark):
         TrackIndex.from_dataframe(df.unionByName(df.limit(1)))
     with pytest.raises(ChannelUnavailable, match="no track vectors"):
         TrackIndex.from_dataframe(df.where("track_id = 'x'"))
+
+
+def test_worker_cache_builds_once_per_token_and_drops_the_oldest():
+    built = []
+
+    def build(name):
+        return lambda: built.append(name) or f"object {name}"
+
+    cache = WorkerCache(max_items=2)
+    assert cache.get("a", build("a")) == "object a"
+    assert cache.get("a", build("a again")) == "object a"   # kept: not rebuilt
+    cache.put("b", "driver's b")                            # the driver's own copy, never built
+    assert cache.get("b", build("b")) == "driver's b"
+    assert cache.get("c", build("c")) == "object c"         # a third token: "a", the oldest, goes
+    assert built == ["a", "c"] and "a" not in cache and len(cache) == 2
+    assert cache.get("a", build("a rebuilt")) == "object a rebuilt"
+    assert "b" not in cache and "c" in cache                # "b" was then the oldest
+    with pytest.raises(ValueError, match="max_items"):
+        WorkerCache(0)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 import uuid
 from typing import Dict, Iterator, Optional, Sequence, Tuple
@@ -32,7 +31,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from ..common import collect_vectors
+from ..common import WorkerCache, collect_vectors
 from .base import CANDIDATE_SCHEMA, ChannelUnavailable
 
 log = logging.getLogger(__name__)
@@ -195,8 +194,8 @@ def _apply_params(index, kind: str, params: dict) -> None:
 
 # -- shipping to executors ----------------------------------------------------------------------
 
-_WORKER_CACHE: Dict[str, TrackIndex] = {}
-_WORKER_LOCK = threading.Lock()
+#: per Python worker: one index (a run's content or prompt index replaces the one before)
+_WORKER_CACHE = WorkerCache(max_items=1)
 
 
 class ShippedIndex:
@@ -208,19 +207,16 @@ class ShippedIndex:
         self.params = index.params
         self.size = len(index)
         self.bc = spark.sparkContext.broadcast((index.ids, index.to_bytes()))
-        with _WORKER_LOCK:  # the driver process already has it (local mode shares nothing else)
-            _WORKER_CACHE[self.token] = index
+        _WORKER_CACHE.put(self.token, index)  # the driver process already has it (local mode shares nothing else)
 
     def get(self) -> TrackIndex:
-        with _WORKER_LOCK:
-            idx = _WORKER_CACHE.get(self.token)
-            if idx is None:
-                ids, blob = self.bc.value
-                idx = TrackIndex.from_bytes(ids, blob, self.kind, self.params)
-                idx.token = self.token
-                _WORKER_CACHE.clear()  # one index per run: drop the previous run's copy
-                _WORKER_CACHE[self.token] = idx
-            return idx
+        return _WORKER_CACHE.get(self.token, self._rebuild)
+
+    def _rebuild(self) -> TrackIndex:
+        ids, blob = self.bc.value
+        idx = TrackIndex.from_bytes(ids, blob, self.kind, self.params)
+        idx.token = self.token
+        return idx
 
     def unpersist(self) -> None:
         self.bc.unpersist()

@@ -24,10 +24,9 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
-import threading
 import time
 import uuid
-from typing import Dict, Iterator, Optional, Tuple
+from typing import Iterator, Optional, Tuple
 
 import numpy as np
 import pandas as pd
@@ -35,7 +34,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from ..common import collect_vectors
+from ..common import WorkerCache, collect_vectors
 from ..recall.popularity import track_popularity
 
 log = logging.getLogger(__name__)
@@ -102,9 +101,8 @@ def _normalise(rows: np.ndarray) -> np.ndarray:
 
 # -- vectors shipped once per executor ------------------------------------------------------------
 
-_VECTOR_CACHE: Dict[str, Tuple[pd.Index, np.ndarray]] = {}
-_VECTOR_LOCK = threading.Lock()
-_VECTOR_CACHE_SIZE = 4  # per Python worker: track and creator vectors of this run and the one before
+#: per Python worker: track and creator vectors of this run and the one before
+_VECTOR_CACHE = WorkerCache(max_items=4)
 
 
 class ShippedVectors:
@@ -132,19 +130,11 @@ class ShippedVectors:
                  self.nbytes / 2**20, time.perf_counter() - t0)
 
     def get(self) -> Tuple[pd.Index, np.ndarray]:
-        with _VECTOR_LOCK:
-            got = _VECTOR_CACHE.get(self.token)
-            if got is None:
-                keys, mat = self.bc.value
-                got = (pd.Index(keys, dtype=object), mat)
-                _remember(self.token, got)
-            return got
+        return _VECTOR_CACHE.get(self.token, self._rebuild)
 
-
-def _remember(token: str, value) -> None:
-    _VECTOR_CACHE[token] = value
-    while len(_VECTOR_CACHE) > _VECTOR_CACHE_SIZE:
-        _VECTOR_CACHE.pop(next(iter(_VECTOR_CACHE)))
+    def _rebuild(self) -> Tuple[pd.Index, np.ndarray]:
+        keys, mat = self.bc.value
+        return pd.Index(keys, dtype=object), mat
 
 
 def _looked_up(lookup: Tuple[pd.Index, np.ndarray], keys: np.ndarray) -> Optional[Tuple[np.ndarray, np.ndarray]]:
