@@ -45,7 +45,7 @@ show: setup
 
 run: setup
 	$(PY) jobs/generate.py --conf $(CONF) $(WEEK_ARG)
-	$(PY) jobs/weekly.py --conf $(CONF) $(WEEK_ARG)
+	$(PY) jobs/weekly.py --conf $(CONF) $(WEEK_ARG) --warm-up
 	$(PY) jobs/show.py --conf $(CONF) $(WEEK_ARG)
 
 # the suite; the integration tier (SIGKILLed weekly runs in subprocesses, a Spark Connect server,
