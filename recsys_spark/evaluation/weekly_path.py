@@ -201,7 +201,7 @@ def run_weekly_path(spark: SparkSession, cfg, dataset, split, week: dt.date, roo
         ``stage_log``, ``warm_up`` (``pipeline.warm_up``'s list, each with its ``stage_log``; empty
         when not steady state).
     """
-    from recsys_spark.pipeline import run_weekly
+    from recsys_spark.pipeline import run_weekly, warm_up
     from recsys_spark.tables import Tables
 
     if dt.datetime.combine(week, dt.time()) < split.cutoff:
@@ -212,8 +212,6 @@ def run_weekly_path(spark: SparkSession, cfg, dataset, split, week: dt.date, roo
     tables = Tables.from_config(spark, run_cfg.storage)
     if coverage is None:
         coverage = materialise(spark, dataset, split, tables)
-    from recsys_spark.pipeline import warm_up
-
     warm = [dict(w, stage_log=stage_log(tables, w["run_id"])) for w in warm_up(spark, run_cfg, week, tables)] \
         if steady_state else []
     res = run_weekly(spark, run_cfg, week, tables=tables)
