@@ -19,8 +19,9 @@ one week of new tracks and prompts as in production) and stops. ``--cold`` skips
 (the measured run then embeds the whole catalog). ``--variant=NAME`` writes
 ``pipeline_<size>_<NAME>.json`` (e.g. ``--variant=noemb embeddings.enabled=false``).
 Steady state: before the measured run, the recall stages of the weeks W's run reads
-(``pipeline.exposure_weeks``: the DIN's label weeks) run once per configuration, untimed, as the
-Mondays before W would have (``warm_up`` in the JSON); ``--first-run`` skips that (W is then the
+(``pipeline.exposure_weeks``: the DIN's label weeks) run untimed where the cached warehouse has no
+candidates for them yet, as the Mondays before W would have (``warm_up`` in the JSON: the weeks
+run by this process; weeks already there are left as they are, whatever configuration wrote them); ``--first-run`` skips that (W is then the
 warehouse's first run: its DIN draws every negative by popularity).
 ``--resume`` runs the week without ``force``: the stages an earlier run of the same week and
 config completed are skipped (the pipeline's own resume), and the result lists them with that
@@ -222,10 +223,11 @@ def main(args) -> int:
             backfill["as_of"]))}
     # Steady state, continued: the Mondays before W ran too, so W's train.din finds the recall
     # candidates of its label weeks (its exposure negatives). Their recall stages run here with the
-    # measured configuration, untimed, once per configuration (a later run resumes them from the
-    # runs log); --first-run measures W as the warehouse's first run instead.
+    # measured configuration, untimed, where the cache has none yet (pipeline.warm_up);
+    # --first-run measures W as the warehouse's first run instead.
+    steady = "--first-run" not in (getattr(args, "extra", []) or [])
     warm = []
-    if "--first-run" not in (getattr(args, "extra", []) or []):
+    if steady:
         from recsys_spark.pipeline import warm_up
 
         warm = warm_up(spark, cfg, WEEK, tables)
@@ -274,8 +276,8 @@ def main(args) -> int:
     out = {
         "suite": "pipeline", "size": args.size, "variant": variant, **audio, "platform": {**size, **counts}, "generate_seconds": round(gen_s, 1),
         "ingest": ingest, "embedding_backfill": backfill, "resumed": resume,
-        "steady_state": "--first-run" not in (getattr(args, "extra", []) or []),
-        "warm_up": warm,  # the earlier weeks' recall stages (untimed; seconds 0-ish when resumed)
+        "steady_state": steady,
+        "warm_up": warm,  # the earlier weeks' recall stages this process ran (untimed; [] when already there)
         "weekly_seconds": round(wall + sum((s["seconds"] or 0) for s in earlier.values()
                                            if s["stage"] not in ("load", "run")), 1),
         "this_process_seconds": round(wall, 1), "users": res.users, "rows": res.rows,

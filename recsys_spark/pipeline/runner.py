@@ -130,8 +130,9 @@ def run_pipeline(spark: SparkSession, cfg: Config, week: dt.date, stages: Sequen
                  if_needed: bool = False, hooks: Optional[RunHooks] = None, job: str = "weekly") -> WeeklyResult:
     """Run ``stages`` as week ``week``'s weekly run (see the module doc); the ``write`` stage's
     counts become the result. ``job`` names the run in the ``runs`` log: ``weekly`` (a complete
-    run: what ``--if-needed`` and resume look for) or e.g. ``recall`` (a subset of the stages,
-    :func:`~recsys_spark.pipeline.weekly.run_recall`)."""
+    run: what ``--if-needed`` looks for) or ``recall`` (a subset of the stages,
+    :func:`~recsys_spark.pipeline.weekly.run_recall`); resume reads both
+    (:data:`~recsys_spark.pipeline.context.STAGE_JOBS`)."""
     week = require_monday(week)
     tables = tables or Tables.from_config(spark, cfg.storage)
     run_id = run_id or new_run_id(job, week)
