@@ -15,7 +15,8 @@
 #                   dev venv's (installed from the same requirements.lock), put on sys.path by a
 #                   sitecustomize.py in the venv - one machine, so every executor sees that folder;
 #                   the wheel's requirements (with the `local` extra) are checked against them.
-#                   The archive is a few MB; the test needs little disk beyond Spark's own.
+#                   The archive is a few MB; the test needs little disk beyond Spark's own
+#                   (peak measured under 1 GB in every run; it asks for 1 GB free).
 #   full            the wheel + every dependency pinned by requirements.lock (torch & co., ~7 GB),
 #                   packed whole (3.1 GB): exactly what a user ships to a real cluster. The driver
 #                   and both executors each keep a copy of the archive and unpack it: 35 GB of
@@ -34,11 +35,11 @@ WHEEL="${WHEEL:-$(ls "$CHECKOUT"/dist/recsys_spark-*.whl | tail -1)}"
 WEEK="${WEEK:-2026-11-23}"
 USERS="${USERS:-300}"
 CLUSTER_ENV="${CLUSTER_ENV:-thin}"
-case "$CLUSTER_ENV" in thin) NEED_DEFAULT=3 ;; full) NEED_DEFAULT=40 ;;
+case "$CLUSTER_ENV" in thin) NEED_DEFAULT=1024 ;; full) NEED_DEFAULT=40960 ;;
   *) echo "CLUSTER_ENV must be thin or full, not $CLUSTER_ENV"; exit 2 ;; esac
 WORK="$(mktemp -d /tmp/recsys-cluster-test.XXXXXX)"
 KEEP="${KEEP:-0}"
-NEED_GB="${NEED_GB:-$NEED_DEFAULT}"
+NEED_MB="${NEED_MB:-$NEED_DEFAULT}"  # free space asked for, in MB
 PIDS=()
 export TZ=UTC
 
@@ -51,8 +52,8 @@ log "work folder $WORK, wheel $(basename "$WHEEL")"
 
 # 1. a venv outside the checkout with the wheel (not the source tree)
 free_kb0=$(df -Pk "$WORK" | awk 'NR==2 {print $4}')
-free_gb=$(( free_kb0 / 1048576 ))
-[ "$free_gb" -ge "$NEED_GB" ] || { echo "cluster-test ($CLUSTER_ENV environment) needs ~$NEED_GB GB free on the file system of $WORK; $free_gb GB free"; exit 1; }
+free_mb=$(( free_kb0 / 1024 ))
+[ "$free_mb" -ge "$NEED_MB" ] || { echo "cluster-test ($CLUSTER_ENV environment) needs ~$NEED_MB MB free on the file system of $WORK; $free_mb MB free"; exit 1; }
 # the lowest free space seen while the test runs = its peak disk use (reported at the end)
 ( while sleep 5; do df -Pk "$WORK" | awk 'NR==2 {print $4}'; done > "$WORK/logs/free_kb" ) &
 PIDS+=($!)
@@ -168,5 +169,5 @@ log "both executors ran from the packed environment ($(ls -d "$WORK"/w1/app-*/*/
 "$PY_DEV" "$CHECKOUT/tests/deploy/check_playlists.py" "$WORK/warehouse" "$WEEK"
 log "discover_weekly checked"
 min_kb=$(sort -n "$WORK/logs/free_kb" | head -1)
-log "peak disk use ~$(( (free_kb0 - min_kb) / 1048576 )) GB under $WORK ($CLUSTER_ENV environment; needed $NEED_GB GB free)"
+log "peak disk use ~$(( (free_kb0 - min_kb) / 1024 )) MB under $WORK ($CLUSTER_ENV environment; asked for $NEED_MB MB free)"
 log "OK"
