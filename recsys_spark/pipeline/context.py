@@ -41,6 +41,11 @@ class WeekInputs:
     users: DataFrame
 
 
+def interactions_before(tables: Tables, week: dt.date) -> DataFrame:
+    """The ``interactions`` that happened before W (Monday 00:00 UTC): all a run of W may read."""
+    return tables.read("interactions").where(F.col("event_ts") < F.lit(dt.datetime.combine(week, dt.time())))
+
+
 def load_inputs(spark: SparkSession, tables: Tables, week: dt.date, last_n: int, this_week_share: float,
                 half_life_days: float, keep_interactions: Optional[Callable[[DataFrame], DataFrame]] = None
                 ) -> WeekInputs:
@@ -50,7 +55,7 @@ def load_inputs(spark: SparkSession, tables: Tables, week: dt.date, last_n: int,
     before anything is built from them."""
     end = dt.datetime.combine(week, dt.time())
     tracks = tables.read("tracks").where(F.coalesce(F.col("created_at"), F.lit(end)) <= F.lit(end))
-    inter = tables.read("interactions").where(F.col("event_ts") < F.lit(end))
+    inter = interactions_before(tables, week)
     if keep_interactions is not None:
         inter = keep_interactions(inter)
     prompts = tables.read("user_prompts").where(F.coalesce(F.col("created_at"), F.lit(end)) < F.lit(end))

@@ -12,6 +12,7 @@ from pyspark.sql import functions as F
 
 from ..config import Config
 from ..tables import Tables
+from .context import interactions_before
 from .runner import RunHooks, WeeklyResult, run_pipeline
 from .stage import Stage
 from .stages import (RECALL_CHANNELS, AggregateCreatorsStage, EmbedStage, LoadStage, RankStage, RecallStage,
@@ -64,7 +65,7 @@ def exposure_weeks(spark: SparkSession, cfg: Config, tables: Tables, week: dt.da
     week = require_monday(week)
     if not tables.exists("interactions"):
         return []
-    inter = tables.read("interactions").where(F.col("event_ts") < F.lit(dt.datetime.combine(week, dt.time())))
+    inter = interactions_before(tables, week)
     out = set()
     dc = cfg.din
     if dc.enabled:
