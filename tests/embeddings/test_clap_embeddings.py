@@ -19,7 +19,11 @@ from recsys_spark.embeddings.audio import load_audio
 from recsys_spark.embeddings.clap import CheckpointError, ClapEncoder, EncoderSpec, text_tower_usable
 from recsys_spark.embeddings.jobs import embed_prompts, embed_tracks
 
-SPEC = EncoderSpec(audio_model="HTSAT-tiny", text_model="transformer", max_windows=2, device="cpu", seed=0)
+# fp32: the Spark stage is compared with a direct call to 1e-5. Under bf16 autocast on a CPU with AMX,
+# oneDNN's kernels split their accumulation by thread count, so a Spark task (one thread) and this process
+# (all cores) differ by ~1e-3; bf16 against fp32 has its own bound in test_clap_cpu_path.py.
+SPEC = EncoderSpec(audio_model="HTSAT-tiny", text_model="transformer", max_windows=2, device="cpu", seed=0,
+                   audio_precision="fp32", text_precision="fp32")
 NOW = dt.datetime(2026, 3, 2, 6, 0, 0)
 TRACK_SCHEMA = "track_id string, audio_uri string, prompt string"
 
@@ -83,7 +87,8 @@ def test_checkpoint_roundtrip_loads_weights_safely(built, tmp_path):
     ckpt = tmp_path / "tiny_ckpt.pt"
     torch.save({"epoch": 3, "state_dict": state}, ckpt)
     spec = EncoderSpec(audio_model="HTSAT-tiny", text_model="transformer", max_windows=2, device="cpu", seed=123,
-                       checkpoint_path=str(ckpt))
+                       checkpoint_path=str(ckpt), audio_precision=SPEC.audio_precision,
+                       text_precision=SPEC.text_precision)
     loaded = ClapEncoder(spec)  # different seed: only the checkpoint can make the outputs match
     assert loaded.trained and loaded.model_version == "clap-HTSAT-tiny-transformer-tiny_ckpt"
     x = np.random.default_rng(0).normal(scale=0.1, size=(1, loaded.clip_samples)).astype(np.float32)
