@@ -4,6 +4,7 @@ HTSAT-tiny with laion-clap's own text transformer keeps model construction to a 
 10 s window costs ~1-2 s on CPU, so the audio here is short and ``max_windows`` is 2.
 """
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -86,9 +87,7 @@ def test_checkpoint_roundtrip_loads_weights_safely(built, tmp_path):
     state = {"module." + k: v for k, v in enc.model.state_dict().items()}
     ckpt = tmp_path / "tiny_ckpt.pt"
     torch.save({"epoch": 3, "state_dict": state}, ckpt)
-    spec = EncoderSpec(audio_model="HTSAT-tiny", text_model="transformer", max_windows=2, device="cpu", seed=123,
-                       checkpoint_path=str(ckpt), audio_precision=SPEC.audio_precision,
-                       text_precision=SPEC.text_precision)
+    spec = dataclasses.replace(SPEC, seed=123, checkpoint_path=str(ckpt))
     loaded = ClapEncoder(spec)  # different seed: only the checkpoint can make the outputs match
     assert loaded.trained and loaded.model_version == "clap-HTSAT-tiny-transformer-tiny_ckpt"
     x = np.random.default_rng(0).normal(scale=0.1, size=(1, loaded.clip_samples)).astype(np.float32)
