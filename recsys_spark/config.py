@@ -264,6 +264,7 @@ class ContentConf:
     train_weeks: Pos = 4  # label weeks before W; the latest is held out (early stopping, tower vs raw)
     max_examples: Pos = 200000  # (seeds, positive) examples collected to the driver, sampled by user-week
     epochs: Pos = 20
+    max_steps: NonNeg = 2000  # the training's budget in optimiser steps, rounded up to whole epochs; 0 = none
     train_batch_size: Pos = 512
     lr: PosFloat = 0.001
     temperature: PosFloat = 0.05

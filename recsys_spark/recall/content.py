@@ -108,7 +108,7 @@ class ContentRecall(RecallChannel):
         IVF k-means seed; the two-tower's torch and sampling seed.
     model : {"similarity", "two_tower"}
         Index the raw CLAP embeddings, or the vectors of a track tower trained on plays (module doc).
-    tower_hidden, tower_dim, train_weeks, max_examples, epochs, train_batch_size, lr, temperature, patience, device
+    tower_hidden, tower_dim, train_weeks, max_examples, epochs, max_steps, train_batch_size, lr, temperature, patience, device
         The two-tower's settings (:func:`recsys_spark.recall.two_tower.fit_two_tower`).
     use_torch_distributor, num_processes
         Train the tower with DDP under ``TorchDistributor(local_mode=True)`` over ``num_processes``
@@ -129,6 +129,7 @@ class ContentRecall(RecallChannel):
                  seed_weighting: str = _D.seed_weighting, batch_size: int = _D.batch_size, seed: int = _D.seed,
                  model: str = _D.model, tower_hidden: int = _D.tower_hidden, tower_dim: int = _D.tower_dim,
                  train_weeks: int = _D.train_weeks, max_examples: int = _D.max_examples, epochs: int = _D.epochs,
+                 max_steps: int = _D.max_steps,
                  train_batch_size: int = _D.train_batch_size, lr: float = _D.lr, temperature: float = _D.temperature,
                  patience: int = _D.patience, device: str = _D.device,
                  use_torch_distributor: bool = _D.use_torch_distributor, num_processes: int = _D.num_processes,
@@ -144,7 +145,8 @@ class ContentRecall(RecallChannel):
         self.seed_weighting, self.batch_size, self.seed = seed_weighting, int(batch_size), int(seed)
         self.model = model
         self.tower = dict(tower_hidden=int(tower_hidden), tower_dim=int(tower_dim), train_weeks=int(train_weeks),
-                          max_examples=int(max_examples), epochs=int(epochs), train_batch_size=int(train_batch_size),
+                          max_examples=int(max_examples), epochs=int(epochs), max_steps=int(max_steps),
+                          train_batch_size=int(train_batch_size),
                           lr=float(lr), temperature=float(temperature), patience=int(patience), device=str(device),
                           use_torch_distributor=bool(use_torch_distributor), num_processes=int(num_processes),
                           tower_tags=int(tower_tags))

@@ -229,32 +229,41 @@ def _encode(pdf: pd.DataFrame, pos_map: Dict[str, int], max_seeds: int):
 def heldout_recall(track_vecs: np.ndarray, hist: np.ndarray, w: np.ndarray, groups: np.ndarray,
                    pos: np.ndarray, k: int) -> float:
     """Mean over held-out groups of ``|top-k ∩ positives| / min(|positives|, k)``, the top-k of the
-    group's user vector (weighted mean of its seeds' vectors) over all ``track_vecs``, seeds excluded."""
-    uniq, first = np.unique(groups, return_index=True)
-    inv = np.searchsorted(uniq, groups)
-    gpos: Dict[int, set] = {}
-    for gi, p in zip(inv, pos):
-        gpos.setdefault(int(gi), set()).add(int(p))
-    kk = min(k, track_vecs.shape[0])
-    rec: List[float] = []
+    group's user vector (weighted mean of its seeds' vectors) over all ``track_vecs``, seeds excluded.
+
+    Vectorised (torch ``topk`` and a scatter per block of 1,024 groups, no Python loop per group): it
+    runs after every training epoch, and a per-group loop cost three times the epoch's training at
+    size M (14K held-out users, 28K tracks: 6.3 s against 1.5 s here, the same value)."""
+    import torch
+
+    n_t = track_vecs.shape[0]
+    uniq, first, inv = np.unique(groups, return_index=True, return_inverse=True)
+    if len(uniq) == 0:
+        return 0.0
+    kk = min(k, n_t)
+    # each group's distinct positives, as (group, track) pairs sorted by group
+    pair = np.unique(inv.astype(np.int64) * n_t + pos.astype(np.int64))
+    pg, pt = pair // n_t, pair % n_t
+    hits = np.zeros(len(uniq), dtype=np.int64)
+    vt = torch.from_numpy(np.ascontiguousarray(track_vecs, dtype=np.float32)).T
     for c in range(0, len(first), 1024):  # bounded memory: 1024 users x tracks at a time
         f = first[c:c + 1024]
-        u = _l2n((track_vecs[hist[f]] * w[f][..., None]).sum(axis=1))
-        scores = u @ track_vecs.T
-        for i, fi in enumerate(f):
-            scores[i, hist[fi][w[fi] > 0]] = -np.inf
-        top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
-        for i in range(len(f)):
-            g = gpos[c + i]
-            rec.append(len(g & set(top[i].tolist())) / min(len(g), k))
-    return float(np.mean(rec)) if rec else 0.0
+        u = _l2n((track_vecs[hist[f]] * w[f][..., None]).sum(axis=1)).astype(np.float32)
+        scores = torch.from_numpy(u) @ vt
+        r, j = np.nonzero(w[f] > 0)
+        scores[torch.from_numpy(r), torch.from_numpy(hist[f][r, j])] = -float("inf")
+        top = torch.zeros(scores.shape, dtype=torch.bool).scatter_(1, torch.topk(scores, kk, dim=1).indices, True)
+        lo, hi = np.searchsorted(pg, [c, c + len(f)])
+        hit = top[torch.from_numpy(pg[lo:hi] - c), torch.from_numpy(pt[lo:hi])].numpy()
+        hits += np.bincount(pg[lo:hi][hit], minlength=len(uniq))
+    return float(np.mean(hits / np.minimum(np.bincount(pg, minlength=len(uniq)), k)))
 
 
 def fit_two_tower(examples: pd.DataFrame, embeddings: pd.DataFrame, hidden: int = 256, out_dim: int = 64,
                   epochs: int = 20, batch_size: int = 512, lr: float = 1e-3, temperature: float = 0.05,
                   patience: int = 3, k: int = HELDOUT_K, max_seeds: int = 20, seed: int = 0, device: str = "auto",
                   use_torch_distributor: bool = False, num_processes: int = 1,
-                  similarity_dims: Optional[int] = None) -> Tuple[Optional[Any], Dict[str, Any]]:
+                  similarity_dims: Optional[int] = None, max_steps: int = 0) -> Tuple[Optional[Any], Dict[str, Any]]:
     """Train the track tower on collected examples (module doc); ``(tower or None, report)``.
 
     Parameters
@@ -271,6 +280,11 @@ def fit_two_tower(examples: pd.DataFrame, embeddings: pd.DataFrame, hidden: int 
     similarity_dims : int, optional
         The raw embeddings the tower is compared with are the first ``similarity_dims`` columns of
         ``embedding`` (the audio part when tags follow it; default: all).
+    max_steps : int
+        The training's budget in optimiser steps (0: none): training stops after the epoch in which
+        the steps reach it (that epoch is scored like every other; the best epoch is still kept).
+        It bounds the weekly cost when the examples grow; ``report["stopped"]`` says whether the
+        budget, the patience or ``epochs`` ended the training.
 
     Returns
     -------
@@ -331,7 +345,7 @@ def fit_two_tower(examples: pd.DataFrame, embeddings: pd.DataFrame, hidden: int 
     logq = np.log(np.maximum(counts, 1.0) / max(len(tr), 1)).astype(np.float32)
     arrays = dict(x=x, pos=pos, hist=hist, w=w, groups=groups, tr=tr, va=va, logq=logq)
     settings = dict(epochs=int(epochs), batch_size=int(batch_size), lr=float(lr), temperature=float(temperature),
-                    patience=int(patience), k=int(k), seed=int(seed))
+                    patience=int(patience), k=int(k), seed=int(seed), max_steps=int(max_steps))
     if use_torch_distributor:
         best_state, history, best_epoch = _fit_distributed(tower, arrays, settings, int(num_processes), dev)
         rep["processes"] = int(num_processes)
@@ -341,7 +355,11 @@ def fit_two_tower(examples: pd.DataFrame, embeddings: pd.DataFrame, hidden: int 
     best = history[best_epoch - 1]["valid_recall"]
     tower.load_state_dict(best_state)
     tower = tower.cpu().eval()
+    last = history[-1]
+    stopped = ("max_steps" if max_steps > 0 and last["steps"] >= max_steps and len(history) < epochs
+               else "patience" if len(history) < epochs else "epochs")
     rep.update(valid_recall=round(best, 6), best_epoch=best_epoch, epochs_run=len(history), history=history,
+               steps=int(last["steps"]), stopped=stopped,
                device=str(dev), in_dim=int(x.shape[1]), hidden=int(hidden), out_dim=int(out_dim),
                seconds=round(time.perf_counter() - t0, 2))
     return tower, rep
@@ -396,17 +414,20 @@ def _epochs(tower, arrays: Dict[str, np.ndarray], st: Dict[str, Any], dev, ddp=N
             total, nb = total + loss.item(), nb + 1
         return total, nb
 
-    best, best_epoch, best_state, bad, history = -1.0, 0, None, 0, []
+    best, best_epoch, best_state, bad, history, steps = -1.0, 0, None, 0, [], 0
+    budget = int(st.get("max_steps", 0))
     for epoch in range(1, st["epochs"] + 1):
         if ddp is not None:
             with ddp.join():  # shards of unequal size: the processes' batch counts may differ by one
                 total, nb = one_epoch()
         else:
             total, nb = one_epoch()
+        steps += nb
         stop = False
         if rank == 0:
             rec = heldout_recall(all_vectors(), hist[va], w[va], groups[va], pos[va], st["k"])
-            history.append({"epoch": epoch, "loss": round(total / max(nb, 1), 5), "valid_recall": round(rec, 6)})
+            history.append({"epoch": epoch, "loss": round(total / max(nb, 1), 5), "valid_recall": round(rec, 6),
+                            "steps": steps})
             log.info("two-tower epoch %d: loss %.4f, held-out recall@%d %.4f", epoch, total / max(nb, 1),
                      st["k"], rec)
             if rec > best:
@@ -415,6 +436,7 @@ def _epochs(tower, arrays: Dict[str, np.ndarray], st: Dict[str, Any], dev, ddp=N
             else:
                 bad += 1
                 stop = bad >= st["patience"]
+            stop = stop or (budget > 0 and steps >= budget)
         if ddp is not None:
             import torch.distributed as dist
 
@@ -473,13 +495,10 @@ def _fit_distributed(tower, arrays: Dict[str, np.ndarray], st: Dict[str, Any], n
     return best_state, out["history"], int(out["best_epoch"])
 
 
-def train_for_week(interactions: DataFrame, week: dt.date, vectors: DataFrame, params: Dict[str, Any],
-                   history_kwargs: Optional[Dict[str, Any]] = None) -> Tuple[Optional[bytes], Dict[str, Any]]:
-    """Build, sample and collect the examples of week W, train; ``(tower bytes or None, report)``.
-
-    ``vectors``: ``track_id, embedding`` (the channel's audio embeddings of one model version).
-    ``params``: the content channel's parameters (``train_weeks``, ``max_examples``, ``n_seeds``,
-    ``seed_weighting``, the tower's sizes and optimiser settings, ``seed``, ``device``)."""
+def collect_examples(interactions: DataFrame, week: dt.date, vectors: DataFrame, params: Dict[str, Any],
+                     history_kwargs: Optional[Dict[str, Any]] = None) -> Tuple[pd.DataFrame, pd.DataFrame, int]:
+    """Build and sample week W's examples and collect them with their tracks' vectors:
+    ``(examples, embeddings, examples before sampling)`` (the first half of :func:`train_for_week`)."""
     from pyspark import StorageLevel
 
     p = params
@@ -498,11 +517,29 @@ def train_for_week(interactions: DataFrame, week: dt.date, vectors: DataFrame, p
         ex.unpersist()
     log.info("two-tower: %d examples (of %d) over %d tracks collected in %.1fs", len(pdf), n_all, len(emb),
              time.perf_counter() - t0)
-    tower, rep = fit_two_tower(pdf, emb, hidden=p["tower_hidden"], out_dim=p["tower_dim"], epochs=p["epochs"],
-                               batch_size=p["train_batch_size"], lr=p["lr"], temperature=p["temperature"],
-                               patience=p["patience"], max_seeds=p["n_seeds"], seed=p["seed"], device=p["device"],
-                               use_torch_distributor=p.get("use_torch_distributor", False),
-                               num_processes=p.get("num_processes", 1), similarity_dims=p.get("similarity_dims"))
+    return pdf, emb, int(n_all)
+
+
+def fit_params(params: Dict[str, Any]) -> Dict[str, Any]:
+    """:func:`fit_two_tower`'s keyword arguments from the content channel's ``params``."""
+    p = params
+    return dict(hidden=p["tower_hidden"], out_dim=p["tower_dim"], epochs=p["epochs"], batch_size=p["train_batch_size"],
+                lr=p["lr"], temperature=p["temperature"], patience=p["patience"], max_seeds=p["n_seeds"],
+                seed=p["seed"], device=p["device"], use_torch_distributor=p.get("use_torch_distributor", False),
+                num_processes=p.get("num_processes", 1), similarity_dims=p.get("similarity_dims"),
+                max_steps=p.get("max_steps", 0))
+
+
+def train_for_week(interactions: DataFrame, week: dt.date, vectors: DataFrame, params: Dict[str, Any],
+                   history_kwargs: Optional[Dict[str, Any]] = None) -> Tuple[Optional[bytes], Dict[str, Any]]:
+    """Build, sample and collect the examples of week W, train; ``(tower bytes or None, report)``.
+
+    ``vectors``: ``track_id, embedding`` (the channel's audio embeddings of one model version).
+    ``params``: the content channel's parameters (``train_weeks``, ``max_examples``, ``n_seeds``,
+    ``seed_weighting``, the tower's sizes and optimiser settings, ``seed``, ``device``)."""
+    t0 = time.perf_counter()
+    pdf, emb, n_all = collect_examples(interactions, week, vectors, params, history_kwargs)
+    tower, rep = fit_two_tower(pdf, emb, **fit_params(params))
     rep["examples_before_sampling"] = int(n_all)
     rep["build_seconds"] = round(time.perf_counter() - t0 - rep.get("seconds", 0.0), 2)
     if tower is None:

@@ -144,6 +144,18 @@ def test_too_few_groups_train_nothing_and_say_why():
                                     f"(need {MIN_GROUPS} and 2)")
 
 
+def test_max_steps_stops_after_the_epoch_that_reaches_the_budget():
+    ex, emb = _style_examples()
+    _, full = fit_two_tower(ex, emb, **STYLE_FIT)
+    # 360 training examples in batches of 48: 8 steps an epoch; a budget of 20 ends epoch 3 (24 steps)
+    _, cut = fit_two_tower(ex, emb, **STYLE_FIT, max_steps=20)
+    assert [h["steps"] for h in full["history"][:4]] == [8, 16, 24, 32]
+    assert (cut["epochs_run"], cut["steps"], cut["stopped"]) == (3, 24, "max_steps")
+    assert cut["history"] == full["history"][:3]  # the same epochs, only fewer of them
+    assert cut["best_epoch"] == _first_best_epoch(cut)
+    assert (full["stopped"], full["epochs_run"]) == ("epochs", STYLE_FIT["epochs"])
+
+
 def test_heldout_recall_known_answer():
     vecs = np.eye(4, dtype=np.float32)
     # one group (two rows): seed track 0 (the padded second seed has weight 0), positives 1 and 2; the
@@ -157,6 +169,33 @@ def test_heldout_recall_known_answer():
                           np.array([2]), k=1) == 1.0
     assert heldout_recall(vecs2, np.array([[0]]), np.array([[1.0]], dtype=np.float32), np.array([0]),
                           np.array([2]), k=1) == 0.0
+
+
+def test_heldout_recall_matches_a_per_group_loop_across_blocks():
+    # 1,500 groups (two blocks of 1,024), repeated positives, padded seeds: the vectorised scoring
+    # gives the same value as the definition written as a plain loop over groups
+    rng = np.random.default_rng(3)
+    vecs = rng.normal(size=(200, 8)).astype(np.float32)
+    n_rows = 4000
+    groups = np.sort(rng.integers(0, 1500, size=n_rows))
+    hist = rng.integers(0, 200, size=(1500, 5))[groups]
+    w = (rng.random((1500, 5)) * (rng.random((1500, 5)) > 0.3)).astype(np.float32)
+    w[:, 0] += 0.1  # every group has a seed (the trainer's groups always do)
+    w = w[groups]
+    pos = rng.integers(0, 200, size=n_rows)
+    pos[1::7] = pos[::7][:len(pos[1::7])]  # some positives repeated within a group
+    expected = []
+    for g in np.unique(groups):
+        rows = np.flatnonzero(groups == g)
+        h, wt = hist[rows[0]], w[rows[0]]
+        u = (vecs[h] * wt[:, None]).sum(0)
+        u = u / (np.linalg.norm(u) or 1.0)
+        sc = vecs @ u
+        sc[h[wt > 0]] = -np.inf
+        top = set(np.argsort(-sc, kind="stable")[:10].tolist())
+        positives = set(pos[rows].tolist())
+        expected.append(len(top & positives) / min(len(positives), 10))
+    assert heldout_recall(vecs, hist, w, groups, pos, k=10) == pytest.approx(float(np.mean(expected)), abs=1e-12)
 
 
 def test_tower_bytes_round_trip():

@@ -93,7 +93,8 @@ def channel_candidates(name: str, ctx: RunContext, report: Optional[StageReport]
     if tt is not None and report is not None:
         report.message = f"served {tt['served']}" + (f": {tt['reason']}" if tt.get("reason") else "")
         report.counts.update({f"two_tower_{k}": float(tt[k]) for k in
-                              ("valid_recall", "similarity_valid_recall", "train_examples", "best_epoch", "seconds")
+                              ("valid_recall", "similarity_valid_recall", "train_examples", "best_epoch", "epochs_run",
+                               "steps", "seconds", "build_seconds")
                               if isinstance(tt.get(k), (int, float))})
         report.counts["two_tower_served"] = float(tt["served"] == "two_tower")
     return model.recommend(inputs, recall_registry.candidates_per_user(ctx.cfg.recall, name))
