@@ -38,19 +38,13 @@ def main(args) -> int:
 
     from pyspark.sql import functions as F
 
-    from recsys_spark.cli import setup_logging
+    from platform_session import open_platform
     from recsys_spark.config import load_config
     from recsys_spark.pipeline import run_pipeline
     from recsys_spark.pipeline.stages import LoadStage, RecallStage
-    from recsys_spark.spark import get_spark
-    from recsys_spark.tables import Tables
 
-    setup_logging("INFO")
-    os.environ["RECSYS_ROOT"] = os.path.abspath(opts.root)   # what --root does for the jobs
     load_start = os.getloadavg()
-    cfg = load_config(opts.conf)
-    spark = get_spark(app_name="bench-content-cost", master="local[2]", driver_memory="6g", shuffle_partitions=8)
-    tables = Tables.from_config(spark, cfg.storage)
+    _, spark, tables = open_platform(opts.root, opts.conf, "bench-content-cost")
     runs = tables.read("runs").where(F.col("job") == "weekly")
     # a whole weekly run: one whose write stage succeeded (this suite's own reruns have none)
     full = runs.where((F.col("stage") == "write") & (F.col("status") == "succeeded")).select("run_id")

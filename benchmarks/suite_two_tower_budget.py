@@ -33,22 +33,14 @@ def main(args) -> int:
 
     from pyspark.sql import functions as F
 
-    from recsys_spark.cli import setup_logging
-    from recsys_spark.config import load_config
+    from platform_session import open_platform
     from recsys_spark.pipeline.context import interactions_before
     from recsys_spark.recall import registry
     from recsys_spark.recall.content import select_vectors
     from recsys_spark.recall.two_tower import collect_examples, fit_params, fit_two_tower
-    from recsys_spark.spark import get_spark
-    from recsys_spark.tables import Tables
 
-    setup_logging("INFO")
-    os.environ["RECSYS_ROOT"] = os.path.abspath(opts.root)   # what --root does for the jobs
     load_start = os.getloadavg()
-    cfg = load_config(opts.conf)
-    spark = get_spark(app_name="bench-two-tower-budget", master="local[2]", driver_memory="6g",
-                      shuffle_partitions=cfg.spark.shuffle_partitions)
-    tables = Tables.from_config(spark, cfg.storage)
+    cfg, spark, tables = open_platform(opts.root, opts.conf, "bench-two-tower-budget")
     week = (dt.date.fromisoformat(opts.week) if opts.week else
             tables.read("runs").where(F.col("job") == "weekly").agg(F.max("week_start")).first()[0])
     emb = tables.read("track_embeddings")
