@@ -285,7 +285,8 @@ def fit_two_tower(examples: pd.DataFrame, embeddings: pd.DataFrame, hidden: int 
         The training's budget in optimiser steps (0: none): training stops after the epoch in which
         the steps reach it (that epoch is scored like every other; the best epoch is still kept).
         It bounds the weekly cost when the examples grow; ``report["stopped"]`` says whether the
-        budget, the patience or ``epochs`` ended the training.
+        budget, the patience or ``epochs`` ended the training. Under DDP the steps are process 0's
+        (each process steps through its own ``1/num_processes`` of the examples).
 
     Returns
     -------
