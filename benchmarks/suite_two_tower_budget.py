@@ -49,7 +49,7 @@ def main(args) -> int:
         raise SystemExit(f"expected one embedding model version under {opts.root}, found {versions}")
     vectors = select_vectors(emb, versions[0], tracks=tables.read("tracks"))
     params = registry.build_channel("content", cfg.recall, seed=cfg.pipeline.seed).params()  # as the stage does
-    hist_kw = {"this_week_share": cfg.history.this_week_share, "half_life_days": cfg.history.recency_half_life_days}
+    hist_kw = cfg.history.seed_settings()
     t0 = time.perf_counter()
     pdf, emb_pdf, n_all = collect_examples(interactions_before(tables, week), week, vectors, params, hist_kw)
     collect_s = time.perf_counter() - t0

@@ -30,7 +30,7 @@ import json
 import os
 import re
 import typing
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Annotated, Any, Dict, List, Literal, Mapping, Optional, Sequence
 
@@ -203,6 +203,11 @@ class HistoryConf:
     last_n: Pos = 50
     this_week_share: Prob = 0.5
     recency_half_life_days: PosFloat = 21.0
+
+    def seed_settings(self) -> Dict[str, float]:
+        """The keyword arguments of :func:`recsys_spark.history.build_history` besides ``last_n``
+        (what ``ChannelInputs.history`` carries to channels that rebuild seeds as of earlier weeks)."""
+        return {"this_week_share": self.this_week_share, "half_life_days": self.recency_half_life_days}
 
 
 @section

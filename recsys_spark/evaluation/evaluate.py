@@ -193,7 +193,8 @@ def evaluate(
         Re-raise a method's exception instead of recording it under ``"failed"``.
     cfg : Config, optional
         The configuration the ``pipeline`` method runs the weekly job with (the job passes the one
-        it loaded: ``conf/base.yaml`` + overlay + ``--set``); ``None``: ``load_config()``.
+        it loaded: ``conf/base.yaml`` + overlay + ``--set``); ``None``: ``load_config()``. Its
+        ``history`` share and half-life build the seeds of the seed-based channels too.
     n_resamples : int
         Bootstrap resamples of the test users for the 95% intervals (seeded with ``seed``).
     run_info : mapping, optional
@@ -226,7 +227,9 @@ def evaluate(
              dataset.name, split.cutoff, stats["u"], stats["i"], stats["n"], n_test, n_truth)
     ctx = M.MethodContext(spark=spark, dataset=dataset, split=split, k=k,
                           params={kk: dict(v) for kk, v in (params or {}).items()}, seed=seed,
-                          history_last_n=history_last_n, cfg=cfg, steady_state=steady_state)
+                          history_last_n=history_last_n, cfg=cfg, steady_state=steady_state,
+                          **({} if cfg is None else
+                             {f"history_{name}": v for name, v in cfg.history.seed_settings().items()}))
     result: Dict[str, Any] = {
         "dataset": dataset.name, "source": dataset.source, "k": k,
         "cutoff": split.cutoff.isoformat() if isinstance(split.cutoff, (dt.date, dt.datetime)) else str(split.cutoff),

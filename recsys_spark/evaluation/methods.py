@@ -107,6 +107,9 @@ class MethodContext:
     seed : int
     history_last_n : int
         Seeds per user for seed-based channels (50, as in the pipeline).
+    history_this_week_share, history_half_life_days : float
+        The seeds' other history settings (the pipeline's ``history`` section; :func:`.evaluate.evaluate`
+        takes them from its config).
     cfg : Config, optional
         The configuration the evaluation job loaded (``conf/base.yaml`` + overlay + ``--set``):
         what the ``pipeline`` method runs the weekly job with.
@@ -155,9 +158,13 @@ class MethodContext:
     def seeds(self) -> DataFrame:
         """The seeds of every train user, built with the pipeline's rule (cached once)."""
         if self._seeds is None:
-            self._seeds = build_seeds(self.train_events, self.week, self.history_last_n,
-                                      self.history_this_week_share, self.history_half_life_days).cache()
+            self._seeds = build_seeds(self.train_events, self.week, self.history_last_n, **self.history).cache()
         return self._seeds
+
+    @property
+    def history(self) -> Dict[str, float]:
+        """The seeds' history settings besides ``last_n`` (``build_history`` keyword arguments)."""
+        return {"this_week_share": self.history_this_week_share, "half_life_days": self.history_half_life_days}
 
     def method_params(self, name: str) -> Dict[str, Any]:
         return dict(self.params.get(name, {}) or {})
@@ -226,7 +233,8 @@ def channel_inputs(context: MethodContext, users: DataFrame) -> ChannelInputs:
     tracks = ds.tracks if ds.tracks is not None else context.train_events.select("track_id").distinct()
     inputs = ChannelInputs(context.spark, week=context.week, tracks=tracks, interactions=context.train_events,
                            prompts=prompts, seeds=context.seeds, heard=context.heard,
-                           track_embeddings=ds.track_embeddings, prompt_embeddings=ds.prompt_embeddings)
+                           track_embeddings=ds.track_embeddings, prompt_embeddings=ds.prompt_embeddings,
+                           history=context.history)
     return inputs.for_users(users)
 
 

@@ -182,3 +182,26 @@ def test_single_node_peer_output_drops_padding_and_liked_items(spark):
     scores = np.array([[0.9, 0.0, 0.0], [0.5, 0.0, -np.inf]])
     df = _to_frame(spark, np.array(["u", "v"], dtype=object), ids, scores, np.array(["A", "B", "C", "D"]), liked=liked)
     assert sorted((r.user_id, r.track_id, r.rank) for r in df.collect()) == [("u", "B", 1), ("v", "A", 1)]
+
+
+def test_the_config_history_settings_reach_the_channels_seeds(spark, tiny):
+    """The evaluation's seed-based channels build their seeds with the config's history settings
+    (not the defaults), and their ChannelInputs carry them to channels that rebuild seeds as of
+    earlier weeks. Train ends on Thu 2024-02-08 (u4 D, 00:00); W = Mon 2024-02-12: 4 days old."""
+    from recsys_spark.config import load_config
+
+    seen = {}
+
+    def probe(spark_, train, users, k, ctx):
+        seen["history"] = M.channel_inputs(ctx, users).history
+        seen["recency"] = ctx.seeds.where("user_id = 'u4' AND track_id = 'D'").first()["recency"]
+        return spark_.createDataFrame([], "user_id string, track_id string, score double, rank int")
+
+    cfg = load_config(overrides=["history.recency_half_life_days=2.0", "history.this_week_share=0.25"])
+    M.register_method("probe", probe)
+    try:
+        evaluate(spark, tiny, ["probe"], k=2, beyond=False, cfg=cfg)
+    finally:
+        M.REGISTRY.pop("probe")
+    assert seen["history"] == {"this_week_share": 0.25, "half_life_days": 2.0}
+    assert seen["recency"] == pytest.approx(0.25)   # two half-lives

@@ -3,6 +3,8 @@ the candidates as of L hold too few plays (known answers; the ranker itself: tes
 
 import datetime as dt
 
+import pytest
+
 from stage_fixtures import W, log_runs, make_cfg, make_ctx, write_platform
 
 from recsys_spark.pipeline.stages import TrainRankerStage
@@ -35,3 +37,20 @@ def test_label_window_users_and_skip_on_too_few_plays(spark, tmp_path):
     assert not stage.done(make_ctx(spark, ctx.cfg, "run-2"))
     ctx.finished.add("train.ranker")
     assert ranker_for_week(ctx) is None
+
+
+def test_channel_inputs_carry_the_configured_history_settings(spark, tmp_path):
+    """Both the week's channel inputs and those as of an earlier week L carry the run's history
+    settings, so a content channel trained there rebuilds its examples' seeds with them."""
+    from recsys_spark.pipeline.stages.recall import week_inputs
+
+    ctx = make_ctx(spark, make_cfg(tmp_path, "embeddings.enabled=false", "history.this_week_share=0.25",
+                                   "history.recency_half_life_days=7.0"))
+    write_platform(spark, ctx.tables)
+    want = {"this_week_share": 0.25, "half_life_days": 7.0}
+    assert week_inputs(ctx).history == want
+    inp = inputs_as_of(ctx, W - dt.timedelta(weeks=1))
+    assert inp.history == want
+    # as of L = 11-16 u1's only seed is t1 (11-10 12:00): 5.5 days old, half-life 7 days
+    (row,) = inp.seeds.collect()
+    assert (row.user_id, row.track_id) == ("u1", "t1") and row.recency == pytest.approx(0.5 ** (5.5 / 7))

@@ -61,19 +61,23 @@ def fit_channel(name: str, cfg, inputs: ChannelInputs):
     return None, reason
 
 
+def week_inputs(ctx: RunContext) -> ChannelInputs:
+    """The recall channels' inputs for week W: the load stage's inputs, the week's embeddings and
+    the run's history settings (for channels that rebuild seeds as of earlier weeks)."""
+    inp = ctx.inputs
+    return ChannelInputs(ctx.spark, week=ctx.week, tracks=inp.tracks, interactions=inp.interactions,
+                         prompts=inp.prompts, seeds=inp.seeds, heard=inp.heard, users=inp.users,
+                         track_embeddings=ctx.track_embeddings, prompt_embeddings=ctx.prompt_embeddings,
+                         model_version=ctx.emb_version, history=ctx.cfg.history.seed_settings())
+
+
 def channel_candidates(name: str, ctx: RunContext, report: Optional[StageReport] = None) -> DataFrame:
     """Channel ``name``'s candidates (``recall.base.CANDIDATE_SCHEMA``) for week W, built and fitted
     through the recall registry with the channel's config section; empty (logged) when the channel
     finds nothing to fit on. item_cf's neighbours are persisted as ``item_neighbors[W]`` and the
     ALS model under the week's model folder. The content channel's two-tower verdict (which index
     it served, its held-out recall against the raw embeddings) goes into ``report``."""
-    inp = ctx.inputs
-    inputs = ChannelInputs(ctx.spark, week=ctx.week, tracks=inp.tracks, interactions=inp.interactions,
-                           prompts=inp.prompts, seeds=inp.seeds, heard=inp.heard, users=inp.users,
-                           track_embeddings=ctx.track_embeddings, prompt_embeddings=ctx.prompt_embeddings,
-                           model_version=ctx.emb_version,
-                           history={"this_week_share": ctx.cfg.history.this_week_share,
-                                    "half_life_days": ctx.cfg.history.recency_half_life_days})
+    inputs = week_inputs(ctx)
     model, reason = fit_channel(name, ctx.cfg, inputs)
     if model is None:
         log.warning("recall.%s produced nothing: %s", name, reason)

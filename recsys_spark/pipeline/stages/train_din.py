@@ -90,7 +90,7 @@ class TrainDinStage(Stage):
         train = ctx.cache(build_training_set(
             ctx.spark, inp.interactions, label_weeks, negatives_pool_df=pool, n_negatives=dc.negatives_per_positive,
             seed=dc.seed, max_history=dc.max_history, popularity_share=dc.popularity_share,
-            this_week_share=h.this_week_share, half_life_days=h.recency_half_life_days, user_fraction=frac))
+            user_fraction=frac, **h.seed_settings()))
         n_train = train.count()
         rep.rows_in = n_train
         rep.counts["exposure_negative_weeks"] = float(pool.select("week_start").distinct().count())

@@ -13,7 +13,6 @@ import datetime as dt
 import logging
 from typing import Any, Dict, Optional, Tuple
 
-from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from ... import history as hist
@@ -58,11 +57,11 @@ def inputs_as_of(ctx: RunContext, cut: dt.date) -> ChannelInputs:
     inter = inp.interactions.where(F.col(C.TS) < F.lit(end))
     tracks = inp.tracks.where(F.coalesce(F.col("created_at"), F.lit(end)) <= F.lit(end))
     prompts = inp.prompts.where(F.coalesce(F.col("created_at"), F.lit(end)) < F.lit(end))
-    seeds = hist.build_history(inter, cut, last_n=h.last_n, this_week_share=h.this_week_share,
-                               half_life_days=h.recency_half_life_days)
+    seeds = hist.build_history(inter, cut, last_n=h.last_n, **h.seed_settings())
     return ChannelInputs(ctx.spark, week=cut, tracks=tracks, interactions=inter, prompts=prompts, seeds=seeds,
                          heard=hist.heard_tracks(inter, cut), track_embeddings=ctx.track_embeddings,
-                         prompt_embeddings=ctx.prompt_embeddings, model_version=ctx.emb_version)
+                         prompt_embeddings=ctx.prompt_embeddings, model_version=ctx.emb_version,
+                         history=h.seed_settings())
 
 
 class TrainRankerStage(Stage):
