@@ -220,8 +220,9 @@ class ContentRecall(RecallChannel):
         if tower is None:
             log.warning("content: two-tower NOT served, the similarity index is: %s", rep.get("reason"))
         else:
-            log.info("content: two-tower served: held-out recall@%d %.4f vs raw embeddings %.4f (%d examples, "
-                     "best epoch %d, %.1fs)", rep["k"], rep["valid_recall"], rep["similarity_valid_recall"],
+            log.info("content: two-tower served: held-out recall@%d %.4f vs raw embeddings %.4f (gain 95%% "
+                     "interval %s over %s users; %d examples, best epoch %d, %.1fs)", rep["k"], rep["valid_recall"],
+                     rep["similarity_valid_recall"], rep.get("valid_recall_gain_ci95"), rep.get("valid_users"),
                      rep["train_examples"], rep["best_epoch"], rep["seconds"])
         return tower, rep
 

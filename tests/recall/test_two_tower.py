@@ -15,7 +15,8 @@ from chispa import assert_df_equality
 from recsys_spark.recall.base import ChannelInputs
 from recsys_spark.recall.content import ContentRecall, ContentRecallModel
 from recsys_spark.recall.registry import load_model
-from recsys_spark.recall.two_tower import (MIN_GROUPS, build_tower, fit_two_tower, heldout_recall, tag_vocabulary,
+from recsys_spark.recall.two_tower import (MIN_GROUPS, build_tower, fit_two_tower, heldout_recall,
+                                           heldout_recall_per_group, tag_vocabulary,
                                            tower_bytes, tower_from_bytes, tower_inputs, training_examples)
 
 W = dt.date(2024, 3, 4)  # a Monday
@@ -71,6 +72,14 @@ def test_tower_learns_the_style_axes_the_raw_embeddings_hide():
     assert rep["similarity_valid_recall"] < 0.5
     assert rep["valid_recall"] >= 0.9
     assert rep["best_epoch"] == _first_best_epoch(rep)
+    # the held-out users' bootstrap intervals hold their means; the paired gain is far above zero
+    assert rep["valid_users"] == 120
+    lo, hi = rep["valid_recall_ci95"]
+    assert lo <= rep["valid_recall"] <= hi < lo + 0.2
+    lo, hi = rep["similarity_valid_recall_ci95"]
+    assert lo <= rep["similarity_valid_recall"] <= hi
+    lo, hi = rep["valid_recall_gain_ci95"]
+    assert 0.3 < lo <= rep["valid_recall"] - rep["similarity_valid_recall"] <= hi
 
 
 def test_style_tags_let_the_tower_find_what_the_audio_does_not_carry():
@@ -196,6 +205,7 @@ def test_heldout_recall_matches_a_per_group_loop_across_blocks():
         positives = set(pos[rows].tolist())
         expected.append(len(top & positives) / min(len(positives), 10))
     assert heldout_recall(vecs, hist, w, groups, pos, k=10) == pytest.approx(float(np.mean(expected)), abs=1e-12)
+    assert heldout_recall_per_group(vecs, hist, w, groups, pos, k=10) == pytest.approx(expected, abs=1e-12)
 
 
 def test_tower_bytes_round_trip():

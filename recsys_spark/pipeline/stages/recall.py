@@ -101,6 +101,9 @@ def channel_candidates(name: str, ctx: RunContext, report: Optional[StageReport]
                                "steps", "seconds", "build_seconds")
                               if isinstance(tt.get(k), (int, float))})
         report.counts["two_tower_served"] = float(tt["served"] == "two_tower")
+        if tt.get("valid_recall_gain_ci95"):  # 95% interval of the held-out gain over the raw vectors
+            lo, hi = tt["valid_recall_gain_ci95"]
+            report.counts.update(two_tower_gain_ci95_lo=float(lo), two_tower_gain_ci95_hi=float(hi))
     return model.recommend(inputs, recall_registry.candidates_per_user(ctx.cfg.recall, name))
 
 
