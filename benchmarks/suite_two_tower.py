@@ -7,6 +7,8 @@ channel, through the shipped weekly path, on a synthetic platform with audio for
     python jobs/weekly.py --root R (same --set) --week 2026-11-30
     # the comparison (validation split first, then the test split)
     python benchmarks/run.py --suite two_tower --root R   # or benchmarks/suite_two_tower.py --root R [--out F]
+    # cold start with the cold-item protocol
+    python benchmarks/suite_two_tower.py --root R --cold-share 0.1 --out benchmarks/results/content_two_tower_cold.json
 
 For each split (EVALUATION.md's temporal split of the platform's interactions, and the validation
 split cut from its training part) the weekly job runs twice on the same materialised tables
@@ -18,8 +20,13 @@ own tables:
   intervals over users), and the share of the playlists' hits each channel retrieved;
 * cold start: the same over the truth pairs whose track is in the run's catalogue (created before
   the cutoff) but has no training interaction at all (users with at least one such pair), for the
-  content and the popularity channel; and for the test users with no training interaction (new
-  users: prompts are all they have), the prompt and the popularity channel;
+  content and the popularity channel, and the final playlists' recall of it; and for the test
+  users with no training interaction (new users: prompts are all they have), the prompt and the
+  popularity channel. On the platform the generator plays new tracks within days, so a split holds
+  few cold pairs (21 in the validation week, none in the test week); ``--cold-share 0.1`` applies
+  the cold-item protocol (:func:`cold_holdout`: a seeded 10% of the catalogue loses its training
+  plays and its counts in each split; ``--cold-new-days 7`` also makes them the last week's
+  uploads) for hundreds;
 * the playlists' recall@30 / NDCG@30 and the paired interval of two_tower minus similarity;
 * the creator aggregation's attention vs mean pooling AUC on its held-out week (stage log);
 * the two-tower's own verdict (held-out recall of the tower vs the raw embeddings, served or not).
@@ -81,6 +88,12 @@ def channel_figures(spark, run, split, played, k=K):
             c = ranking_metrics(recs, cold_truth, cold_users, k)
             out["cold"][ch] = {"recall@30": round(c[f"recall@{k}"], 6),
                                "recall@30_ci95": [round(x, 6) for x in c[f"recall@{k}_ci95"]]}
+    if out["cold_users"]:  # what the users received: the playlists' recall@k of the cold truth
+        c = ranking_metrics(playlists_as_recs(tables, week, cold_users), cold_truth, cold_users, k)
+        out["cold_playlists"] = {"recall@30": round(c[f"recall@{k}"], 6),
+                                 "recall@30_ci95": [round(x, 6) for x in c[f"recall@{k}_ci95"]],
+                                 "cold_tracks_in_playlists": playlists_as_recs(tables, week).join(
+                                     cold_tracks, "track_id", "left_semi").count()}
     # prompt-only new users: test users with no training interaction (their prompts are all they have)
     new_users = split.test_users.join(split.train_events.select("user_id").distinct(), "user_id", "left_anti")
     out["new_users"] = new_users.count()
@@ -105,6 +118,44 @@ def channel_figures(spark, run, split, played, k=K):
     cold_truth.unpersist()
     cold_users.unpersist()
     return out
+
+
+def cold_holdout(ds, split, share, seed=0, new_days=0.0):
+    """``(dataset, split, cold track ids)`` with a seeded ``share`` of the catalogue's pre-cutoff tracks
+    made cold, the cold-item protocol: every training event of theirs is dropped and their catalogue
+    counts are zeroed (a track nobody has played yet, with its audio), the truth and the test users
+    unchanged. The weekly run then meets them as unplayed tracks; their truth pairs are the cold
+    truth of :func:`channel_figures`. Chosen by a hash of (seed, track_id): the same tracks on every
+    run. ``new_days`` > 0 also moves their ``created_at`` into the ``new_days`` before the cutoff
+    (spread by the same hash): they are then what a generation platform's unplayed tracks are, new
+    uploads, which the playlists' fresh share (``rerank.fresh_days``) may take; 0 keeps their age.
+    A pair a user had played before the cutoff is still not truth (a re-listen), but no longer heard:
+    a channel that proposes it spends a slot (for every channel alike)."""
+    import dataclasses
+
+    from pyspark.sql import functions as F
+
+    from recsys_spark.evaluation.split import Split
+    from recsys_spark.evaluation.weekly_path import TRACK_STAT_COLUMNS
+
+    known = ds.tracks.where(F.col("created_at") < F.lit(split.cutoff)).select("track_id").distinct()
+    bucket = F.pmod(F.xxhash64(F.lit(f"cold-holdout:{seed}"), F.col("track_id")), F.lit(10_000))
+    cold = known.where(bucket < F.lit(int(round(share * 10_000)))).cache()
+    tracks = ds.tracks.join(cold.withColumn("_cold", F.lit(True)), "track_id", "left")
+    for c in TRACK_STAT_COLUMNS:
+        if c in tracks.columns:
+            tracks = tracks.withColumn(c, F.when(F.col("_cold"), F.lit(0).cast(tracks.schema[c].dataType))
+                                       .otherwise(F.col(c)))
+    if new_days > 0:  # uploaded 1 minute .. new_days before the cutoff
+        age_s = 60 + F.pmod(F.xxhash64(F.lit(f"cold-age:{seed}"), F.col("track_id")), F.lit(int(new_days * 86400) - 60))
+        created = (F.lit(split.cutoff).cast("long") - age_s).cast("timestamp")
+        tracks = tracks.withColumn("created_at", F.when(F.col("_cold"), created).otherwise(F.col("created_at")))
+    tracks = tracks.drop("_cold").select(*ds.tracks.columns)
+    warm = Split(cutoff=split.cutoff, end=split.end,
+                 train_events=split.train_events.join(cold, "track_id", "left_anti"),
+                 train=split.train.join(cold, "track_id", "left_anti"), truth=split.truth,
+                 test_users=split.test_users).cache()
+    return dataclasses.replace(ds, tracks=tracks), warm, cold
 
 
 def compare(spark, cfg, ds, split, label, dest, result):
@@ -140,6 +191,10 @@ def headline(res):
     for name in c:
         out[f"cold_{name}"] = cold(name, "content")
     out["cold_popularity"] = cold("two_tower", "popular")
+    for name in c:  # the final playlists' recall of the cold truth (absent in older results)
+        m = c[name].get("cold_playlists")
+        if m:
+            out[f"cold_playlists_{name}"] = {"recall@30": m["recall@30"], "ci95": m["recall@30_ci95"]}
     return out
 
 
@@ -150,7 +205,7 @@ def summarise(result):
     heads = {label: headline(result[label]) for label in ("test", "validation") if label in result}
     result["recall@30"] = {}
     names = list(result["candidates"])
-    for key in (*names, *(f"cold_{n}" for n in names), "cold_popularity"):
+    for key in (*names, *(f"cold_{n}" for n in names), "cold_popularity", *(f"cold_playlists_{n}" for n in names)):
         for label, h in heads.items():
             if h.get(key):
                 result["recall@30"][key] = {"value": h[key]["recall@30"], "ci95": h[key]["ci95"], "split": label}
@@ -184,6 +239,11 @@ def main(argv=None):
     ap.add_argument("--candidates", default="model", choices=["model", "tags"],
                     help="model: similarity vs two_tower (the issue's keys); tags: two_tower vs two_tower_tags")
     ap.add_argument("--summarise", action="store_true", help="only recompute the summary keys of --out")
+    ap.add_argument("--cold-share", type=float, default=0.0,
+                    help="> 0: the cold-item protocol (cold_holdout): this share of the catalogue's tracks "
+                         "loses its training plays in each split (write to another --out)")
+    ap.add_argument("--cold-new-days", type=float, default=0.0,
+                    help="with --cold-share: the cold tracks become uploads of the last N days (0: keep their age)")
     a = ap.parse_args(argv)
     if a.summarise:
         with open(a.out) as fh:
@@ -191,8 +251,6 @@ def main(argv=None):
         with open(a.out, "w") as fh:
             json.dump(result, fh, indent=1, default=str)
         return result
-
-    from pyspark.sql import functions as F
 
     from recsys_spark.cli import setup_logging
     from recsys_spark.config import load_config
@@ -226,7 +284,15 @@ def main(argv=None):
                        "see random-weight HTSAT embeddings of the synthetic audio")}
     splits = {"validation": val, "test": test}
     for label in a.splits.split(","):
-        compare(spark, cfg, ds, splits[label], label, a.out, result)
+        ds_l, split = ds, splits[label]
+        if a.cold_share > 0:
+            ds_l, split, cold = cold_holdout(ds, split, a.cold_share, seed=cfg.pipeline.seed,
+                                             new_days=a.cold_new_days)
+            result.setdefault("cold_holdout", {})[label] = {
+                "share": a.cold_share, "new_days": a.cold_new_days, "cold_tracks": cold.count(),
+                "cold_tracks_with_audio": cold.join(ds.track_embeddings, "track_id", "left_semi").count(),
+                "training_events_dropped": splits[label].train_events.count() - split.train_events.count()}
+        compare(spark, cfg, ds_l, split, label, a.out, result)
         result[f"{label}_headline"] = headline(result[label])
     summarise(result)
     result["total_seconds"] = round(time.perf_counter() - t0, 1)
