@@ -63,6 +63,11 @@ def _metric(m, k=K):
             "users": m.get("users_with_truth", m.get("users"))}
 
 
+def _recall_entry(m, k=K):
+    """``{"recall@30", "recall@30_ci95"}`` of one :func:`ranking_metrics` result, rounded."""
+    return {"recall@30": round(m[f"recall@{k}"], 6), "recall@30_ci95": [round(x, 6) for x in m[f"recall@{k}_ci95"]]}
+
+
 def channel_figures(spark, run, split, played, k=K):
     """Per-channel recall@k (all truth, cold truth), hit shares and stage counts of one weekly run."""
     from pyspark.sql import functions as F
@@ -81,19 +86,14 @@ def channel_figures(spark, run, split, played, k=K):
     for ch in [r[0] for r in rc.select("channel").distinct().orderBy("channel").collect()]:
         recs = rc.where(F.col("channel") == ch).select("user_id", "track_id", "rank")
         m = ranking_metrics(recs, truth, split.test_users, k)
-        out["channels"][ch] = {"recall@30": round(m[f"recall@{k}"], 6),
-                               "recall@30_ci95": [round(x, 6) for x in m[f"recall@{k}_ci95"]],
-                               "users_with_recs": m["users_with_recs"]}
+        out["channels"][ch] = {**_recall_entry(m, k), "users_with_recs": m["users_with_recs"]}
         if out["cold_users"]:
             c = ranking_metrics(recs, cold_truth, cold_users, k)
-            out["cold"][ch] = {"recall@30": round(c[f"recall@{k}"], 6),
-                               "recall@30_ci95": [round(x, 6) for x in c[f"recall@{k}_ci95"]]}
+            out["cold"][ch] = _recall_entry(c, k)
     if out["cold_users"]:  # what the users received: the playlists' recall@k of the cold truth
         c = ranking_metrics(playlists_as_recs(tables, week, cold_users), cold_truth, cold_users, k)
-        out["cold_playlists"] = {"recall@30": round(c[f"recall@{k}"], 6),
-                                 "recall@30_ci95": [round(x, 6) for x in c[f"recall@{k}_ci95"]],
-                                 "cold_tracks_in_playlists": playlists_as_recs(tables, week).join(
-                                     cold_tracks, "track_id", "left_semi").count()}
+        placed = playlists_as_recs(tables, week).join(cold_tracks, "track_id", "left_semi").count()
+        out["cold_playlists"] = {**_recall_entry(c, k), "cold_tracks_in_playlists": placed}
     # prompt-only new users: test users with no training interaction (their prompts are all they have)
     new_users = split.test_users.join(split.train_events.select("user_id").distinct(), "user_id", "left_anti")
     out["new_users"] = new_users.count()
@@ -102,9 +102,7 @@ def channel_figures(spark, run, split, played, k=K):
         for ch in ("prompt", "popular"):
             recs = rc.where(F.col("channel") == ch).select("user_id", "track_id", "rank")
             m = ranking_metrics(recs, truth, new_users, k)
-            out["new_users_channels"][ch] = {"recall@30": round(m[f"recall@{k}"], 6),
-                                             "recall@30_ci95": [round(x, 6) for x in m[f"recall@{k}_ci95"]],
-                                             "users_with_recs": m["users_with_recs"]}
+            out["new_users_channels"][ch] = {**_recall_entry(m, k), "users_with_recs": m["users_with_recs"]}
     hits = playlists_as_recs(tables, week, split.test_users).join(truth, ["user_id", "track_id"], "left_semi")
     n_hits = hits.count()
     by = (hits.join(rc.select("user_id", "track_id", "channel"), ["user_id", "track_id"])

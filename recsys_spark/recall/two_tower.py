@@ -379,6 +379,19 @@ def fit_two_tower(examples: pd.DataFrame, embeddings: pd.DataFrame, hidden: int 
     return tower, rep
 
 
+def _all_track_vectors(tower, X) -> np.ndarray:
+    """The tower's vector of every row of ``X`` (a tensor on the tower's device), in blocks of 8,192,
+    in eval mode (the tower's mode is restored after)."""
+    import torch
+
+    training = tower.training
+    tower.eval()
+    with torch.no_grad():
+        out = torch.cat([tower(X[s:s + 8192]) for s in range(0, len(X), 8192)]).cpu().numpy()
+    tower.train(training)
+    return out
+
+
 def heldout_intervals(tower, x: np.ndarray, raw_per: np.ndarray, heldout: Tuple[np.ndarray, ...], k: int,
                       seed: int, n_resamples: int = 1000) -> Dict[str, Any]:
     """95% bootstrap intervals over the held-out users (resampled with replacement, seeded) of the
@@ -391,10 +404,7 @@ def heldout_intervals(tower, x: np.ndarray, raw_per: np.ndarray, heldout: Tuple[
 
     if len(raw_per) == 0:
         return {}
-    with torch.no_grad():
-        xt = torch.from_numpy(x)
-        vecs = torch.cat([tower(xt[s:s + 8192]) for s in range(0, len(xt), 8192)]).numpy()
-    per = heldout_recall_per_group(vecs, *heldout, k)
+    per = heldout_recall_per_group(_all_track_vectors(tower, torch.from_numpy(x)), *heldout, k)
     ci = lambda lo_hi: [round(v, 6) for v in lo_hi]  # noqa: E731
     return {"valid_users": int(len(per)), "valid_recall_ci95": ci(bootstrap_ci(per, n_resamples, seed)),
             "similarity_valid_recall_ci95": ci(bootstrap_ci(raw_per, n_resamples, seed)),
@@ -420,13 +430,6 @@ def _epochs(tower, arrays: Dict[str, np.ndarray], st: Dict[str, Any], dev, ddp=N
     opt = torch.optim.Adam(tower.parameters(), lr=st["lr"])
     gen = torch.Generator().manual_seed(st["seed"])
     bs, temperature = st["batch_size"], st["temperature"]
-
-    def all_vectors() -> np.ndarray:
-        tower.eval()
-        with torch.no_grad():
-            out = torch.cat([tower(X[s:s + 8192]) for s in range(0, len(X), 8192)]).cpu().numpy()
-        tower.train()
-        return out
 
     def one_epoch() -> Tuple[float, int]:
         perm = torch.from_numpy(tr)[torch.randperm(len(tr), generator=gen)].to(dev)
@@ -461,7 +464,7 @@ def _epochs(tower, arrays: Dict[str, np.ndarray], st: Dict[str, Any], dev, ddp=N
         steps += nb
         stop = False
         if rank == 0:
-            rec = heldout_recall(all_vectors(), hist[va], w[va], groups[va], pos[va], st["k"])
+            rec = heldout_recall(_all_track_vectors(tower, X), hist[va], w[va], groups[va], pos[va], st["k"])
             history.append({"epoch": epoch, "loss": round(total / max(nb, 1), 5), "valid_recall": round(rec, 6),
                             "steps": steps})
             log.info("two-tower epoch %d: loss %.4f, held-out recall@%d %.4f", epoch, total / max(nb, 1),
