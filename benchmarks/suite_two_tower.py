@@ -9,6 +9,12 @@ channel, through the shipped weekly path, on a synthetic platform with audio for
     python benchmarks/run.py --suite two_tower --root R   # or benchmarks/suite_two_tower.py --root R [--out F]
     # cold start with the cold-item protocol
     python benchmarks/suite_two_tower.py --root R --cold-share 0.1 --out benchmarks/results/content_two_tower_cold.json
+    # the fresh share open to unplayed tracks of any age (rerank.fresh_unplayed), same protocol
+    python benchmarks/suite_two_tower.py --root R --cold-share 0.1 --candidates unplayed --out ...
+    # each user's best fresh candidates past the rank stage's and the re-ranking's cuts (rerank.fresh_lane)
+    python benchmarks/suite_two_tower.py --root R --cold-share 0.1 --candidates lane --out ...
+    # prompt-only new users with the cold-user protocol, both prompt-channel targets
+    python benchmarks/suite_two_tower.py --root R --cold-users 0.1 --candidates prompt --out ...
 
 For each split (EVALUATION.md's temporal split of the platform's interactions, and the validation
 split cut from its training part) the weekly job runs twice on the same materialised tables
@@ -26,7 +32,10 @@ own tables:
   few cold pairs (21 in the validation week, none in the test week); ``--cold-share 0.1`` applies
   the cold-item protocol (:func:`cold_holdout`: a seeded 10% of the catalogue loses its training
   plays and its counts in each split; ``--cold-new-days 7`` also makes them the last week's
-  uploads) for hundreds;
+  uploads) for hundreds; the generator's prompt-only users never listen, so no split holds one:
+  ``--cold-users 0.1`` applies the cold-user protocol (:func:`cold_user_holdout`: a seeded 10% of
+  the test users who wrote prompts loses its training plays) and reports their prompt and popular
+  channels' and playlists' recall (``--candidates prompt`` compares the prompt channel's targets);
 * the playlists' recall@30 / NDCG@30 and the paired interval of two_tower minus similarity;
 * the creator aggregation's attention vs mean pooling AUC on its held-out week (stage log);
 * the two-tower's own verdict (held-out recall of the tower vs the raw embeddings, served or not).
@@ -56,6 +65,15 @@ CANDIDATES = {"similarity": {"recall.content.model": "similarity", "aggregation.
 # the track tower with the catalogue's 64 most common style tags beside the audio (--candidates tags)
 TAGS = {"two_tower": CANDIDATES["two_tower"],
         "two_tower_tags": {**CANDIDATES["two_tower"], "recall.content.tower_tags": 64}}
+# the fresh share also open to tracks nobody played before W, whatever their age (--candidates unplayed)
+UNPLAYED = {"two_tower": {**CANDIDATES["two_tower"], "rerank.fresh_unplayed": False},
+            "two_tower_unplayed_fresh": {**CANDIDATES["two_tower"], "rerank.fresh_unplayed": True}}
+# each user's 10 best fresh candidates past the pre-rank and max_candidates cuts (--candidates lane)
+LANE = {"two_tower": {**CANDIDATES["two_tower"], "rerank.fresh_lane": 0},
+        "two_tower_fresh_lane": {**CANDIDATES["two_tower"], "rerank.fresh_lane": 10}}
+# the prompt channel's target: the tracks' audio (shipped) or the text of the tracks' own prompts
+PROMPT = {"two_tower": CANDIDATES["two_tower"],
+          "two_tower_prompt_text": {**CANDIDATES["two_tower"], "recall.prompt.target": "track_prompt"}}
 
 
 def _metric(m, k=K):
@@ -103,6 +121,9 @@ def channel_figures(spark, run, split, played, k=K):
             recs = rc.where(F.col("channel") == ch).select("user_id", "track_id", "rank")
             m = ranking_metrics(recs, truth, new_users, k)
             out["new_users_channels"][ch] = {**_recall_entry(m, k), "users_with_recs": m["users_with_recs"]}
+        m = ranking_metrics(playlists_as_recs(tables, week, new_users), truth, new_users, k)  # what they received
+        out["new_users_playlists"] = {**_recall_entry(m, k), f"ndcg@{k}": round(m[f"ndcg@{k}"], 6),
+                                      f"ndcg@{k}_ci95": [round(x, 6) for x in m[f"ndcg@{k}_ci95"]]}
     hits = playlists_as_recs(tables, week, split.test_users).join(truth, ["user_id", "track_id"], "left_semi")
     n_hits = hits.count()
     by = (hits.join(rc.select("user_id", "track_id", "channel"), ["user_id", "track_id"])
@@ -116,6 +137,29 @@ def channel_figures(spark, run, split, played, k=K):
     cold_truth.unpersist()
     cold_users.unpersist()
     return out
+
+
+def cold_user_holdout(ds, split, share, seed=0):
+    """``(dataset, split, cold user ids)`` with a seeded ``share`` of the test users who wrote a prompt
+    before the cutoff made new, the cold-user protocol: every training event of theirs is dropped, their
+    prompts and truth kept. The weekly run meets them as prompt-only users (served because they wrote
+    prompts); :func:`channel_figures` reports them as ``new_users``. Chosen by a hash of (seed,
+    user_id). A pair they had played before the cutoff is still not truth, but no longer heard."""
+    from pyspark.sql import functions as F
+
+    from recsys_spark.evaluation.split import Split
+
+    if ds.user_prompts is None:
+        raise SystemExit("--cold-users needs the platform's user_prompts")
+    writers = ds.user_prompts.where(F.col("created_at") < F.lit(split.cutoff)).select("user_id").distinct()
+    bucket = F.pmod(F.xxhash64(F.lit(f"cold-user-holdout:{seed}"), F.col("user_id")), F.lit(10_000))
+    cold = (split.test_users.select("user_id").join(writers, "user_id", "left_semi")
+            .where(bucket < F.lit(int(round(share * 10_000)))).cache())
+    new = Split(cutoff=split.cutoff, end=split.end,
+                train_events=split.train_events.join(cold, "user_id", "left_anti"),
+                train=split.train.join(cold, "user_id", "left_anti"), truth=split.truth,
+                test_users=split.test_users).cache()
+    return ds, new, cold
 
 
 def cold_holdout(ds, split, share, seed=0, new_days=0.0):
@@ -193,6 +237,13 @@ def headline(res):
         m = c[name].get("cold_playlists")
         if m:
             out[f"cold_playlists_{name}"] = {"recall@30": m["recall@30"], "ci95": m["recall@30_ci95"]}
+    for name in c:  # prompt-only new users (the cold-user protocol): their channels and playlists
+        for ch, m in (c[name].get("new_users_channels") or {}).items():
+            out[f"new_users_{ch}_{name}"] = {"recall@30": m["recall@30"], "ci95": m["recall@30_ci95"]}
+        m = c[name].get("new_users_playlists")
+        if m:
+            out[f"new_users_playlists_{name}"] = {"recall@30": m["recall@30"], "ci95": m["recall@30_ci95"],
+                                                  "ndcg@30": m["ndcg@30"], "ndcg@30_ci95": m["ndcg@30_ci95"]}
     return out
 
 
@@ -234,12 +285,18 @@ def main(argv=None):
     ap.add_argument("--conf", default="local")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "content_two_tower.json"))
     ap.add_argument("--splits", default="validation,test")
-    ap.add_argument("--candidates", default="model", choices=["model", "tags"],
-                    help="model: similarity vs two_tower (the issue's keys); tags: two_tower vs two_tower_tags")
+    ap.add_argument("--candidates", default="model", choices=["model", "tags", "unplayed", "lane", "prompt"],
+                    help="model: similarity vs two_tower (the issue's keys); tags: two_tower vs two_tower_tags; "
+                         "unplayed: two_tower vs two_tower_unplayed_fresh (rerank.fresh_unplayed); "
+                         "lane: two_tower vs two_tower_fresh_lane (rerank.fresh_lane 10); "
+                         "prompt: two_tower vs two_tower_prompt_text (recall.prompt.target)")
     ap.add_argument("--summarise", action="store_true", help="only recompute the summary keys of --out")
     ap.add_argument("--cold-share", type=float, default=0.0,
                     help="> 0: the cold-item protocol (cold_holdout): this share of the catalogue's tracks "
                          "loses its training plays in each split (write to another --out)")
+    ap.add_argument("--cold-users", type=float, default=0.0,
+                    help="> 0: the cold-user protocol (cold_user_holdout): this share of the test users who "
+                         "wrote prompts loses its training plays (prompt-only new users; write to another --out)")
     ap.add_argument("--cold-new-days", type=float, default=0.0,
                     help="with --cold-share: the cold tracks become uploads of the last N days (0: keep their age)")
     a = ap.parse_args(argv)
@@ -274,8 +331,9 @@ def main(argv=None):
               "embedding_versions": [r[0] for r in ds.track_embeddings.select("model_version").distinct().collect()],
               "interactions": ds.interactions.count(),
               "conf": f"conf/base.yaml + {a.conf} overlay + each candidate's overrides (they differ only in "
-                      "recall.content.model / recall.content.tower_tags)",
-              "candidates": CANDIDATES if a.candidates == "model" else TAGS, "k": K, "complete": False,
+                      "recall.content.model / recall.content.tower_tags / rerank.fresh_unplayed / rerank.fresh_lane / recall.prompt.target)",
+              "candidates": {"model": CANDIDATES, "tags": TAGS, "unplayed": UNPLAYED,
+                                              "lane": LANE, "prompt": PROMPT}[a.candidates], "k": K, "complete": False,
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
               "load_average_start": list(os.getloadavg()),
               "note": ("CLAP weights are untrained here (no checkpoint can be downloaded): both channels "
@@ -289,6 +347,11 @@ def main(argv=None):
             result.setdefault("cold_holdout", {})[label] = {
                 "share": a.cold_share, "new_days": a.cold_new_days, "cold_tracks": cold.count(),
                 "cold_tracks_with_audio": cold.join(ds.track_embeddings, "track_id", "left_semi").count(),
+                "training_events_dropped": splits[label].train_events.count() - split.train_events.count()}
+        if a.cold_users > 0:
+            ds_l, split, cold_u = cold_user_holdout(ds_l, split, a.cold_users, seed=cfg.pipeline.seed)
+            result.setdefault("cold_user_holdout", {})[label] = {
+                "share": a.cold_users, "cold_users": cold_u.count(),
                 "training_events_dropped": splits[label].train_events.count() - split.train_events.count()}
         compare(spark, cfg, ds_l, split, label, a.out, result)
         result[f"{label}_headline"] = headline(result[label])

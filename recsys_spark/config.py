@@ -457,6 +457,8 @@ class RerankConf:
     creator_similarity_weight: Prob = 0.8  # MMR: weight of the creators' embedding cosine (0 = off)
     fresh_share: Prob = 0.1
     fresh_days: NonNeg = 14
+    fresh_unplayed: bool = True
+    fresh_lane: NonNeg = 0
     max_candidates: Pos = 150
     plugin: str = ""
     plugin_top_n: Pos = 50

@@ -373,16 +373,54 @@ def select_playlists(cands: DataFrame, size: int = 30, creator_cap: int = 2, div
             .mapInPandas(fn, SELECTED_SCHEMA))
 
 
+def _with_fresh(tracks: DataFrame, week: dt.date, fresh_days: int, played: Optional[DataFrame]):
+    """``(tracks [+ _played], is_fresh column)``: created in the last ``fresh_days`` before W or, when
+    ``played`` (the ``track_id`` of every track played before W) is given, never played."""
+    start = dt.datetime.combine(week, dt.time()) - dt.timedelta(days=fresh_days)
+    fresh = F.coalesce(F.col("created_at"), F.lit(dt.datetime(1970, 1, 1))) >= F.lit(start)
+    if played is not None:
+        tracks = tracks.join(played.select("track_id").distinct().withColumn("_played", F.lit(True)),
+                             "track_id", "left")
+        fresh = fresh | F.col("_played").isNull()
+    return tracks, fresh
+
+
+def fresh_tracks(tracks: DataFrame, week: dt.date, fresh_days: int, played: Optional[DataFrame] = None) -> DataFrame:
+    """``track_id`` of the catalogue's fresh tracks (the fresh share's): created in the last
+    ``fresh_days`` before W or, with ``played``, never played before W."""
+    t, fresh = _with_fresh(tracks, week, fresh_days, played)
+    return t.where(fresh).select("track_id")
+
+
+def top_n_with_fresh_lane(df: DataFrame, n: int, score_col: str, fresh: Optional[DataFrame] = None,
+                          lane: int = 0) -> DataFrame:
+    """Each user's best ``n`` rows by ``score_col`` (ties by ``track_id``) and, when ``fresh``
+    (:func:`fresh_tracks`) and ``lane`` > 0 are given, also their best ``lane`` fresh rows below
+    that cut: the fresh share's candidates (unplayed tracks, often found by the content channel
+    alone) are not cut before the re-ranking rules can reserve them slots. Same columns as ``df``."""
+    w = Window.partitionBy("user_id").orderBy(F.col(score_col).desc(), F.col("track_id"))
+    out = df.withColumn("_r", F.row_number().over(w))
+    if fresh is None or lane <= 0:
+        return out.where(F.col("_r") <= n).drop("_r")
+    out = out.join(fresh.select("track_id", F.lit(True).alias("_f")), "track_id", "left")
+    wf = Window.partitionBy("user_id", "_f").orderBy(F.col(score_col).desc(), F.col("track_id"))
+    out = out.withColumn("_rf", F.row_number().over(wf))
+    return out.where((F.col("_r") <= n) | (F.col("_f").isNotNull() & (F.col("_rf") <= lane))) \
+        .drop("_r", "_rf", "_f").select(*df.columns)
+
+
 def _decorate(cands: DataFrame, tracks: DataFrame, week: dt.date, fresh_days: int,
-              embeddings: Optional[DataFrame] = None, creator_embeddings: Optional[DataFrame] = None) -> DataFrame:
+              embeddings: Optional[DataFrame] = None, creator_embeddings: Optional[DataFrame] = None,
+              played: Optional[DataFrame] = None) -> DataFrame:
     """The selection's input: catalog metadata per candidate (``creator_id, genre, is_fresh,
     is_backfill``), and per-row embedding arrays only when ``embeddings`` / ``creator_embeddings``
     are given (the column path of :func:`select_playlists`; :func:`build_playlists` ships the
-    vectors with :class:`ShippedVectors` instead)."""
-    start = dt.datetime.combine(week, dt.time()) - dt.timedelta(days=fresh_days)
-    meta = tracks.select("track_id", "creator_id", F.coalesce(F.col("genre"), F.lit("unknown")).alias("genre"),
-                         (F.coalesce(F.col("created_at"), F.lit(dt.datetime(1970, 1, 1))) >= F.lit(start))
-                         .alias("is_fresh"))
+    vectors with :class:`ShippedVectors` instead).
+
+    ``is_fresh``: in :func:`fresh_tracks` of ``tracks`` (``played``: unplayed tracks count too)."""
+    t, fresh = _with_fresh(tracks, week, fresh_days, played)
+    meta = t.select("track_id", "creator_id", F.coalesce(F.col("genre"), F.lit("unknown")).alias("genre"),
+                    fresh.alias("is_fresh"))
     out = cands.join(meta, "track_id").withColumn(
         "is_backfill", F.array_contains(F.col("channels"), BACKFILL) & (F.size("channels") == 1))
     if embeddings is not None:
@@ -399,7 +437,8 @@ def build_playlists(cands: DataFrame, users: DataFrame, heard: DataFrame, tracks
                     diversity: bool = True, fresh_share: float = 0.1, fresh_days: int = 14,
                     max_candidates: int = 150, embeddings: Optional[DataFrame] = None,
                     backfill_pool: Optional[int] = None, creator_embeddings: Optional[DataFrame] = None,
-                    creator_weight: float = 0.8, interactions: Optional[DataFrame] = None) -> DataFrame:
+                    creator_weight: float = 0.8, interactions: Optional[DataFrame] = None,
+                    fresh_unplayed: bool = False, fresh_lane: int = 0) -> DataFrame:
     """Exactly ``size`` tracks per user in ``users`` (fewer only if the catalog runs out).
 
     Parameters
@@ -420,6 +459,12 @@ def build_playlists(cands: DataFrame, users: DataFrame, heard: DataFrame, tracks
         Weight of the creator similarity in the MMR similarity (0 turns it off).
     interactions : DataFrame, optional
         Events before the week: the back-fill's popularity for tracks without catalog counts.
+    fresh_unplayed : bool
+        Tracks nobody played before the week (no row in ``interactions``) count as fresh for the
+        ``fresh_share`` whatever their age: the content channel's cold-start candidates.
+    fresh_lane : int
+        Besides the best ``max_candidates``, each user's best ``fresh_lane`` fresh candidates
+        (:func:`top_n_with_fresh_lane`) enter the selection (0: none).
 
     Returns
     -------
@@ -434,9 +479,13 @@ def build_playlists(cands: DataFrame, users: DataFrame, heard: DataFrame, tracks
         diversity and creator_weight > 0 and creator_embeddings is not None) else None
     cands = cands.select("user_id", "track_id", "channels", "final_score", "seed_track_id")
     eligible = exclude_unwanted(cands, heard, tracks)
-    w = Window.partitionBy("user_id").orderBy(F.col("final_score").desc(), F.col("track_id"))
-    eligible = eligible.withColumn("_r", F.row_number().over(w)).where(F.col("_r") <= max_candidates).drop("_r")
-    eligible = eligible.persist()
+    played = None
+    if fresh_unplayed and fresh_share > 0:
+        if interactions is None:
+            raise ValueError("fresh_unplayed needs the week's interactions (which tracks were played before it)")
+        played = interactions.select("track_id").distinct().persist()
+    fresh = fresh_tracks(tracks, week, fresh_days, played) if (fresh_lane > 0 and fresh_share > 0) else None
+    eligible = top_n_with_fresh_lane(eligible, max_candidates, "final_score", fresh, fresh_lane).persist()
     counts = eligible.groupBy("user_id").agg(F.count("*").alias("n"))
     needy = users.select("user_id").distinct().join(counts, "user_id", "left") \
         .where(F.coalesce(F.col("n"), F.lit(0)) < 2 * size).select("user_id")
@@ -445,7 +494,7 @@ def build_playlists(cands: DataFrame, users: DataFrame, heard: DataFrame, tracks
     # the catalog's popularity order, computed once: every back-fill round takes a longer prefix
     ranks = popularity_ranks(tracks, interactions).persist()
     allc = eligible.unionByName(backfill_candidates(needy, tracks, heard, pool, ranks=ranks))
-    result = select_playlists(_decorate(allc, tracks, week, fresh_days), size, creator_cap, diversity_lambda,
+    result = select_playlists(_decorate(allc, tracks, week, fresh_days, played=played), size, creator_cap, diversity_lambda,
                               fresh_share, diversity, creator_weight, tv, cv).persist()
     while True:
         short = result.groupBy("user_id").agg(F.count("*").alias("n")).where(F.col("n") < size).select("user_id")
@@ -460,7 +509,7 @@ def build_playlists(cands: DataFrame, users: DataFrame, heard: DataFrame, tracks
         pool = min(pool * 4, n_catalog)
         log.info("re-selecting %d short users with a back-fill pool of %d tracks", n_short, pool)
         redo_c = eligible.join(short, "user_id").unionByName(backfill_candidates(short, tracks, heard, pool, ranks=ranks))
-        redo = select_playlists(_decorate(redo_c, tracks, week, fresh_days), size, creator_cap, diversity_lambda,
+        redo = select_playlists(_decorate(redo_c, tracks, week, fresh_days, played=played), size, creator_cap, diversity_lambda,
                                 fresh_share, diversity, creator_weight, tv, cv)
         new_result = result.join(short, "user_id", "left_anti").unionByName(redo).persist()
         new_result.count()
@@ -469,6 +518,8 @@ def build_playlists(cands: DataFrame, users: DataFrame, heard: DataFrame, tracks
         result = new_result
     eligible.unpersist()
     ranks.unpersist()
+    if played is not None:
+        played.unpersist()
     return result  # tv / cv stay broadcast: a lost cached block of ``result`` recomputes from them
 
 

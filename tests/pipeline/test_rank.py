@@ -63,6 +63,11 @@ def test_prerank_keeps_each_users_best_by_recall_score(spark):
     assert sorted(tuple(r) for r in prerank(fused, 2).collect()) == [("u1", "b", 0.9), ("u1", "c", 0.5),
                                                                       ("u2", "a", 0.1)]
     assert prerank(fused, 0) is fused
+    # a fresh lane of 1: u1's best fresh track below the cut (a) comes along; u2's (a) was inside it
+    fresh = spark.createDataFrame([("a",), ("d",)], "track_id string")
+    assert sorted(tuple(r) for r in prerank(fused, 2, fresh=fresh, fresh_lane=1).collect()) == [
+        ("u1", "a", 0.3), ("u1", "b", 0.9), ("u1", "c", 0.5), ("u2", "a", 0.1)]
+    assert prerank(fused, 1, fresh=fresh, fresh_lane=1).count() == 3   # u1: b and a; u2: a (once)
 
 
 def test_a_used_ranker_orders_the_candidates_as_train_ranker_chose(spark, tmp_path):

@@ -126,6 +126,33 @@ def test_fresh_share_reserves_slots():
     assert list(out["track_id"]) == ["o0", "o1", "f1"]
 
 
+def test_unplayed_tracks_count_as_fresh_when_asked(spark):
+    # o0..o3: old, played; cold: old but nobody played it before W (lowest score); new: a recent
+    # upload. One fresh slot in 4 (share .25): new takes it by date; with fresh_unplayed the slot
+    # goes to the better-scored of new and cold, and cold outranks new here
+    tracks = _tracks(spark, [(f"o{i}", f"c{i}", f"O{i}", "g", OLD, 10, 1, 1) for i in range(4)]
+                     + [("cold", "k1", "Cold", "g", OLD, 0, 0, 0), ("new", "k2", "New", "g", NEW, 0, 0, 0)])
+    cands = spark.createDataFrame([("u", f"o{i}", ["als"], 10.0 - i, None) for i in range(4)]
+                                  + [("u", "cold", ["content"], 2.0, None), ("u", "new", ["content"], 1.0, None)],
+                                  CANDS)
+    heard = spark.createDataFrame([], "user_id string, track_id string")
+    users = spark.createDataFrame([("u",)], "user_id string")
+    plays = spark.createDataFrame([("x", f"o{i}", 1.0) for i in range(4)], "user_id string, track_id string, weight double")
+    kw = dict(size=4, creator_cap=1, diversity=False, fresh_share=0.25, interactions=plays)
+    assert _playlist(build_playlists(cands, users, heard, tracks, W, **kw), "u") == ["o0", "o1", "o2", "new"]
+    assert _playlist(build_playlists(cands, users, heard, tracks, W, fresh_unplayed=True, **kw), "u") == \
+        ["o0", "o1", "o2", "cold"]
+    # a max_candidates cut of 4 drops both fresh tracks (and the slot stays empty of fresh ones); a
+    # fresh lane of 1 brings the best fresh one (cold, with fresh_unplayed) past the cut
+    cut = dict(kw, max_candidates=4, fresh_unplayed=True)
+    assert _playlist(build_playlists(cands, users, heard, tracks, W, **cut), "u") == ["o0", "o1", "o2", "o3"]
+    assert _playlist(build_playlists(cands, users, heard, tracks, W, fresh_lane=1, **cut), "u") == \
+        ["o0", "o1", "o2", "cold"]
+    # without a fresh share nothing is reserved, and the flag changes nothing
+    assert _playlist(build_playlists(cands, users, heard, tracks, W, fresh_unplayed=True,
+                                     **dict(kw, fresh_share=0.0)), "u") == ["o0", "o1", "o2", "o3"]
+
+
 def test_users_selected_together_equal_users_selected_alone(monkeypatch):
     # many users in one frame (the mapInPandas path), in chunks with padding: no cap, freshness
     # reservation or similarity may leak from one user to another

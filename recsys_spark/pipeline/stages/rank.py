@@ -8,7 +8,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from ...common import top_n_per_user
+from ...rerank.rules import fresh_tracks, top_n_with_fresh_lane
 from ...spark import SORTED_AGGREGATION, shuffle_partitions, sql_conf
 from ..context import RunContext
 from ..stage import Stage, StageReport, recorded_output_present
@@ -19,15 +19,17 @@ from .train_ranker import ranker_for_week
 NO_STATISTICS = "quality filter skipped: no track statistics"
 
 
-def prerank(fused: DataFrame, top_n: int, score_col: str = "recall_score") -> DataFrame:
+def prerank(fused: DataFrame, top_n: int, score_col: str = "recall_score", fresh: Optional[DataFrame] = None,
+            fresh_lane: int = 0) -> DataFrame:
     """Pre-ranking: keep each user's best ``top_n`` candidates by ``score_col`` (the fused recall
-    score, or the learned ranker's when it is used; 0 = all).
+    score, or the learned ranker's when it is used; 0 = all), and their best ``fresh_lane`` among
+    ``fresh`` tracks (``rerank.fresh_lane``, :func:`~recsys_spark.rerank.rules.top_n_with_fresh_lane`).
 
     The fine ranker (DIN) costs O(candidates x history) per user; the candidates below the
     cut rarely reach the final 30 (the re-ranking rules look at ``rerank.max_candidates``)."""
     if top_n <= 0:
         return fused
-    return top_n_per_user(fused, top_n, score_col=score_col).drop("rank")
+    return top_n_with_fresh_lane(fused, top_n, score_col, fresh, fresh_lane)
 
 
 def score_din(spark: SparkSession, cands: DataFrame, seeds: DataFrame, din_path: str, dc) -> DataFrame:
@@ -52,6 +54,17 @@ class RankStage(Stage):
 
     def done(self, ctx: RunContext) -> bool:
         return recorded_output_present(ctx, self.name, lambda: self.output(ctx).count())
+
+    @staticmethod
+    def fresh_lane(ctx: RunContext):
+        """``(fresh track ids or None, lane)`` for :func:`prerank`: ``rerank.fresh_lane`` > 0 (and a
+        fresh share) keeps each user's best fresh candidates past the cut, the same tracks the
+        write stage's fresh share counts as fresh."""
+        rr = ctx.cfg.rerank
+        if rr.fresh_lane <= 0 or rr.fresh_share <= 0:
+            return None, 0
+        played = ctx.inputs.interactions.select("track_id") if rr.fresh_unplayed else None
+        return fresh_tracks(ctx.inputs.tracks, ctx.week, rr.fresh_days, played), rr.fresh_lane
 
     def quality_skip_reason(self, ctx: RunContext) -> Optional[str]:
         """Why the quality filter does not run (None: it runs)."""
@@ -118,8 +131,8 @@ class RankStage(Stage):
         if din_model_ready(ctx):
             # scoring reads the candidates twice (grouped by user for the UDF, then joined back):
             # persist them so fusion and the quality filter run once
-            cached = prerank(fused, dc.prerank_top_n, "recall_score" if ranker is None else "ranker_score"
-                             ).persist(StorageLevel.MEMORY_AND_DISK)
+            cached = prerank(fused, dc.prerank_top_n, "recall_score" if ranker is None else "ranker_score",
+                             *self.fresh_lane(ctx)).persist(StorageLevel.MEMORY_AND_DISK)
             fused = score_din(ctx.spark, cached, ctx.inputs.seeds, ctx.din_path, dc)
         else:
             fused = fused.withColumn("din_score", F.lit(None).cast("double"))

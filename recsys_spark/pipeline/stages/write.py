@@ -58,7 +58,8 @@ class WriteStage(Stage):
             fresh_days=rr.fresh_days, max_candidates=rr.max_candidates, embeddings=emb_for_div,
             creator_embeddings=creators_for_diversity(ctx.tables, ctx.week) if (
                 rr.diversity_enabled and rr.creator_similarity_weight > 0) else None,
-            creator_weight=rr.creator_similarity_weight, interactions=inp.interactions)
+            creator_weight=rr.creator_similarity_weight, interactions=inp.interactions,
+            fresh_unplayed=rr.fresh_unplayed, fresh_lane=rr.fresh_lane)
         return rules.add_reasons(playlists, inp.tracks, inp.prompts, content_trained=ctx.content_trained)
 
     def run(self, ctx: RunContext) -> StageReport:
