@@ -494,8 +494,8 @@ def build_playlists(cands: DataFrame, users: DataFrame, heard: DataFrame, tracks
     # the catalog's popularity order, computed once: every back-fill round takes a longer prefix
     ranks = popularity_ranks(tracks, interactions).persist()
     allc = eligible.unionByName(backfill_candidates(needy, tracks, heard, pool, ranks=ranks))
-    result = select_playlists(_decorate(allc, tracks, week, fresh_days, played=played), size, creator_cap, diversity_lambda,
-                              fresh_share, diversity, creator_weight, tv, cv).persist()
+    result = select_playlists(_decorate(allc, tracks, week, fresh_days, played=played), size, creator_cap,
+                              diversity_lambda, fresh_share, diversity, creator_weight, tv, cv).persist()
     while True:
         short = result.groupBy("user_id").agg(F.count("*").alias("n")).where(F.col("n") < size).select("user_id")
         missing = users.select("user_id").distinct().join(result.select("user_id").distinct(), "user_id", "left_anti")
@@ -509,8 +509,8 @@ def build_playlists(cands: DataFrame, users: DataFrame, heard: DataFrame, tracks
         pool = min(pool * 4, n_catalog)
         log.info("re-selecting %d short users with a back-fill pool of %d tracks", n_short, pool)
         redo_c = eligible.join(short, "user_id").unionByName(backfill_candidates(short, tracks, heard, pool, ranks=ranks))
-        redo = select_playlists(_decorate(redo_c, tracks, week, fresh_days, played=played), size, creator_cap, diversity_lambda,
-                                fresh_share, diversity, creator_weight, tv, cv)
+        redo = select_playlists(_decorate(redo_c, tracks, week, fresh_days, played=played), size, creator_cap,
+                                diversity_lambda, fresh_share, diversity, creator_weight, tv, cv)
         new_result = result.join(short, "user_id", "left_anti").unionByName(redo).persist()
         new_result.count()
         result.unpersist()

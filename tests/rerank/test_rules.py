@@ -137,7 +137,8 @@ def test_unplayed_tracks_count_as_fresh_when_asked(spark):
                                   CANDS)
     heard = spark.createDataFrame([], "user_id string, track_id string")
     users = spark.createDataFrame([("u",)], "user_id string")
-    plays = spark.createDataFrame([("x", f"o{i}", 1.0) for i in range(4)], "user_id string, track_id string, weight double")
+    plays = spark.createDataFrame([("x", f"o{i}", 1.0) for i in range(4)],
+                                  "user_id string, track_id string, weight double")
     kw = dict(size=4, creator_cap=1, diversity=False, fresh_share=0.25, interactions=plays)
     assert _playlist(build_playlists(cands, users, heard, tracks, W, **kw), "u") == ["o0", "o1", "o2", "new"]
     assert _playlist(build_playlists(cands, users, heard, tracks, W, fresh_unplayed=True, **kw), "u") == \
