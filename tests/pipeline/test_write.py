@@ -13,9 +13,9 @@ CANDS = {"u1": [("t3", 0.9), ("t4", 0.8), ("t5", 0.7), ("t6", 0.6)],
          "u3": [("t6", 0.9), ("t1", 0.8), ("t2", 0.7)]}
 
 
-def _ctx(spark, tmp_path, creators):
+def _ctx(spark, tmp_path, creators, *overrides):
     cfg = make_cfg(tmp_path, "embeddings.enabled=false", "rerank.playlist_size=2", "rerank.creator_cap=1",
-                   "rerank.diversity_enabled=false", "rerank.fresh_share=0.0")
+                   "rerank.diversity_enabled=false", "rerank.fresh_share=0.0", *overrides)
     ctx = make_ctx(spark, cfg)
     write_platform(spark, ctx.tables, creators=creators)
     rows = [(W, u, t, ["item_cf"], s, None, 0.5, s, None, None) for u, ts in CANDS.items() for t, s in ts]
@@ -50,3 +50,16 @@ def test_creator_cap_is_skipped_when_the_catalog_has_no_creators(spark, tmp_path
     assert rep.skipped == NO_CREATORS
     playlists, _ = _playlists(ctx)
     assert playlists == {"u1": ["t3", "t4"], "u2": ["t2", "t4"], "u3": ["t6", "t1"]}
+
+
+def test_the_fresh_share_takes_unplayed_tracks_and_the_run_counts_them(spark, tmp_path):
+    # every track is older than fresh_days; t4 and t6 were never played before W (t1 t2 t3 t5 were).
+    # One fresh slot of 2: u1's second slot goes to t6 (t4 shares t3's creator) instead of t5
+    ctx = _ctx(spark, tmp_path, True, "rerank.fresh_share=0.5", "rerank.fresh_unplayed=true")
+    rep = WriteStage().run(ctx)
+    assert _playlists(ctx)[0] == {"u1": ["t3", "t6"], "u2": ["t2", "t4"], "u3": ["t6", "t1"]}
+    assert rep.counts["fresh_slots"] == 3
+    by_date = _ctx(spark, tmp_path / "b", True, "rerank.fresh_share=0.5", "rerank.fresh_unplayed=false")
+    rep = WriteStage().run(by_date)
+    assert _playlists(by_date)[0] == {"u1": ["t3", "t5"], "u2": ["t2", "t4"], "u3": ["t6", "t1"]}
+    assert rep.counts["fresh_slots"] == 0

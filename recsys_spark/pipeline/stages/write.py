@@ -78,4 +78,9 @@ class WriteStage(Stage):
         rep.counts.update(users=n_users, short_users=n_short, table_version=float(version))
         mix = playlists.select(F.explode("sources").alias("s")).groupBy("s").count().collect()  # <= 6 rows
         rep.counts.update({f"source.{r['s']}": float(r["count"]) for r in mix})
+        rr, inp = ctx.cfg.rerank, ctx.inputs
+        if rr.fresh_share > 0:  # slots holding a track the fresh share counts as fresh (new, or unplayed)
+            played = inp.interactions.select("track_id") if rr.fresh_unplayed else None
+            fresh = rules.fresh_tracks(inp.tracks, ctx.week, rr.fresh_days, played)
+            rep.counts["fresh_slots"] = float(playlists.join(fresh, "track_id", "left_semi").count())
         return rep
