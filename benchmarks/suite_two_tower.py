@@ -72,8 +72,9 @@ UNPLAYED = {"two_tower": {**CANDIDATES["two_tower"], "rerank.fresh_unplayed": Fa
 LANE = {"two_tower": {**CANDIDATES["two_tower"], "rerank.fresh_lane": 0},
         "two_tower_fresh_lane": {**CANDIDATES["two_tower"], "rerank.fresh_lane": 10}}
 # the prompt channel's target: the tracks' audio (shipped) or the text of the tracks' own prompts
-PROMPT = {"two_tower": CANDIDATES["two_tower"],
-          "two_tower_prompt_text": {**CANDIDATES["two_tower"], "recall.prompt.target": "track_prompt"}}
+# (explicit in both: the local overlay ships track_prompt while CLAP is untrained, the base audio)
+PROMPT = {"two_tower_prompt_audio": {**CANDIDATES["two_tower"], "recall.prompt.target": "audio"},
+          "two_tower": {**CANDIDATES["two_tower"], "recall.prompt.target": "track_prompt"}}
 
 
 def _metric(m, k=K):
@@ -289,7 +290,7 @@ def main(argv=None):
                     help="model: similarity vs two_tower (the issue's keys); tags: two_tower vs two_tower_tags; "
                          "unplayed: two_tower vs two_tower_unplayed_fresh (rerank.fresh_unplayed); "
                          "lane: two_tower vs two_tower_fresh_lane (rerank.fresh_lane 10); "
-                         "prompt: two_tower vs two_tower_prompt_text (recall.prompt.target)")
+                         "prompt: recall.prompt.target audio vs track_prompt")
     ap.add_argument("--summarise", action="store_true", help="only recompute the summary keys of --out")
     ap.add_argument("--cold-share", type=float, default=0.0,
                     help="> 0: the cold-item protocol (cold_holdout): this share of the catalogue's tracks "
