@@ -34,7 +34,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from ..common import WorkerCache, collect_vectors
+from ..common import WorkerCache, collect_vectors, top_n_per_user
 from ..recall.popularity import track_popularity
 
 log = logging.getLogger(__name__)
@@ -398,11 +398,11 @@ def top_n_with_fresh_lane(df: DataFrame, n: int, score_col: str, fresh: Optional
     (:func:`fresh_tracks`) and ``lane`` > 0 are given, also their best ``lane`` fresh rows below
     that cut: the fresh share's candidates (unplayed tracks, often found by the content channel
     alone) are not cut before the re-ranking rules can reserve them slots. Same columns as ``df``."""
-    w = Window.partitionBy("user_id").orderBy(F.col(score_col).desc(), F.col("track_id"))
-    out = df.withColumn("_r", F.row_number().over(w))
     if fresh is None or lane <= 0:
-        return out.where(F.col("_r") <= n).drop("_r")
-    out = out.join(fresh.select("track_id", F.lit(True).alias("_f")), "track_id", "left")
+        return top_n_per_user(df, n, score_col=score_col).drop("rank")
+    w = Window.partitionBy("user_id").orderBy(F.col(score_col).desc(), F.col("track_id"))
+    out = df.withColumn("_r", F.row_number().over(w)) \
+        .join(fresh.select("track_id", F.lit(True).alias("_f")), "track_id", "left")
     wf = Window.partitionBy("user_id", "_f").orderBy(F.col(score_col).desc(), F.col("track_id"))
     out = out.withColumn("_rf", F.row_number().over(wf))
     return out.where((F.col("_r") <= n) | (F.col("_f").isNotNull() & (F.col("_rf") <= lane))) \
