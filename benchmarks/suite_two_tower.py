@@ -15,6 +15,8 @@ channel, through the shipped weekly path, on a synthetic platform with audio for
     python benchmarks/suite_two_tower.py --root R --cold-share 0.1 --candidates lane --out ...
     # prompt-only new users with the cold-user protocol, both prompt-channel targets
     python benchmarks/suite_two_tower.py --root R --cold-users 0.1 --candidates prompt --out ...
+    # ... and the prompt channel's fusion weight for them (fusion.cold_user_channel_weights) or for everyone
+    python benchmarks/suite_two_tower.py --root R --cold-users 0.2 --candidates newusers --out ...
 
 For each split (EVALUATION.md's temporal split of the platform's interactions, and the validation
 split cut from its training part) the weekly job runs twice on the same materialised tables
@@ -75,6 +77,13 @@ LANE = {"two_tower": {**CANDIDATES["two_tower"], "rerank.fresh_lane": 0},
 # (explicit in both: the local overlay ships track_prompt while CLAP is untrained, the base audio)
 PROMPT = {"two_tower_prompt_audio": {**CANDIDATES["two_tower"], "recall.prompt.target": "audio"},
           "two_tower": {**CANDIDATES["two_tower"], "recall.prompt.target": "track_prompt"}}
+
+# users no history channel reached (new users) weigh the prompt channel 1.0 instead of 0.5 (the popular
+# pool's 0.5 stays: their prompt candidates come first), and everyone does (--candidates newusers)
+NEWUSERS = {"two_tower": {**CANDIDATES["two_tower"], "fusion.cold_user_channel_weights": {}},
+            "two_tower_cold_prompt_1": {**CANDIDATES["two_tower"], "fusion.cold_user_channel_weights": {"prompt": 1.0}},
+            "two_tower_prompt_1": {**CANDIDATES["two_tower"], "fusion.cold_user_channel_weights": {},
+                                   "fusion.channel_weights.prompt": 1.0}}
 
 
 def _metric(m, k=K):
@@ -286,11 +295,12 @@ def main(argv=None):
     ap.add_argument("--conf", default="local")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "content_two_tower.json"))
     ap.add_argument("--splits", default="validation,test")
-    ap.add_argument("--candidates", default="model", choices=["model", "tags", "unplayed", "lane", "prompt"],
+    ap.add_argument("--candidates", default="model", choices=["model", "tags", "unplayed", "lane", "prompt", "newusers"],
                     help="model: similarity vs two_tower (the issue's keys); tags: two_tower vs two_tower_tags; "
                          "unplayed: two_tower vs two_tower_unplayed_fresh (rerank.fresh_unplayed); "
                          "lane: two_tower vs two_tower_fresh_lane (rerank.fresh_lane 10); "
-                         "prompt: recall.prompt.target audio vs track_prompt")
+                         "prompt: recall.prompt.target audio vs track_prompt; newusers: the prompt channel "
+                         "weighs 1.0 for users without history (fusion.cold_user_channel_weights) or everyone")
     ap.add_argument("--summarise", action="store_true", help="only recompute the summary keys of --out")
     ap.add_argument("--cold-share", type=float, default=0.0,
                     help="> 0: the cold-item protocol (cold_holdout): this share of the catalogue's tracks "
@@ -332,9 +342,10 @@ def main(argv=None):
               "embedding_versions": [r[0] for r in ds.track_embeddings.select("model_version").distinct().collect()],
               "interactions": ds.interactions.count(),
               "conf": f"conf/base.yaml + {a.conf} overlay + each candidate's overrides (they differ only in "
-                      "recall.content.model / recall.content.tower_tags / rerank.fresh_unplayed / rerank.fresh_lane / recall.prompt.target)",
-              "candidates": {"model": CANDIDATES, "tags": TAGS, "unplayed": UNPLAYED,
-                                              "lane": LANE, "prompt": PROMPT}[a.candidates], "k": K, "complete": False,
+                      "recall.content.model / recall.content.tower_tags / rerank.fresh_unplayed / rerank.fresh_lane / "
+                      "recall.prompt.target / the prompt channel's fusion weights)",
+              "candidates": {"model": CANDIDATES, "tags": TAGS, "unplayed": UNPLAYED, "lane": LANE, "prompt": PROMPT,
+                             "newusers": NEWUSERS}[a.candidates], "k": K, "complete": False,
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
               "load_average_start": list(os.getloadavg()),
               "note": ("CLAP weights are untrained here (no checkpoint can be downloaded): both channels "

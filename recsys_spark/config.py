@@ -425,6 +425,8 @@ class FusionConf:
     channel_weights: Dict[str, NonNegFloat] = field(
         default_factory=lambda: {"item_cf": 2.0, "als": 1.0, "content": 0.5, "prompt": 0.5, "popular": 0.5}
     )
+    # weights that replace channel_weights' for users no history channel (item_cf, als, content) reached
+    cold_user_channel_weights: Dict[str, NonNegFloat] = field(default_factory=dict)
     din_weight: NonNegFloat = 0.25
     rrf_k: PosFloat = 60.0
     final_scale: Literal["minmax", "rank"] = "minmax"  # how final_score puts recall / DIN / ranker on one scale

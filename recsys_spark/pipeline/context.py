@@ -205,6 +205,24 @@ class RunContext:
             return keep
         return self.memo("cache_interactions", build)
 
+    @property
+    def played_tracks(self) -> DataFrame:
+        """``track_id`` of every track played before W (distinct, persisted for the run): computed
+        once for the fresh share's rule, the rank stage's fresh lane and the write stage's count."""
+        return self.memo("played_tracks", lambda: self.cache(self.inputs.interactions.select("track_id").distinct()))
+
+    @property
+    def fresh_tracks(self) -> DataFrame:
+        """``track_id`` of the tracks the fresh share counts as fresh this week (created in the last
+        ``rerank.fresh_days``, or with ``rerank.fresh_unplayed`` never played; persisted for the run)."""
+        def build() -> DataFrame:
+            from ..rerank.rules import fresh_tracks
+
+            rr = self.cfg.rerank
+            played = self.played_tracks if rr.fresh_unplayed else None
+            return self.cache(fresh_tracks(self.inputs.tracks, self.week, rr.fresh_days, played))
+        return self.memo("fresh_tracks", build)
+
     # -- what the data set has ---------------------------------------------------------------
     @property
     def has_audio(self) -> bool:

@@ -31,6 +31,10 @@ from pyspark.sql import functions as F
 
 log = logging.getLogger(__name__)
 
+# channels whose candidates come from the user's own plays: a user none of them reached has no
+# usable history (a new user), and gets ``cold_user_weights`` in :func:`fuse` when those are given
+HISTORY_CHANNELS = ("item_cf", "als", "content")
+
 
 def _weight_expr(channel_weights: Mapping[str, float], default_weight: float):
     expr = F.lit(float(default_weight))
@@ -46,6 +50,8 @@ def fuse(
     rrf_k: float = 60.0,
     default_weight: float = 0.0,
     num_partitions: int = 0,
+    cold_user_weights: Optional[Mapping[str, float]] = None,
+    history_channels=HISTORY_CHANNELS,
 ) -> DataFrame:
     """Combine per-channel candidates into one row per (user, track).
 
@@ -63,6 +69,13 @@ def fuse(
     num_partitions : int
         When > 0, hash-partition the candidates by ``user_id`` into this many partitions first
         (the weekly job does, so that the per-user steps after fusion need no further shuffle).
+    cold_user_weights : mapping, optional
+        Channel name -> weight for the users that none of ``history_channels`` reached (new users,
+        served from their prompts and the popular pool); channels not listed keep
+        ``channel_weights``. Empty or None: every user gets ``channel_weights`` (and no per-user
+        window is computed).
+    history_channels : sequence of str
+        The channels whose candidates come from the user's own plays.
 
     Returns
     -------
@@ -81,7 +94,17 @@ def fuse(
     c = candidates_by_channel.select(
         "user_id", "track_id", "channel", F.col("score").cast("double").alias("score"),
         F.col("rank").cast("int").alias("rank"), "seed_track_id",
-    ).withColumn("w", _weight_expr(channel_weights, default_weight))
+    )
+    # Everything below is keyed by user: one shuffle by user_id here serves both aggregations
+    # (and the per-user windows of the quality filter, pre-ranking and final score downstream)
+    # instead of a sort for the de-duplication window plus a shuffle per aggregation.
+    if num_partitions:
+        c = c.repartition(int(num_partitions), "user_id")
+    w = _weight_expr(channel_weights, default_weight)
+    if cold_user_weights:
+        reached = F.max(F.col("channel").isin(*history_channels).cast("int")).over(Window.partitionBy("user_id"))
+        w = F.when(reached == 1, w).otherwise(_weight_expr({**channel_weights, **cold_user_weights}, default_weight))
+    c = c.withColumn("w", w)
     if method == "rank":
         c = c.withColumn("contrib", F.col("w") / (F.lit(float(rrf_k)) + F.col("rank")))
     else:
@@ -89,11 +112,6 @@ def fuse(
         lo, hi = F.min("score").over(uc), F.max("score").over(uc)
         scaled = F.when(hi > lo, (F.col("score") - lo) / (hi - lo)).otherwise(F.lit(1.0))
         c = c.withColumn("contrib", F.col("w") * scaled)
-    # Everything below is keyed by user: one shuffle by user_id here serves both aggregations
-    # (and the per-user windows of the quality filter, pre-ranking and final score downstream)
-    # instead of a sort for the de-duplication window plus a shuffle per aggregation.
-    if num_partitions:
-        c = c.repartition(int(num_partitions), "user_id")
     # a channel may (wrongly) emit a track twice: keep its best rank (then best score)
     c = (c.groupBy("user_id", "track_id", "channel")
          .agg(F.min(F.struct(F.col("rank"), (-F.col("score")).alias("neg"), F.col("seed_track_id").alias("seed"),
@@ -116,7 +134,8 @@ def fuse(
         F.col("recall_score").cast("double").alias("recall_score"),
         F.col("_seed.seed").alias("seed_track_id"),
     )
-    log.info("fusion defined (method=%s, weights=%s)", method, dict(channel_weights))
+    log.info("fusion defined (method=%s, weights=%s, users without history: %s)", method, dict(channel_weights),
+             dict(cold_user_weights or {}) or "the same")
     return out
 
 

@@ -379,6 +379,7 @@ def _with_fresh(tracks: DataFrame, week: dt.date, fresh_days: int, played: Optio
     start = dt.datetime.combine(week, dt.time()) - dt.timedelta(days=fresh_days)
     fresh = F.coalesce(F.col("created_at"), F.lit(dt.datetime(1970, 1, 1))) >= F.lit(start)
     if played is not None:
+        # distinct: a caller may pass every play's track_id (cheap over an already distinct set)
         tracks = tracks.join(played.select("track_id").distinct().withColumn("_played", F.lit(True)),
                              "track_id", "left")
         fresh = fresh | F.col("_played").isNull()
@@ -438,7 +439,8 @@ def build_playlists(cands: DataFrame, users: DataFrame, heard: DataFrame, tracks
                     max_candidates: int = 150, embeddings: Optional[DataFrame] = None,
                     backfill_pool: Optional[int] = None, creator_embeddings: Optional[DataFrame] = None,
                     creator_weight: float = 0.8, interactions: Optional[DataFrame] = None,
-                    fresh_unplayed: bool = False, fresh_lane: int = 0) -> DataFrame:
+                    fresh_unplayed: bool = False, fresh_lane: int = 0,
+                    played: Optional[DataFrame] = None) -> DataFrame:
     """Exactly ``size`` tracks per user in ``users`` (fewer only if the catalog runs out).
 
     Parameters
@@ -465,6 +467,10 @@ def build_playlists(cands: DataFrame, users: DataFrame, heard: DataFrame, tracks
     fresh_lane : int
         Besides the best ``max_candidates``, each user's best ``fresh_lane`` fresh candidates
         (:func:`top_n_with_fresh_lane`) enter the selection (0: none).
+    played : DataFrame, optional
+        ``track_id`` of the tracks played before the week, when the caller already has them (the
+        weekly job computes them once per run); else ``fresh_unplayed`` derives them from
+        ``interactions``.
 
     Returns
     -------
@@ -479,11 +485,13 @@ def build_playlists(cands: DataFrame, users: DataFrame, heard: DataFrame, tracks
         diversity and creator_weight > 0 and creator_embeddings is not None) else None
     cands = cands.select("user_id", "track_id", "channels", "final_score", "seed_track_id")
     eligible = exclude_unwanted(cands, heard, tracks)
-    played = None
-    if fresh_unplayed and fresh_share > 0:
+    own_played = False
+    if not (fresh_unplayed and fresh_share > 0):
+        played = None
+    elif played is None:
         if interactions is None:
             raise ValueError("fresh_unplayed needs the week's interactions (which tracks were played before it)")
-        played = interactions.select("track_id").distinct().persist()
+        played, own_played = interactions.select("track_id").distinct().persist(), True
     fresh = fresh_tracks(tracks, week, fresh_days, played) if (fresh_lane > 0 and fresh_share > 0) else None
     eligible = top_n_with_fresh_lane(eligible, max_candidates, "final_score", fresh, fresh_lane).persist()
     counts = eligible.groupBy("user_id").agg(F.count("*").alias("n"))
@@ -518,7 +526,7 @@ def build_playlists(cands: DataFrame, users: DataFrame, heard: DataFrame, tracks
         result = new_result
     eligible.unpersist()
     ranks.unpersist()
-    if played is not None:
+    if own_played:
         played.unpersist()
     return result  # tv / cv stay broadcast: a lost cached block of ``result`` recomputes from them
 

@@ -89,3 +89,35 @@ def test_fuse_streams_its_second_aggregation_over_the_sort(spark):
     assert "ObjectHashAggregate" not in streamed_plan and "SortAggregate" in streamed_plan
     assert_df_equality(spark.createDataFrame(streamed, OUT), spark.createDataFrame(hashed, OUT),
                        ignore_row_order=True, ignore_nullable=True)
+
+
+def test_users_no_history_channel_reached_get_the_cold_user_weights(spark):
+    # u1 has item_cf (a history channel); u2 only prompt and popular (a new user): with prompt 2.0 for
+    # users without history, u2's prompt track outranks its popular one; u1 keeps channel_weights
+    rows = [("u1", "a", "item_cf", 0.9, 1, "s1"), ("u1", "p", "prompt", 0.8, 1, None),
+            ("u1", "q", "popular", 9.0, 1, None),
+            ("u2", "p", "prompt", 0.8, 3, None), ("u2", "q", "popular", 9.0, 1, None),
+            ("u2", "r", "mystery", 1.0, 1, None)]
+    df = spark.createDataFrame(rows, SCHEMA)
+    weights = {"item_cf": 2.0, "prompt": 0.5, "popular": 0.5}
+    cold = {"prompt": 2.0}
+    out = fuse(df, weights, method="rank", rrf_k=10, num_partitions=2, cold_user_weights=cold)
+    expected = spark.createDataFrame([
+        ("u1", "a", ["item_cf"], 2.0 / 11, "s1"),
+        ("u1", "p", ["prompt"], 0.5 / 11, None),
+        ("u1", "q", ["popular"], 0.5 / 11, None),
+        ("u2", "p", ["prompt"], 2.0 / 13, None),      # the cold weight
+        ("u2", "q", ["popular"], 0.5 / 11, None),     # not listed in the cold weights: channel_weights'
+        ("u2", "r", ["mystery"], 0.0, None),          # neither: default_weight
+    ], OUT)
+    assert_df_equality(out, expected, ignore_row_order=True, ignore_nullable=True)
+    # without cold weights (None or {}), u2 is weighted like everyone
+    for none in (None, {}):
+        got = {(r.user_id, r.track_id): r.recall_score
+               for r in fuse(df, weights, method="rank", rrf_k=10, cold_user_weights=none).collect()}
+        assert got[("u2", "p")] == pytest.approx(0.5 / 13)
+    # the history channels are a parameter: with prompt among them, u2 counts as reached
+    got = {(r.user_id, r.track_id): r.recall_score
+           for r in fuse(df, weights, method="rank", rrf_k=10, cold_user_weights=cold,
+                         history_channels=("item_cf", "prompt")).collect()}
+    assert got[("u2", "p")] == pytest.approx(0.5 / 13)

@@ -149,6 +149,11 @@ def test_unplayed_tracks_count_as_fresh_when_asked(spark):
     assert _playlist(build_playlists(cands, users, heard, tracks, W, **cut), "u") == ["o0", "o1", "o2", "o3"]
     assert _playlist(build_playlists(cands, users, heard, tracks, W, fresh_lane=1, **cut), "u") == \
         ["o0", "o1", "o2", "cold"]
+    # a played set the caller computed (the weekly job's, once per run) is used instead of the plays':
+    # with "cold" in it, only "new" is fresh
+    played = spark.createDataFrame([(t,) for t in ("o0", "o1", "o2", "o3", "cold")], "track_id string")
+    assert _playlist(build_playlists(cands, users, heard, tracks, W, fresh_unplayed=True, played=played, **kw),
+                     "u") == ["o0", "o1", "o2", "new"]
     # without a fresh share nothing is reserved, and the flag changes nothing
     assert _playlist(build_playlists(cands, users, heard, tracks, W, fresh_unplayed=True,
                                      **dict(kw, fresh_share=0.0)), "u") == ["o0", "o1", "o2", "o3"]

@@ -8,7 +8,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from ...rerank.rules import fresh_tracks, top_n_with_fresh_lane
+from ...rerank.rules import top_n_with_fresh_lane
 from ...spark import SORTED_AGGREGATION, shuffle_partitions, sql_conf
 from ..context import RunContext
 from ..stage import Stage, StageReport, recorded_output_present
@@ -63,8 +63,7 @@ class RankStage(Stage):
         rr = ctx.cfg.rerank
         if rr.fresh_lane <= 0 or rr.fresh_share <= 0:
             return None, 0
-        played = ctx.inputs.interactions.select("track_id") if rr.fresh_unplayed else None
-        return fresh_tracks(ctx.inputs.tracks, ctx.week, rr.fresh_days, played), rr.fresh_lane
+        return ctx.fresh_tracks, rr.fresh_lane
 
     def quality_skip_reason(self, ctx: RunContext) -> Optional[str]:
         """Why the quality filter does not run (None: it runs)."""
@@ -105,7 +104,8 @@ class RankStage(Stage):
         recall_all = ctx.partition("recall_candidates").where(F.col("channel").isin(*active_channels(ctx)))
         rep = StageReport(rows_in=recall_all.count())
         fused = fuse(recall_all.drop("week_start"), fc.channel_weights, method=fc.method, rrf_k=fc.rrf_k,
-                     default_weight=fc.default_channel_weight, num_partitions=shuffle_partitions(ctx.spark))
+                     default_weight=fc.default_channel_weight,
+                     cold_user_weights=fc.cold_user_channel_weights, num_partitions=shuffle_partitions(ctx.spark))
         q = quality_scores(ctx.inputs.tracks, prior_strength=qc.prior_strength, upvote_weight=qc.upvote_weight,
                            comment_weight=qc.comment_weight, mapping=qc.mapping,
                            aesthetics_df=self.aesthetics_scores(ctx, rep), aesthetics_weight=qc.aesthetics_weight)

@@ -133,7 +133,8 @@ class TrainRankerStage(Stage):
             recall = recall.unionByName(p.select(*recall.columns))
         recall = ctx.cache(recall)
         fused = fuse(recall, fc.channel_weights, method=fc.method, rrf_k=fc.rrf_k,
-                     default_weight=fc.default_channel_weight)
+                     default_weight=fc.default_channel_weight,
+                     cold_user_weights=fc.cold_user_channel_weights)
         feats = candidate_features(recall, fused, inputs.interactions, inputs.tracks, cut)
         train = ctx.cache(feats.join(pos.withColumn("label", F.lit(1.0)), [C.USER, C.TRACK], "left")
                           .fillna(0.0, subset=["label"]))

@@ -59,6 +59,7 @@ class WriteStage(Stage):
             creator_embeddings=creators_for_diversity(ctx.tables, ctx.week) if (
                 rr.diversity_enabled and rr.creator_similarity_weight > 0) else None,
             creator_weight=rr.creator_similarity_weight, interactions=inp.interactions,
+            played=ctx.played_tracks if rr.fresh_unplayed and rr.fresh_share > 0 else None,
             fresh_unplayed=rr.fresh_unplayed, fresh_lane=rr.fresh_lane)
         return rules.add_reasons(playlists, inp.tracks, inp.prompts, content_trained=ctx.content_trained)
 
@@ -78,9 +79,6 @@ class WriteStage(Stage):
         rep.counts.update(users=n_users, short_users=n_short, table_version=float(version))
         mix = playlists.select(F.explode("sources").alias("s")).groupBy("s").count().collect()  # <= 6 rows
         rep.counts.update({f"source.{r['s']}": float(r["count"]) for r in mix})
-        rr, inp = ctx.cfg.rerank, ctx.inputs
-        if rr.fresh_share > 0:  # slots holding a track the fresh share counts as fresh (new, or unplayed)
-            played = inp.interactions.select("track_id") if rr.fresh_unplayed else None
-            fresh = rules.fresh_tracks(inp.tracks, ctx.week, rr.fresh_days, played)
-            rep.counts["fresh_slots"] = float(playlists.join(fresh, "track_id", "left_semi").count())
+        if ctx.cfg.rerank.fresh_share > 0:  # slots holding a track the fresh share counts as fresh (new, or unplayed)
+            rep.counts["fresh_slots"] = float(playlists.join(ctx.fresh_tracks, "track_id", "left_semi").count())
         return rep
