@@ -7,6 +7,8 @@ channel, through the shipped weekly path, on a synthetic platform with audio for
     python jobs/weekly.py --root R (same --set) --week 2026-11-30
     # the comparison (validation split first, then the test split)
     python benchmarks/run.py --suite two_tower --root R   # or benchmarks/suite_two_tower.py --root R [--out F]
+    # ... with the shipped creator pooling (mean) instead of attention in both (no pooling comparison)
+    python benchmarks/suite_two_tower.py --root R --pooling shipped --out ...
     # cold start with the cold-item protocol
     python benchmarks/suite_two_tower.py --root R --cold-share 0.1 --out benchmarks/results/content_two_tower_cold.json
     # the fresh share open to unplayed tracks of any age (rerank.fresh_unplayed), same protocol
@@ -39,7 +41,9 @@ own tables:
   the test users who wrote prompts loses its training plays) and reports their prompt and popular
   channels' and playlists' recall (``--candidates prompt`` compares the prompt channel's targets);
 * the playlists' recall@30 / NDCG@30 and the paired interval of two_tower minus similarity;
-* the creator aggregation's attention vs mean pooling AUC on its held-out week (stage log);
+* the creator aggregation's attention vs mean pooling AUC on its held-out week (stage log; every
+  candidate runs ``aggregation.method=attention`` for it, so the playlists' diversity rule uses
+  attention-pooled creator vectors: ``--pooling shipped`` keeps the configuration's pooling instead);
 * the two-tower's own verdict (held-out recall of the tower vs the raw embeddings, served or not).
 
 Writes the JSON after each run (``"complete": false`` until the end).
@@ -257,6 +261,14 @@ def headline(res):
     return out
 
 
+def with_pooling(candidates, pooling):
+    """The candidates' overrides; ``pooling="shipped"`` drops their ``aggregation.method`` (the
+    configuration's creator pooling then applies, as in the weekly job)."""
+    if pooling == "attention":
+        return candidates
+    return {n: {k: v for k, v in o.items() if k != "aggregation.method"} for n, o in candidates.items()}
+
+
 def summarise(result):
     """The issue's keys (``recall@30``, ``creator_pooling``) from the per-split results."""
     # the issue's keys: channel recall from the test split; the pooling choice from the validation split
@@ -301,6 +313,11 @@ def main(argv=None):
                          "lane: two_tower vs two_tower_fresh_lane (rerank.fresh_lane 10); "
                          "prompt: recall.prompt.target audio vs track_prompt; newusers: the prompt channel "
                          "weighs 1.0 for users without history (fusion.cold_user_channel_weights) or everyone")
+    ap.add_argument("--pooling", default="attention", choices=["attention", "shipped"],
+                    help="attention: every candidate trains creator attention pooling (the pooling comparison's "
+                         "AUCs; the playlists' diversity then uses attention-pooled creator vectors); shipped: "
+                         "the configuration's aggregation.method (mean as shipped): the playlists exactly as shipped, "
+                         "no pooling comparison")
     ap.add_argument("--summarise", action="store_true", help="only recompute the summary keys of --out")
     ap.add_argument("--cold-share", type=float, default=0.0,
                     help="> 0: the cold-item protocol (cold_holdout): this share of the catalogue's tracks "
@@ -344,8 +361,9 @@ def main(argv=None):
               "conf": f"conf/base.yaml + {a.conf} overlay + each candidate's overrides (they differ only in "
                       "recall.content.model / recall.content.tower_tags / rerank.fresh_unplayed / rerank.fresh_lane / "
                       "recall.prompt.target / the prompt channel's fusion weights)",
-              "candidates": {"model": CANDIDATES, "tags": TAGS, "unplayed": UNPLAYED, "lane": LANE, "prompt": PROMPT,
-                             "newusers": NEWUSERS}[a.candidates], "k": K, "complete": False,
+              "candidates": with_pooling({"model": CANDIDATES, "tags": TAGS, "unplayed": UNPLAYED, "lane": LANE,
+                                          "prompt": PROMPT, "newusers": NEWUSERS}[a.candidates], a.pooling),
+              "creator_pooling_override": a.pooling, "k": K, "complete": False,
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
               "load_average_start": list(os.getloadavg()),
               "note": ("CLAP weights are untrained here (no checkpoint can be downloaded): both channels "

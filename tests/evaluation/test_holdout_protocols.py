@@ -64,3 +64,12 @@ def test_cold_tracks_lose_their_plays_and_counts_and_may_become_new_uploads(spar
     assert all(CUT - dt.timedelta(days=7) <= r["created_at"] < CUT for r in rows)
     ds3, _, _ = suite.cold_holdout(ds, split, 1.0)          # new_days 0: their age is kept
     assert all(r["created_at"] == OLD for r in ds3.tracks.collect())
+
+
+def test_shipped_pooling_drops_only_the_candidates_creator_pooling_override(suite):
+    cands = {"a": {"recall.content.model": "similarity", "aggregation.method": "attention"},
+             "b": {"recall.content.model": "two_tower", "aggregation.method": "attention", "rerank.fresh_lane": 10}}
+    assert suite.with_pooling(cands, "attention") == cands
+    assert suite.with_pooling(cands, "shipped") == {"a": {"recall.content.model": "similarity"},
+                                                   "b": {"recall.content.model": "two_tower", "rerank.fresh_lane": 10}}
+    assert cands["a"]["aggregation.method"] == "attention"  # the module's candidate tables are not changed
