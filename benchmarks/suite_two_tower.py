@@ -41,6 +41,10 @@ own tables:
   the test users who wrote prompts loses its training plays) and reports their prompt and popular
   channels' and playlists' recall (``--candidates prompt`` compares the prompt channel's targets);
 * the playlists' recall@30 / NDCG@30 and the paired interval of two_tower minus similarity;
+* what fills the playlists' slots (:func:`fresh_slot_figures`): new uploads (the ``rerank.fresh_days``
+  before W), older tracks nobody played, played tracks: slots, hits, hit rate per slot with its
+  interval, and the channels that retrieved the fresh ones (``--candidates shipped``: the shipped
+  configuration alone, for these figures without a comparison);
 * the creator aggregation's attention vs mean pooling AUC on its held-out week (stage log; every
   candidate runs ``aggregation.method=attention`` for it, so the playlists' diversity rule uses
   attention-pooled creator vectors: ``--pooling shipped`` keeps the configuration's pooling instead);
@@ -68,6 +72,8 @@ K = 30
 # vectors only feed the playlist's diversity rule, the same way in both candidates
 CANDIDATES = {"similarity": {"recall.content.model": "similarity", "aggregation.method": "attention"},
               "two_tower": {"recall.content.model": "two_tower", "aggregation.method": "attention"}}
+# the shipped configuration alone (with --pooling shipped): what fills its playlists (--candidates shipped)
+SHIPPED = {"two_tower": CANDIDATES["two_tower"]}
 # the track tower with the catalogue's 64 most common style tags beside the audio (--candidates tags)
 TAGS = {"two_tower": CANDIDATES["two_tower"],
         "two_tower_tags": {**CANDIDATES["two_tower"], "recall.content.tower_tags": 64}}
@@ -144,12 +150,70 @@ def channel_figures(spark, run, split, played, k=K):
           .groupBy("channel").agg(F.count(F.lit(1)).alias("n")).collect())
     out["playlist_hits"] = n_hits
     out["hit_share"] = {r["channel"]: round(r["n"] / max(n_hits, 1), 4) for r in by}
+    out["fresh_slots"] = fresh_slot_figures(tables, week, split, played, run["cfg"].rerank.fresh_days, rc)
     stages = {s["stage"]: s for s in run["stage_log"]}
     out["content_stage"] = {k2: stages.get("recall.content", {}).get(k2) for k2 in ("status", "message", "counts")}
     out["creator_stage"] = {k2: stages.get("aggregate.creators", {}).get(k2) for k2 in ("status", "message", "counts")}
     rc.unpersist()
     cold_truth.unpersist()
     cold_users.unpersist()
+    return out
+
+
+FRESH_KINDS = ("new", "unplayed", "played")
+
+
+def fresh_slot_figures(tables, week, split, played, fresh_days, rc=None, n_resamples=1000, seed=0):
+    """What fills the test users' playlist slots, by kind of track: ``new`` (created in the
+    ``fresh_days`` before W), ``unplayed`` (older, nobody played it before the cutoff; the fresh share
+    counts both as fresh with ``rerank.fresh_unplayed``), ``played`` (the rest). Per kind: slots, share
+    of the slots, hits (truth pairs), share of the hits, and the hit rate of a slot of that kind (per
+    user with such a slot, averaged, 95% bootstrap interval over those users); with ``rc`` (that week's
+    ``recall_candidates``) the channels that retrieved the fresh slots (a slot retrieved by two channels
+    counts for both; ``none``: no channel, e.g. a back-fill)."""
+    import datetime as dt
+
+    from pyspark.sql import functions as F
+
+    from recsys_spark.evaluation.metrics import bootstrap_ci
+    from recsys_spark.evaluation.weekly_path import playlists_as_recs
+
+    start = dt.datetime.combine(week, dt.time()) - dt.timedelta(days=fresh_days)
+    kinds = (tables.read("tracks").select("track_id", "created_at").dropDuplicates(["track_id"])
+             .join(played.select("track_id").distinct().withColumn("_played", F.lit(True)), "track_id", "left")
+             .select("track_id", F.when(F.coalesce(F.col("created_at"), F.lit(dt.datetime(1970, 1, 1))) >= F.lit(start),
+                                        "new").when(F.col("_played").isNull(), "unplayed")
+                     .otherwise("played").alias("kind")))
+    truth = split.truth.select("user_id", "track_id").distinct().withColumn("_hit", F.lit(1))
+    slots = (playlists_as_recs(tables, week, split.test_users).select("user_id", "track_id")
+             .join(kinds, "track_id", "left").withColumn("kind", F.coalesce(F.col("kind"), F.lit("played")))
+             .join(truth, ["user_id", "track_id"], "left").withColumn("_hit", F.coalesce(F.col("_hit"), F.lit(0)))
+             .cache())
+    # one row per (test user, kind): as many as ranking_metrics' per-user vectors, for the bootstrap
+    per_user = (slots.groupBy("user_id", "kind").agg(F.count(F.lit(1)).alias("n"), F.sum("_hit").alias("hits"))
+                .toPandas())
+    n_slots, n_hits = int(per_user["n"].sum()), int(per_user["hits"].sum())
+    out = {"fresh_days": fresh_days, "slots": n_slots, "hits": n_hits,
+           "playlists": int(per_user["user_id"].nunique()), "kinds": {}}
+    for kind in FRESH_KINDS:
+        k = per_user[per_user["kind"] == kind]
+        entry = {"slots": int(k["n"].sum()), "slot_share": round(float(k["n"].sum()) / max(n_slots, 1), 4),
+                 "hits": int(k["hits"].sum()), "hit_share": round(float(k["hits"].sum()) / max(n_hits, 1), 4),
+                 "users": int(len(k))}
+        if len(k):
+            rate = (k["hits"] / k["n"]).to_numpy()
+            entry["hit_rate"] = round(float(rate.mean()), 6)
+            entry["hit_rate_ci95"] = [round(float(x), 6) for x in bootstrap_ci(rate, n_resamples, seed)]
+        out["kinds"][kind] = entry
+    if rc is not None:
+        fresh = slots.where(F.col("kind").isin("new", "unplayed"))
+        by = (fresh.join(rc.select("user_id", "track_id", "channel").distinct(), ["user_id", "track_id"], "left")
+              .withColumn("channel", F.coalesce(F.col("channel"), F.lit("none")))
+              .groupBy("kind", "channel").agg(F.count(F.lit(1)).alias("n"), F.sum("_hit").alias("hits")).collect())
+        out["fresh_slot_channels"] = {kind: {r["channel"]: {"slots": int(r["n"]), "hits": int(r["hits"])}
+                                             for r in sorted(by, key=lambda r: r["channel"]) if r["kind"] == kind}
+                                      for kind in ("new", "unplayed")}
+    slots.unpersist()
     return out
 
 
@@ -258,6 +322,12 @@ def headline(res):
         if m:
             out[f"new_users_playlists_{name}"] = {"recall@30": m["recall@30"], "ci95": m["recall@30_ci95"],
                                                   "ndcg@30": m["ndcg@30"], "ndcg@30_ci95": m["ndcg@30_ci95"]}
+    for name in c:  # what fills the playlists' slots (absent in older results)
+        f = c[name].get("fresh_slots")
+        if f:
+            out[f"fresh_slots_{name}"] = {kind: {k2: e.get(k2) for k2 in ("slot_share", "hit_share", "hit_rate",
+                                                                           "hit_rate_ci95")}
+                                          for kind, e in f["kinds"].items()}
     return out
 
 
@@ -307,8 +377,11 @@ def main(argv=None):
     ap.add_argument("--conf", default="local")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "content_two_tower.json"))
     ap.add_argument("--splits", default="validation,test")
-    ap.add_argument("--candidates", default="model", choices=["model", "tags", "unplayed", "lane", "prompt", "newusers"],
-                    help="model: similarity vs two_tower (the issue's keys); tags: two_tower vs two_tower_tags; "
+    ap.add_argument("--candidates", default="model",
+                    choices=["model", "shipped", "tags", "unplayed", "lane", "prompt", "newusers"],
+                    help="model: similarity vs two_tower (the issue's keys); shipped: two_tower alone (with "
+                         "--pooling shipped: the shipped configuration, no comparison); "
+                         "tags: two_tower vs two_tower_tags; "
                          "unplayed: two_tower vs two_tower_unplayed_fresh (rerank.fresh_unplayed); "
                          "lane: two_tower vs two_tower_fresh_lane (rerank.fresh_lane 10); "
                          "prompt: recall.prompt.target audio vs track_prompt; newusers: the prompt channel "
@@ -361,8 +434,9 @@ def main(argv=None):
               "conf": f"conf/base.yaml + {a.conf} overlay + each candidate's overrides (they differ only in "
                       "recall.content.model / recall.content.tower_tags / rerank.fresh_unplayed / rerank.fresh_lane / "
                       "recall.prompt.target / the prompt channel's fusion weights)",
-              "candidates": with_pooling({"model": CANDIDATES, "tags": TAGS, "unplayed": UNPLAYED, "lane": LANE,
-                                          "prompt": PROMPT, "newusers": NEWUSERS}[a.candidates], a.pooling),
+              "candidates": with_pooling({"model": CANDIDATES, "shipped": SHIPPED, "tags": TAGS, "unplayed": UNPLAYED,
+                                          "lane": LANE, "prompt": PROMPT, "newusers": NEWUSERS}[a.candidates],
+                                         a.pooling),
               "creator_pooling_override": a.pooling, "k": K, "complete": False,
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
               "load_average_start": list(os.getloadavg()),

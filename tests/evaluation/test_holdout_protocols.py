@@ -73,3 +73,44 @@ def test_shipped_pooling_drops_only_the_candidates_creator_pooling_override(suit
     assert suite.with_pooling(cands, "shipped") == {"a": {"recall.content.model": "similarity"},
                                                    "b": {"recall.content.model": "two_tower", "rerank.fresh_lane": 10}}
     assert cands["a"]["aggregation.method"] == "attention"  # the module's candidate tables are not changed
+
+
+class _Tables:
+    def __init__(self, **frames):
+        self.frames = frames
+
+    def read(self, name):
+        return self.frames[name]
+
+
+def test_fresh_slots_split_the_playlists_into_new_unplayed_and_played_tracks_with_their_hits(spark, suite):
+    week = CUT.date()
+    # a, d: old and played before the cutoff; b: old, never played; c: uploaded 3 days before W
+    tracks = spark.createDataFrame([("a", OLD), ("b", OLD), ("c", CUT - dt.timedelta(days=3)), ("d", OLD)],
+                                   "track_id string, created_at timestamp")
+    played = spark.createDataFrame([("a",), ("d",)], "track_id string")
+    dw = spark.createDataFrame(
+        [(u, t, 1.0, i + 1, week) for u, ts in (("u1", "abc"), ("u2", "bd"), ("u3", "c")) for i, t in enumerate(ts)],
+        "user_id string, track_id string, score double, position int, week_start date")
+    truth = spark.createDataFrame([("u1", "c"), ("u1", "b"), ("u2", "d"), ("u3", "c")],
+                                  "user_id string, track_id string")
+    users = spark.createDataFrame([("u1", 2), ("u2", 1)], "user_id string, n_truth long")   # u3 is no test user
+    split = Split(cutoff=CUT, end=None, train_events=None, train=None, truth=truth, test_users=users)
+    rc = spark.createDataFrame([("u1", "c", "content"), ("u1", "c", "item_cf"), ("u1", "b", "content"),
+                                ("u1", "a", "als")], "user_id string, track_id string, channel string")
+    out = suite.fresh_slot_figures(_Tables(tracks=tracks, discover_weekly=dw), week, split, played, 14, rc)
+    assert (out["slots"], out["hits"], out["playlists"]) == (5, 3, 2)
+    k = out["kinds"]
+    assert {n: (e["slots"], e["hits"], e["users"]) for n, e in k.items()} == {
+        "new": (1, 1, 1), "unplayed": (2, 1, 2), "played": (2, 1, 2)}
+    assert (k["new"]["hit_rate"], k["unplayed"]["hit_rate"], k["played"]["hit_rate"]) == (1.0, 0.5, 0.5)
+    assert k["unplayed"]["slot_share"] == 0.4 and k["new"]["hit_share"] == round(1 / 3, 4)
+    assert k["new"]["hit_rate_ci95"] == [1.0, 1.0]
+    assert out["fresh_slot_channels"] == {"new": {"content": {"slots": 1, "hits": 1},
+                                                  "item_cf": {"slots": 1, "hits": 1}},
+                                          "unplayed": {"content": {"slots": 1, "hits": 1},
+                                                       "none": {"slots": 1, "hits": 0}}}
+    # older than fresh_days, c counts as unplayed (nobody played it), not as new
+    out = suite.fresh_slot_figures(_Tables(tracks=tracks, discover_weekly=dw), week, split, played, 2)
+    assert (out["kinds"]["new"]["slots"], out["kinds"]["unplayed"]["slots"]) == (0, 3)
+    assert "hit_rate" not in out["kinds"]["new"] and "fresh_slot_channels" not in out
