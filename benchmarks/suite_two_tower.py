@@ -171,18 +171,18 @@ def fresh_slot_figures(tables, week, split, played, fresh_days, rc=None, n_resam
     user with such a slot, averaged, 95% bootstrap interval over those users); with ``rc`` (that week's
     ``recall_candidates``) the channels that retrieved the fresh slots (a slot retrieved by two channels
     counts for both; ``none``: no channel, e.g. a back-fill)."""
-    import datetime as dt
-
     from pyspark.sql import functions as F
 
     from recsys_spark.evaluation.metrics import bootstrap_ci
     from recsys_spark.evaluation.weekly_path import playlists_as_recs
+    from recsys_spark.rerank.rules import fresh_tracks
 
-    start = dt.datetime.combine(week, dt.time()) - dt.timedelta(days=fresh_days)
-    kinds = (tables.read("tracks").select("track_id", "created_at").dropDuplicates(["track_id"])
-             .join(played.select("track_id").distinct().withColumn("_played", F.lit(True)), "track_id", "left")
-             .select("track_id", F.when(F.coalesce(F.col("created_at"), F.lit(dt.datetime(1970, 1, 1))) >= F.lit(start),
-                                        "new").when(F.col("_played").isNull(), "unplayed")
+    # the fresh share's own rule (rerank.rules.fresh_tracks): by date only (new), and by date or no play
+    catalogue = tables.read("tracks")
+    new = fresh_tracks(catalogue, week, fresh_days).distinct().withColumn("_new", F.lit(True))
+    fresh = fresh_tracks(catalogue, week, fresh_days, played).distinct().withColumn("_fresh", F.lit(True))
+    kinds = (catalogue.select("track_id").distinct().join(new, "track_id", "left").join(fresh, "track_id", "left")
+             .select("track_id", F.when(F.col("_new"), "new").when(F.col("_fresh"), "unplayed")
                      .otherwise("played").alias("kind")))
     truth = split.truth.select("user_id", "track_id").distinct().withColumn("_hit", F.lit(1))
     slots = (playlists_as_recs(tables, week, split.test_users).select("user_id", "track_id")
