@@ -26,6 +26,7 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PY) -m pip install --quiet -c requirements.lock -e ".[dev,bench]"
 	-@$(MAKE) --no-print-directory blas
 	-$(PY) -m recsys_spark.spark fetch-local-fs
+	-$(PY) -m recsys_spark.spark resolve-delta
 	rm -f $(VENV)/.installed-*; touch $(STAMP)
 
 # Native BLAS for Spark MLlib ALS (optional: skipped where apt-get is not available or not root).

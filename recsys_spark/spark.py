@@ -509,11 +509,36 @@ def spark_from_config(cfg) -> SparkSession:
     )
 
 
+def resolve_delta_jars() -> str:
+    """Start and stop a one-core local session, so that Ivy resolves Delta's jars into its cache
+    now (``make setup``) and not inside the first job or the first test session; returns the
+    coordinates resolved. Where they are cached already it only reads the cache; where a session
+    is active already (its JVM has its jars) nothing is started and that session is left running."""
+    if active_session() is not None:
+        return delta_coordinates()
+    spark = get_spark(app_name="recsys-spark-resolve-delta", master="local[1]", driver_memory="1g")
+    try:
+        spark.range(1).count()
+    finally:
+        spark.stop()
+    return delta_coordinates()
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m recsys_spark.spark fetch-local-fs``: fetch the local file system's jar (module doc)."""
+    """``python -m recsys_spark.spark fetch-local-fs``: fetch the local file system's jar (module
+    doc); ``resolve-delta``: resolve Delta's jars into Ivy's cache (:func:`resolve_delta_jars`)."""
+    usage = "usage: python -m recsys_spark.spark {fetch-local-fs|resolve-delta}"
     args = list(sys.argv[1:] if argv is None else argv)
+    if args == ["resolve-delta"]:
+        try:
+            print(resolve_delta_jars())
+        except Exception as exc:  # noqa: BLE001 - setup goes on; the first session resolves them then
+            print(f"could not resolve {delta_coordinates()}: {exc} (the first session resolves them)",
+                  file=sys.stderr)
+            return 1
+        return 0
     if args != ["fetch-local-fs"]:
-        print("usage: python -m recsys_spark.spark fetch-local-fs", file=sys.stderr)
+        print(usage, file=sys.stderr)
         return 2
     try:
         print(fetch_local_fs_jar())

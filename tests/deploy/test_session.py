@@ -151,3 +151,16 @@ def test_sql_conf_sets_for_the_block_then_restores(spark):
         assert spark.conf.get(preset) == "before"
     finally:
         spark.conf.unset(preset)
+
+
+def test_resolve_delta_leaves_an_active_session_running_and_the_cli_names_its_commands(spark, capsys):
+    from recsys_spark.spark import main, resolve_delta_jars
+
+    # `make setup` runs it in a new process (a session of its own, started and stopped); in a
+    # process that has a session it must not stop that one
+    assert resolve_delta_jars() == delta_coordinates()
+    assert spark.range(3).count() == 3
+    assert main(["resolve-delta"]) == 0 and capsys.readouterr().out.strip() == delta_coordinates()
+    assert spark.range(2).count() == 2
+    assert main(["fetch-everything"]) == 2
+    assert "fetch-local-fs|resolve-delta" in capsys.readouterr().err

@@ -33,12 +33,13 @@ def _succeeded(ctx, track_vectors, run_id="embed-run"):
 
 
 def test_skip_reasons(spark, tmp_path):
-    off = _ctx(spark, tmp_path / "a", "embeddings.enabled=false")
-    assert EmbedStage().skip_reason(off) == "embeddings disabled in config"
     nothing = _ctx(spark, tmp_path / "b", "recall.prompt.target=audio", audio=False, prompts=False)
     assert EmbedStage().skip_reason(nothing) == "no audio and no prompts in the data set: nothing to embed"
     prompts_only = _ctx(spark, tmp_path / "c", audio=False)
     assert EmbedStage().skip_reason(prompts_only) is None
+    # the same tables with embeddings off
+    off = make_ctx(spark, prompts_only.cfg.replace(**{"embeddings.enabled": False}), "run-off")
+    assert EmbedStage().skip_reason(off) == "embeddings disabled in config"
     audio_only = _ctx(spark, tmp_path / "d", "recall.prompt.target=audio", prompts=False)
     assert EmbedStage().skip_reason(audio_only) is None
 
