@@ -18,7 +18,8 @@ Three situations, decided by :func:`plan_session` (a pure function, unit-tested)
 * **Nothing yet** (``python jobs/weekly.py``): a new session with ``spark.master`` of the config;
   the local defaults and the driver memory apply only to a ``local[...]`` master, and
   ``configure_spark_with_delta_pip`` adds the Delta jars (resolved by Ivy from Maven Central and
-  cached in ``~/.ivy2``), or the jars of ``jars_dir`` when given.
+  cached in ``~/.ivy2``; ``make setup`` resolves them once, :func:`resolve_delta_jars`), or the
+  jars of ``jars_dir`` when given.
 
 **Local file system.** Without Hadoop's native library (pip's pyspark has none) Hadoop's local file
 system sets the permission of every file and folder it creates by starting a ``chmod`` process:
