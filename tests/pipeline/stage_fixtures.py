@@ -20,7 +20,11 @@ Users: ``u1`` played t1 (11-10) and t2 (11-17), and t3 on 11-24 (after W: not hi
 (11-20). Every user is served; heard before W: u1 {t1, t2}, u2 {t1, t3}, u3 {t5}.
 """
 
+import atexit
 import datetime as dt
+import os
+import shutil
+import tempfile
 
 import pytest
 
@@ -64,11 +68,6 @@ def write_platform(spark, tables, creators=True, stats=True, audio=True, prompts
     none of the three tables yet gets a copy of those Delta folders (the same log and files, about
     2.6 s of Spark writes saved per call: the stage tests call this ~30 times), any other warehouse
     (a catalog, or one that has one of them already) gets them written."""
-    import atexit
-    import os
-    import shutil
-    import tempfile
-
     from recsys_spark.safety import is_uri
     from recsys_spark.tables import Tables
 
